@@ -1,0 +1,4 @@
+import Testing
+@testable import CurlNIO
+
+@Test func placeholder() { #expect(Bool(true)) }

@@ -1,0 +1,4 @@
+import Testing
+@testable import GatewayJSON
+
+@Test func placeholder() { #expect(Bool(true)) }
