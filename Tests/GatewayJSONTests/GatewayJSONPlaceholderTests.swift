@@ -1,4 +1,0 @@
-import Testing
-@testable import GatewayJSON
-
-@Test func placeholder() { #expect(Bool(true)) }
