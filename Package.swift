@@ -105,7 +105,7 @@ let package = Package(
         .testTarget(
             name: "GatewayProxyTests",
             dependencies: [
-                "GatewayProxy", "GatewayConfig", "GatewayTokens",
+                "GatewayProxy", "GatewayConfig", "GatewayTokens", "GatewayJSON", "CurlNIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

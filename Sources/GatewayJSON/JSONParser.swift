@@ -99,11 +99,16 @@ public struct JSONParser {
             guard peek() == UInt8(ascii: "\"") else { throw error(.syntax, "expected a member name") }
             let name = try parseString()
             // Duplicate names are where two parsers disagree (first wins vs last wins): refuse them.
+            let duplicate: Bool
             if members.count < 16 {
-                if members.contains(where: { $0.name == name }) { throw error(.duplicateKey, "duplicate member \"\(name)\"") }
+                duplicate = members.contains { $0.name == name }
             } else {
                 if seen == nil { seen = Set(members.map(\.name)) }
-                if !seen!.insert(name).inserted { throw error(.duplicateKey, "duplicate member \"\(name)\"") }
+                duplicate = !seen!.insert(name).inserted
+            }
+            if duplicate {
+                path.append(.key(name))
+                throw error(.duplicateKey, "duplicate member \"\(name)\"")
             }
             skipWhitespace()
             guard peek() == UInt8(ascii: ":") else { throw error(.syntax, "expected ':'") }

@@ -1,1 +1,174 @@
-// Placeholder; replaced as the module is written.
+import CurlNIO
+import Dispatch
+import GatewayConfig
+import GatewayProxy
+import GatewayTokens
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Assembles the gateway from a validated configuration: event loops, one libcurl driver and one token cache per
+/// loop, the data-path listener, the admin listener and (when no upstream is configured) the demo upstream. Runs
+/// until SIGTERM or SIGINT, then drains.
+public enum GatewayServer {
+    /// Runs the gateway until a termination signal. Throws `ConfigErrors` for problems in the configuration's
+    /// referenced files (keys, secrets) and other errors for runtime failures (ports in use).
+    public static func run(configuration: GatewayConfiguration, logger: Logger) async throws {
+        let loaded = try IssuerLoader.load(configuration)
+        for warning in loaded.warnings { logger.warning("\(warning)") }
+        if configuration.tokenService != nil {
+            logger.warning("token_service is configured but not available in this build yet; only external issuers are trusted")
+        }
+
+        CurlGlobal.initialize()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let drivers = try CurlDriverGroup(group: group)
+
+        // One LoopContext per loop, created on its loop and reached through NIOLoopBound from channels on it.
+        var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
+        for loop in group.makeIterator() {
+            let bound = try await loop.submit {
+                NIOLoopBound(LoopContext(driver: drivers.driver(for: loop), tokenCacheEntries: configuration.auth.tokenCacheEntries), eventLoop: loop)
+            }.get()
+            contexts[ObjectIdentifier(loop)] = bound
+        }
+        let loopContexts = contexts
+
+        var demoChannel: (any Channel)? = nil
+        var demoSocket: String? = nil
+        if configuration.upstreams.contains(where: \.isEmbeddedDemo) {
+            let path = "/tmp/portcullis-demo-\(getpid()).sock"
+            demoChannel = try await DemoUpstream.start(group: group, socketPath: path)
+            demoSocket = path
+            logger.info("no upstream configured: serving the embedded demo upstream")
+        }
+        var targets: [String: UpstreamTarget] = [:]
+        for upstream in configuration.upstreams {
+            targets[upstream.name] = UpstreamTarget(upstream: upstream, unixSocketOverride: upstream.isEmbeddedDemo ? demoSocket : nil)
+        }
+        let policy = ProxyPolicy(configuration: configuration, verifier: loaded.verifier, targets: targets)
+        let connections = ConnectionCounter()
+        let limits = configuration.limits
+        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+        decoderLimits.maxHeaderFieldSize = limits.maxHeaderBytes
+        decoderLimits.maxHeaderListSize = limits.maxHeaderBytes
+        let decoderLimitsFinal = decoderLimits
+
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 64 * 1024, high: 256 * 1024))
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard connections.open(limit: limits.maxConnections) else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    channel.closeFuture.whenComplete { _ in connections.close() }
+                    let loop = loopContexts[ObjectIdentifier(channel.eventLoop)]!.value
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(IdleConnectionHandler(headerTimeout: .milliseconds(Int64(limits.headerTimeoutMs)), idleTimeout: .milliseconds(Int64(limits.idleTimeoutMs))))
+                    try sync.configureHTTPServerPipeline(
+                        withPipeliningAssistance: true, withErrorHandling: false,
+                        withOutboundHeaderValidation: true, withEncoderConfiguration: .init(),
+                        withDecoderLimitConfiguration: decoderLimitsFinal)
+                    try sync.addHandler(GatewayHandler(policy: policy, loop: loop, clock: wallClock))
+                }
+            }
+            .bind(host: configuration.listen.host, port: configuration.listen.port)
+            .get()
+        logger.info("listening on \(server.localAddress.map { "\($0)" } ?? configuration.listen.description)")
+
+        var admin: (any Channel)? = nil
+        if let adminListen = configuration.adminListen {
+            admin = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                        try channel.pipeline.syncOperations.addHandler(SimpleResponder { head, body in AdminEndpoints.answer(head, body, ready: true) })
+                    }
+                }
+                .bind(host: adminListen.host, port: adminListen.port)
+                .get()
+            logger.info("admin listening on \(admin?.localAddress.map { "\($0)" } ?? adminListen.description)")
+        }
+
+        let signal = await waitForTerminationSignal()
+        logger.info("received \(signal), draining for up to \(limits.drainSeconds) s")
+        try? await server.close()
+        let deadline = NIODeadline.now() + .seconds(Int64(limits.drainSeconds))
+        while connections.count > 0 && NIODeadline.now() < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        try? await admin?.close()
+        try? await demoChannel?.close()
+        if let demoSocket { unlink(demoSocket) }
+        try? await group.shutdownGracefully()
+        logger.info("stopped")
+    }
+
+    /// Seconds since the epoch, with sub-second precision (vDSO, no syscall).
+    @Sendable static func wallClock() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// Suspends until SIGTERM or SIGINT and returns its name.
+    static func waitForTerminationSignal() async -> String {
+        await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
+            let once = Mutex(false)
+            let queue = DispatchQueue(label: "portcullis.signals")
+            var sources: [any DispatchSourceSignal] = []
+            for (number, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+                source.setEventHandler {
+                    let first = once.withLock { fired in
+                        defer { fired = true }
+                        return !fired
+                    }
+                    if first { continuation.resume(returning: name) }
+                }
+                source.resume()
+                sources.append(source)
+            }
+            // The sources must outlive this scope; they live until the process exits.
+            SignalSources.keep(sources)
+        }
+    }
+}
+
+/// Keeps signal sources alive for the life of the process.
+private enum SignalSources {
+    nonisolated(unsafe) static var kept: [any DispatchSourceSignal] = []
+    static func keep(_ sources: [any DispatchSourceSignal]) { kept.append(contentsOf: sources) }
+}
+
+/// Open client connections, for `limits.max_connections` and for draining at shutdown.
+final class ConnectionCounter: Sendable {
+    private let value = Atomic<Int>(0)
+
+    var count: Int { value.load(ordering: .relaxed) }
+
+    func open(limit: Int) -> Bool {
+        let (new, _) = value.add(1, ordering: .relaxed)
+        if new > limit {
+            value.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func close() {
+        value.subtract(1, ordering: .relaxed)
+    }
+}

@@ -1,7 +1,95 @@
 import ArgumentParser
+import GatewayConfig
+import GatewayServer
+import Logging
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `portcullis` — the command line of DESIGN §3. Exit codes: 0 ok, 1 invalid configuration or input, 2 runtime
+/// failure.
 @main
-struct Portcullis: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Reverse-proxy authentication gateway")
-    func run() throws {}
+struct Portcullis: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Reverse-proxy authentication gateway: validates bearer tokens and forwards through libcurl.",
+        subcommands: [Serve.self, Check.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+struct ConfigOption: ParsableArguments {
+    @Option(name: .long, help: "Path of the configuration file.")
+    var config = "gateway.json"
+
+    /// Loads and validates the configuration, printing every error with its JSON path; exits 1 on failure.
+    func load() throws -> GatewayConfiguration {
+        do {
+            return try GatewayConfiguration.load(path: config, environment: environment())
+        } catch {
+            for e in error.errors { printError("\(config): \(e)") }
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the gateway (the default command).")
+
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        let configuration = try options.load()
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = Logger.Level(rawValue: configuration.log.level.rawValue) ?? .info
+            return handler
+        }
+        let logger = Logger(label: "portcullis")
+        do {
+            try await GatewayServer.run(configuration: configuration, logger: logger)
+        } catch let errors as ConfigErrors {
+            for e in errors.errors { printError("\(options.config): \(e)") }
+            throw ExitCode(1)
+        } catch {
+            printError("portcullis: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+struct Check: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Validate the configuration, its keys and files; exit 0 or 1.")
+
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        let configuration = try options.load()
+        do {
+            let loaded = try IssuerLoader.load(configuration)
+            for warning in loaded.warnings { printError("\(options.config): warning: \(warning)") }
+        } catch {
+            for e in error.errors { printError("\(options.config): \(e)") }
+            throw ExitCode(1)
+        }
+        print("\(options.config): ok (\(configuration.routes.count) routes, \(configuration.upstreams.count) upstreams, \(configuration.issuers.count) issuers)")
+    }
+}
+
+func environment() -> [String: String] {
+    var result: [String: String] = [:]
+    var pointer = environ
+    while let entry = pointer.pointee {
+        let text = String(cString: entry)
+        if let eq = text.firstIndex(of: "=") {
+            result[String(text[..<eq])] = String(text[text.index(after: eq)...])
+        }
+        pointer += 1
+    }
+    return result
+}
+
+func printError(_ message: String) {
+    var line = message + "\n"
+    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }

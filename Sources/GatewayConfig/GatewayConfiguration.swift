@@ -1,0 +1,189 @@
+/// The whole of `gateway.json`, validated, with every default filled in and every relative path resolved against
+/// the configuration file's folder.
+public struct GatewayConfiguration: Sendable {
+    public var listen: ListenAddress
+    public var adminListen: ListenAddress?
+    public var limits: Limits
+    /// Upstreams by name, in document order.
+    public var upstreams: [Upstream]
+    public var routes: [Route]
+    public var auth: Auth
+    public var issuers: [Issuer]
+    public var identityHeaders: IdentityHeaders
+    public var tokenService: TokenService?
+    public var store: Store
+    public var log: Log
+    /// Folder of the configuration file; relative paths were resolved against it.
+    public var baseDirectory: String
+
+    public func upstream(named name: String) -> Upstream? {
+        upstreams.first { $0.name == name }
+    }
+}
+
+/// A `host:port` to listen on.
+public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+public struct Limits: Sendable, Hashable {
+    public var maxHeaderBytes = 16384
+    public var maxBodyBytes: Int64 = 104_857_600
+    public var headerTimeoutMs = 10_000
+    public var idleTimeoutMs = 60_000
+    public var maxConnections = 10_000
+    public var drainSeconds = 10
+    public init() {}
+}
+
+public struct Upstream: Sendable, Hashable {
+    public var name: String
+    /// `http` or `https`.
+    public var scheme: String
+    public var host: String
+    public var port: Int
+    /// Path prefix from the URL, without a trailing slash ("" when the URL has no path).
+    public var basePath: String
+    public var unixSocket: String?
+    public var connectTimeoutMs = 2000
+    public var timeoutMs = 30_000
+    public var idleTimeoutMs = 60_000
+    public var tls = UpstreamTLS()
+    /// True for the built-in demo upstream that the gateway starts itself when no upstream is configured.
+    public var isEmbeddedDemo = false
+
+    /// `scheme://host:port`, as libcurl wants it.
+    public var origin: String {
+        let h = host.contains(":") ? "[\(host)]" : host
+        return "\(scheme)://\(h):\(port)"
+    }
+}
+
+public struct UpstreamTLS: Sendable, Hashable {
+    public var caFile: String?
+    public var clientCertFile: String?
+    public var clientKeyFile: String?
+    public init() {}
+}
+
+public struct Route: Sendable, Hashable {
+    public enum AuthMode: String, Sendable, Hashable { case required, optional, none }
+
+    /// Canonical path prefix, matched on segment boundaries.
+    public var pathPrefix: String
+    /// Upper-case methods; empty means any.
+    public var methods: [String]
+    /// Lower-cased host (without port) to match, or nil for any.
+    public var host: String?
+    public var upstream: String
+    public var auth: AuthMode
+    public var scopes: [String]
+    public var stripPrefix: Bool
+
+    public init(pathPrefix: String, methods: [String], host: String?, upstream: String, auth: AuthMode, scopes: [String], stripPrefix: Bool) {
+        self.pathPrefix = pathPrefix
+        self.methods = methods
+        self.host = host
+        self.upstream = upstream
+        self.auth = auth
+        self.scopes = scopes
+        self.stripPrefix = stripPrefix
+    }
+}
+
+public struct Auth: Sendable, Hashable {
+    public var realm = "api"
+    public var audiences = ["api"]
+    public var leewaySeconds = 30
+    public var forwardToken = false
+    public var tokenCacheEntries = 65536
+    public init() {}
+}
+
+public struct Issuer: Sendable, Hashable {
+    public enum KeySource: Sendable, Hashable {
+        case jwksURI(String)
+        case discovery
+        case jwksFile(String)
+        case publicKeyFile(String)
+        case hmacSecret(String)
+        case hmacSecretFile(String)
+    }
+
+    public var issuer: String
+    public var keySource: KeySource
+    /// Allow-list of JWS algorithm names, validated against the supported set.
+    public var algorithms: [String]
+    /// Overrides `auth.audiences` when set.
+    public var audiences: [String]?
+    public var tokenTypes: [String]
+    public var requiredClaims: [String]
+    /// Key id for a single configured key (PEM or HMAC secret).
+    public var kid: String?
+    public var caFile: String?
+    public var jwksRefetchCooldownSeconds = 10
+}
+
+public struct IdentityHeaders: Sendable, Hashable {
+    public var subject = "X-Auth-Subject"
+    public var scopes = "X-Auth-Scopes"
+    public var issuer = "X-Auth-Issuer"
+    /// Claim name → header name, in document order.
+    public var claims: [ClaimHeader] = []
+    /// Every client header whose normalised name starts with this is dropped.
+    public var stripPrefix = "X-Auth-"
+    public init() {}
+
+    public struct ClaimHeader: Sendable, Hashable {
+        public var claim: String
+        public var header: String
+
+        public init(claim: String, header: String) {
+            self.claim = claim
+            self.header = header
+        }
+    }
+}
+
+public struct TokenService: Sendable, Hashable {
+    public var pathPrefix = "/auth"
+    public var issuer = "http://localhost:8080"
+    public var audience = "api"
+    public var accessTokenTTLSeconds = 900
+    public var refreshTokenTTLSeconds = 604_800
+    public var refreshTokenIdleTTLSeconds = 86400
+    public var refreshReuseGraceSeconds = 10
+    public var signingAlgorithm = "ES256"
+    public var keyDirectory: String
+    public var usersFile: String?
+    public var loginUpstream: LoginUpstream?
+
+    public struct LoginUpstream: Sendable, Hashable {
+        public var upstream: String
+        public var path: String
+    }
+}
+
+public struct Store: Sendable, Hashable {
+    public enum Kind: String, Sendable, Hashable { case sqlite, memory, postgres }
+    public var kind: Kind = .sqlite
+    public var path: String
+    public var url: String?
+}
+
+public struct Log: Sendable, Hashable {
+    public enum Level: String, Sendable, Hashable, CaseIterable { case trace, debug, info, notice, warning, error, critical }
+    public enum Format: String, Sendable, Hashable { case json, text }
+    public var level: Level = .info
+    public var format: Format = .json
+    public var accessLog = true
+    public init() {}
+}

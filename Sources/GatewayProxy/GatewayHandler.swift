@@ -1,0 +1,282 @@
+import CurlNIO
+import GatewayConfig
+import GatewayTokens
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// The data path of one client connection: authorises each request head synchronously on the event loop, then
+/// streams it to the upstream through this loop's libcurl driver and streams the answer back, with back-pressure
+/// both ways. Sits after NIO's HTTP/1.1 codec and `HTTPServerPipelineHandler`, which hands it one request at a time.
+public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
+    public typealias InboundIn = HTTPServerRequestPart
+    public typealias OutboundIn = HTTPServerResponsePart
+    public typealias OutboundOut = HTTPServerResponsePart
+
+    private let policy: ProxyPolicy
+    private let loop: LoopContext
+    private let clock: @Sendable () -> Double
+    private var machine = ProxyRequestStateMachine()
+    private var context: ChannelHandlerContext?
+
+    // The request in flight.
+    private var transfer: CurlTransfer?
+    private var upload = UploadBuffer()
+    private var requestID = ""
+    private var requestBodyBytes: Int64 = 0
+    /// The client channel was not writable and curl holds response bytes for us.
+    private var receivePaused = false
+    /// Reading from the client is held back because the upload buffer is full.
+    private var readHeld = false
+    private var readRequested = false
+
+    public init(policy: ProxyPolicy, loop: LoopContext, clock: @escaping @Sendable () -> Double) {
+        self.policy = policy
+        self.loop = loop
+        self.clock = clock
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    // MARK: - Client → gateway
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            requestHead(head, context: context)
+        case .body(let buffer):
+            requestBody(buffer, context: context)
+        case .end:
+            perform(machine.requestEnd(), context: context)
+        }
+    }
+
+    private func requestHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        requestID = head.headers.first(name: "x-request-id").flatMap { isAcceptableRequestID($0[...]) ? $0 : nil } ?? loop.nextRequestID()
+        requestBodyBytes = 0
+        upload = UploadBuffer()
+        receivePaused = false
+        let hasBody = head.headers.contains(name: "content-length") && head.headers.first(name: "content-length") != "0"
+            || head.headers.contains(name: "transfer-encoding")
+        let decision = policy.decide(
+            head: head, requestID: requestID, clientAddress: context.channel.remoteAddress?.ipAddress,
+            cache: loop.tokenCache, now: clock())
+        switch decision {
+        case .reject(let error):
+            perform(machine.requestHead(rejection: error, keepAlive: head.isKeepAlive, hasBody: hasBody), context: context)
+        case .forward(let forward):
+            let action = machine.requestHead(rejection: nil, keepAlive: head.isKeepAlive, hasBody: hasBody)
+            if case .startTransfer = action {
+                transfer = loop.driver.start(forward.request, delegate: self)
+            } else {
+                perform(action, context: context)
+            }
+        }
+    }
+
+    private func requestBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        guard case .forwardBody = machine.requestBodyPart() else { return }
+        requestBodyBytes += Int64(buffer.readableBytes)
+        if requestBodyBytes > policy.limits.maxBodyBytes {
+            perform(machine.requestBodyTooLarge(), context: context)
+            return
+        }
+        upload.append(buffer)
+        if upload.curlWaiting {
+            upload.curlWaiting = false
+            transfer?.resumeSending()
+        }
+        if upload.isAboveHighWatermark { readHeld = true }
+    }
+
+    // MARK: - Actions
+
+    private func perform(_ action: ProxyRequestStateMachine.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .none, .startTransfer, .forwardBody:
+            break
+        case .respond(let error, let close):
+            respond(error, close: close, context: context)
+        case .finishUpload:
+            upload.finished = true
+            if upload.curlWaiting {
+                upload.curlWaiting = false
+                transfer?.resumeSending()
+            }
+        case .writeResponseHead:
+            break  // written by the curl delegate, which has the head
+        case .writeResponseEnd(let close):
+            transfer = nil
+            let promise: EventLoopPromise<Void>? = close ? context.eventLoop.makePromise() : nil
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
+            context.triggerUserOutboundEvent(ResponseCompleteEvent(), promise: nil)
+            if close {
+                let channel = context.channel
+                promise?.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            } else {
+                releaseRead(context: context)
+            }
+        case .abortConnection:
+            transfer?.cancel()
+            transfer = nil
+            context.close(promise: nil)
+        case .cancelTransfer:
+            transfer?.cancel()
+            transfer = nil
+        case .readyForNextRequest:
+            releaseRead(context: context)
+        }
+    }
+
+    private func respond(_ error: GatewayError, close: Bool, context: ChannelHandlerContext) {
+        transfer = nil
+        let body = error.body(requestID: requestID)
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(5)
+        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Content-Length", value: String(body.count))
+        headers.add(name: "Cache-Control", value: "no-store")
+        headers.add(name: "X-Request-Id", value: requestID)
+        if let challenge = error.wwwAuthenticate(realm: policy.realm) { headers.add(name: "WWW-Authenticate", value: challenge) }
+        if close { headers.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: error.status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+        if close {
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+        context.triggerUserOutboundEvent(ResponseCompleteEvent(), promise: nil)
+    }
+
+    // MARK: - Back-pressure towards the client
+
+    public func read(context: ChannelHandlerContext) {
+        if readHeld {
+            readRequested = true
+            return
+        }
+        context.read()
+    }
+
+    private func releaseRead(context: ChannelHandlerContext) {
+        readHeld = false
+        if readRequested {
+            readRequested = false
+            context.read()
+        }
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable && receivePaused {
+            receivePaused = false
+            transfer?.resumeReceiving()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        perform(machine.clientClosed(), context: context)
+        context.fireChannelInactive()
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Decoder errors: answer what the client got wrong, then close (the byte stream is no longer trusted).
+        guard machine.isIdle else {
+            perform(machine.clientClosed(), context: context)
+            context.close(promise: nil)
+            return
+        }
+        if requestID.isEmpty { requestID = loop.nextRequestID() }
+        let gatewayError: GatewayError
+        switch error as? HTTPParserError {
+        case .headerOverflow: gatewayError = .headerTooLarge
+        case .some: gatewayError = .requestMalformed
+        case .none:
+            context.close(promise: nil)
+            return
+        }
+        _ = machine.clientClosed()
+        respond(gatewayError, close: true, context: context)
+    }
+
+    // MARK: - CurlTransferDelegate (called on this loop, possibly inside libcurl)
+
+    public func curlTransfer(_ transfer: CurlTransfer, didReceiveHead head: CurlResponseHead) {
+        guard transfer === self.transfer, let context else { return }
+        guard case .writeResponseHead(let close) = machine.upstreamHead() else { return }
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(head.headers.count + 1)
+        for header in head.headers where !Self.isHopByHopResponseHeader(header.name) {
+            headers.add(name: header.name, value: header.value)
+        }
+        if close { headers.replaceOrAdd(name: "Connection", value: "close") }
+        let status = HTTPResponseStatus(statusCode: head.status)
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+    }
+
+    public func curlTransfer(_ transfer: CurlTransfer, didReceiveBodyBytes bytes: UnsafeRawBufferPointer) -> CurlBodyDisposition {
+        guard transfer === self.transfer, let context else { return .consumed }
+        if !context.channel.isWritable {
+            receivePaused = true
+            context.flush()
+            return .pause
+        }
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
+        return .consumed
+    }
+
+    public func curlTransfer(_ transfer: CurlTransfer, fillRequestBody buffer: UnsafeMutableRawBufferPointer) -> CurlUploadChunk {
+        guard transfer === self.transfer, let context else { return .end }
+        let chunk = upload.fill(buffer)
+        if readHeld && upload.isBelowLowWatermark { releaseRead(context: context) }
+        return chunk
+    }
+
+    public func curlTransferDidFinishBatch(_ transfer: CurlTransfer) {
+        guard transfer === self.transfer else { return }
+        context?.flush()
+    }
+
+    public func curlTransfer(_ transfer: CurlTransfer, didCompleteWith result: Result<Void, CurlTransferError>) {
+        guard transfer === self.transfer, let context else { return }
+        switch result {
+        case .success:
+            perform(machine.upstreamCompleted(), context: context)
+        case .failure(let error):
+            let gatewayError: GatewayError
+            switch error.code {
+            case .responseTimeout: gatewayError = .upstreamTimeout
+            case .couldNotConnect, .connectionReset: gatewayError = .upstreamUnavailable
+            case .idleTimeout: gatewayError = .upstreamTimeout
+            default: gatewayError = .upstreamInvalidResponse
+            }
+            perform(machine.upstreamFailed(gatewayError), context: context)
+        }
+    }
+
+    /// Response fields that describe the upstream hop, not the message (RFC 9110 §7.6.1).
+    static let hopByHopResponseHeaders: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+    ]
+
+    static func isHopByHopResponseHeader(_ name: String) -> Bool {
+        name.utf8.count <= 17 && hopByHopResponseHeaders.contains(name.lowercased())
+    }
+}
+
+@available(*, unavailable)
+extension GatewayHandler: Sendable {}
+
+/// Sent outbound by `GatewayHandler` when a response has been written completely, so that connection-level
+/// handlers nearer the socket (header and idle clocks) know a new request may start.
+public struct ResponseCompleteEvent: Sendable {
+    public init() {}
+}

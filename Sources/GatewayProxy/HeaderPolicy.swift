@@ -1,0 +1,168 @@
+import CurlNIO
+import GatewayConfig
+import GatewayJSON
+import GatewayTokens
+import NIOHTTP1
+
+/// Turns a client's request headers into the header list sent upstream (DESIGN §5): hop-by-hop and
+/// `Connection`-listed headers dropped, the identity namespace stripped in every spelling, framing left to libcurl,
+/// forwarding headers replaced, then the verified identity injected. Built once per configuration.
+public struct HeaderPolicy: Sendable {
+    /// Normalised names (lower-case, `_` and `.` read as `-`) that are always dropped.
+    private let dropped: Set<String>
+    /// Normalised strip prefix (`x-auth-`), or "" for none.
+    private let stripPrefix: String
+    private let identity: IdentityHeaders
+    private let forwardToken: Bool
+
+    /// Hop-by-hop fields (RFC 9110 §7.6.1) and the framing fields libcurl must generate itself.
+    static let hopByHopAndFraming: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+        "proxy-authenticate", "proxy-authorization", "content-length", "host", "expect",
+        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
+    ]
+
+    public init(identity: IdentityHeaders, forwardToken: Bool) {
+        var dropped = Self.hopByHopAndFraming
+        dropped.insert(Self.normalise(identity.subject))
+        dropped.insert(Self.normalise(identity.scopes))
+        dropped.insert(Self.normalise(identity.issuer))
+        for claim in identity.claims { dropped.insert(Self.normalise(claim.header)) }
+        if !forwardToken { dropped.insert("authorization") }
+        self.dropped = dropped
+        self.stripPrefix = Self.normalise(identity.stripPrefix)
+        self.identity = identity
+        self.forwardToken = forwardToken
+    }
+
+    /// Header names compare case-insensitively, and many upstream stacks (CGI, WSGI, PHP, nginx) read `_` and `.`
+    /// as `-`: compare in that folded form so `X_Auth.Subject` is caught like `X-Auth-Subject`.
+    static func normalise(_ name: String) -> String {
+        var bytes = Array(name.utf8)
+        for i in bytes.indices {
+            switch bytes[i] {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"): bytes[i] |= 0x20
+            case UInt8(ascii: "_"), UInt8(ascii: "."): bytes[i] = UInt8(ascii: "-")
+            default: break
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Checks framing before anything is forwarded: a request with both `Content-Length` and
+    /// `Transfer-Encoding`, differing or malformed lengths, or control bytes in a value is refused (400).
+    public static func validateFraming(_ headers: HTTPHeaders) -> Bool {
+        var contentLength: Substring? = nil
+        var transferEncoding = false
+        for (name, value) in headers {
+            for byte in value.utf8 where (byte < 0x20 && byte != 0x09) || byte == 0x7F { return false }
+            switch name.utf8.count {
+            case 14 where name.lowercased() == "content-length":
+                for part in value.split(separator: ",") {
+                    let trimmed = part.trimmingSpaces
+                    guard !trimmed.isEmpty, trimmed.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return false }
+                    if let previous = contentLength, previous != trimmed { return false }
+                    contentLength = trimmed
+                }
+            case 17 where name.lowercased() == "transfer-encoding":
+                transferEncoding = true
+            default:
+                break
+            }
+        }
+        return !(transferEncoding && contentLength != nil)
+    }
+
+    /// The headers to send upstream.
+    ///
+    /// - Parameters:
+    ///   - identity: the verified token, or nil on `auth: none` routes and anonymous `optional` requests.
+    ///   - clientAddress: the peer's IP address, for `X-Forwarded-For`.
+    ///   - requestID: the request's id (the client's valid `X-Request-Id`, or a generated one).
+    public func upstreamHeaders(
+        from headers: HTTPHeaders,
+        identity verified: VerifiedToken?,
+        clientAddress: String?,
+        requestID: String
+    ) -> [CurlHeader] {
+        var connectionListed: Set<String> = []
+        for value in headers[canonicalForm: "connection"] {
+            connectionListed.insert(Self.normalise(String(value)))
+        }
+        var out: [CurlHeader] = []
+        out.reserveCapacity(headers.count + 8)
+        var forwardedHost: String? = nil
+        var hasRequestID = false
+        for (name, value) in headers {
+            let normalised = Self.normalise(name)
+            if normalised == "host" { forwardedHost = value }
+            if dropped.contains(normalised) || connectionListed.contains(normalised) || normalised.hasPrefix("proxy-") {
+                continue
+            }
+            if !stripPrefix.isEmpty && normalised.hasPrefix(stripPrefix) { continue }
+            if normalised == "x-request-id" {
+                if hasRequestID { continue }
+                hasRequestID = true
+                out.append(CurlHeader(name: name, value: requestID))
+                continue
+            }
+            out.append(CurlHeader(name: name, value: value))
+        }
+        if !hasRequestID { out.append(CurlHeader(name: "X-Request-Id", value: requestID)) }
+        if let clientAddress { out.append(CurlHeader(name: "X-Forwarded-For", value: clientAddress)) }
+        out.append(CurlHeader(name: "X-Forwarded-Proto", value: "http"))
+        if let forwardedHost { out.append(CurlHeader(name: "X-Forwarded-Host", value: Self.encodeValue(forwardedHost))) }
+        if let verified {
+            out.append(CurlHeader(name: identity.subject, value: Self.encodeValue(verified.subject)))
+            out.append(CurlHeader(name: identity.scopes, value: Self.encodeValue(verified.scopes.joined(separator: " "))))
+            out.append(CurlHeader(name: identity.issuer, value: Self.encodeValue(verified.issuer)))
+            for mapping in identity.claims {
+                guard let value = verified.claims[mapping.claim], let text = Self.claimText(value) else { continue }
+                out.append(CurlHeader(name: mapping.header, value: Self.encodeValue(text)))
+            }
+        }
+        return out
+    }
+
+    /// Strings as-is, numbers and booleans as JSON, arrays comma-joined, objects as compact JSON (DESIGN §5).
+    static func claimText(_ value: JSONValue) -> String? {
+        switch value {
+        case .null: nil
+        case .string(let s): s
+        case .array(let elements): elements.compactMap { element in
+                if case .string(let s) = element { return s }
+                return JSONWriter.string(element)
+            }.joined(separator: ",")
+        default: JSONWriter.string(value)
+        }
+    }
+
+    /// Percent-encodes every byte outside printable ASCII, and `%` itself, so that CR, LF and NUL can never reach
+    /// the upstream and the encoding stays reversible.
+    static func encodeValue(_ value: String) -> String {
+        let needsEncoding = value.utf8.contains { $0 < 0x20 || $0 > 0x7E || $0 == UInt8(ascii: "%") }
+        guard needsEncoding else { return value }
+        var out: [UInt8] = []
+        out.reserveCapacity(value.utf8.count * 3)
+        let hex = Array("0123456789ABCDEF".utf8)
+        for byte in value.utf8 {
+            if byte < 0x20 || byte > 0x7E || byte == UInt8(ascii: "%") {
+                out.append(UInt8(ascii: "%"))
+                out.append(hex[Int(byte >> 4)])
+                out.append(hex[Int(byte & 0xF)])
+            } else {
+                out.append(byte)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+extension StringProtocol {
+    var trimmingSpaces: Substring {
+        var s = Substring(self)
+        while let first = s.first, first == " " || first == "\t" { s.removeFirst() }
+        while let last = s.last, last == " " || last == "\t" { s.removeLast() }
+        return s
+    }
+}

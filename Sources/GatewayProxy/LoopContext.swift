@@ -1,0 +1,51 @@
+import CurlNIO
+import GatewayTokens
+import NIOCore
+
+/// What each event loop owns for the data path: its libcurl driver, its verified-token cache and its request-id
+/// sequence. Confined to the loop, so none of it needs a lock.
+public final class LoopContext {
+    public let driver: CurlLoopDriver
+    public let tokenCache: VerifiedTokenCache
+    private let idPrefix: String
+    private var counter: UInt64 = 0
+
+    public init(driver: CurlLoopDriver, tokenCacheEntries: Int) {
+        self.driver = driver
+        self.tokenCache = VerifiedTokenCache(capacity: tokenCacheEntries)
+        self.idPrefix = hex(UInt64.random(in: .min ... .max))
+    }
+
+    /// A new request id: a random per-loop prefix and a counter, unique without a random draw per request.
+    public func nextRequestID() -> String {
+        counter &+= 1
+        return idPrefix + hex(counter)
+    }
+}
+
+@available(*, unavailable)
+extension LoopContext: Sendable {}
+
+private func hex(_ value: UInt64) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var out = [UInt8](repeating: 0, count: 16)
+    var v = value
+    for i in stride(from: 15, through: 0, by: -1) {
+        out[i] = digits[Int(v & 0xF)]
+        v >>= 4
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
+/// A client-supplied `X-Request-Id` is kept only if it is short and plain, so it is safe in logs and headers.
+func isAcceptableRequestID(_ id: Substring) -> Bool {
+    (1...128).contains(id.utf8.count) && id.utf8.allSatisfy { byte in
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+            UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."):
+            true
+        default:
+            false
+        }
+    }
+}

@@ -1,0 +1,154 @@
+import CurlNIO
+import GatewayConfig
+import GatewayTokens
+import NIOCore
+import NIOHTTP1
+
+/// Everything the data path needs to decide about a request, built once per configuration load and shared,
+/// immutable, by every event loop.
+public struct ProxyPolicy: Sendable {
+    public let routes: RouteTable
+    /// Per route (same index as `routes.routes`), where it forwards to.
+    public let targets: [UpstreamTarget]
+    public let headers: HeaderPolicy
+    public let verifier: TokenVerifier
+    public let realm: String
+    public let limits: Limits
+    public let tokenCacheEntries: Int
+
+    public init(configuration: GatewayConfiguration, verifier: TokenVerifier, targets: [String: UpstreamTarget]) {
+        self.routes = RouteTable(configuration.routes)
+        self.targets = configuration.routes.map { targets[$0.upstream]! }
+        self.headers = HeaderPolicy(identity: configuration.identityHeaders, forwardToken: configuration.auth.forwardToken)
+        self.verifier = verifier
+        self.realm = configuration.auth.realm
+        self.limits = configuration.limits
+        self.tokenCacheEntries = configuration.auth.tokenCacheEntries
+    }
+
+    /// What to do with a request, decided from its head alone.
+    public enum Decision: Sendable {
+        case forward(Forward)
+        case reject(GatewayError)
+    }
+
+    public struct Forward: Sendable {
+        public var routeIndex: Int
+        public var request: CurlRequest
+        public var identity: VerifiedToken?
+    }
+
+    /// Authorises a request head: framing, path, route, token, scopes — in that order, so that cheap checks run
+    /// before any signature is verified — and builds the upstream request when everything passes.
+    public func decide(
+        head: HTTPRequestHead,
+        requestID: String,
+        clientAddress: String?,
+        cache: VerifiedTokenCache,
+        now: Double
+    ) -> Decision {
+        let method = head.method.rawValue
+        if head.method == .CONNECT || head.method == .TRACE { return .reject(.methodNotAllowed) }
+        guard HeaderPolicy.validateFraming(head.headers) else { return .reject(.requestMalformed) }
+        let hosts = head.headers[canonicalForm: "host"]
+        if hosts.count > 1 { return .reject(.requestMalformed) }
+        let body = requestBody(head.headers)
+        if case .length(let n) = body, n > limits.maxBodyBytes { return .reject(.bodyTooLarge) }
+
+        let canonical: CanonicalPath
+        switch CanonicalPath.parse(head.uri) {
+        case .success(let c): canonical = c
+        case .failure: return .reject(.invalidPath)
+        }
+        let host = hosts.first.map { hostWithoutPort($0) }
+        guard let routeIndex = routes.match(method: method, host: host, path: canonical.matchPath) else {
+            return .reject(.routeNotFound)
+        }
+        let route = routes.routes[routeIndex]
+
+        var identity: VerifiedToken? = nil
+        if route.auth != .none {
+            switch BearerCredential.extract(from: head.headers) {
+            case .invalidRequest:
+                return .reject(.invalidAuthorization)
+            case .absent:
+                if route.auth == .required { return .reject(.tokenMissing) }
+            case .token(let token):
+                switch verify(token, cache: cache, now: now) {
+                case .success(let verified): identity = verified
+                case .failure(let rejection): return .reject(.invalidToken(rejection))
+                }
+            }
+            if let identity, !route.scopes.isEmpty {
+                for scope in route.scopes where !identity.scopes.contains(scope) {
+                    return .reject(.insufficientScope(route.scopes))
+                }
+            }
+        }
+
+        let target = targets[routeIndex]
+        let path = RouteTable.upstreamPath(for: route, canonicalPath: canonical.path, basePath: target.basePath)
+        let request = CurlRequest(
+            origin: target.origin,
+            requestTarget: canonical.query.map { "\(path)?\($0)" } ?? path,
+            method: method,
+            headers: headers.upstreamHeaders(from: head.headers, identity: identity, clientAddress: clientAddress, requestID: requestID),
+            body: body,
+            unixSocketPath: target.unixSocket,
+            connectTimeout: target.connectTimeout,
+            responseTimeout: target.responseTimeout,
+            idleTimeout: target.idleTimeout
+        )
+        return .forward(Forward(routeIndex: routeIndex, request: request, identity: identity))
+    }
+
+    /// Verifies through the loop's cache: a repeated token costs a hash and a compare, not a signature check.
+    func verify(_ token: Substring, cache: VerifiedTokenCache, now: Double) -> Result<VerifiedToken, TokenRejection> {
+        var token = token
+        return token.withUTF8 { bytes in
+            let raw = UnsafeRawBufferPointer(bytes)
+            if let hit = cache.lookup(raw, now: now) { return .success(hit) }
+            let result = verifier.verify(raw, now: now)
+            if case .success(let verified) = result { cache.insert(raw, verified, now: now) }
+            return result
+        }
+    }
+
+    /// The request's body framing as libcurl should send it.
+    func requestBody(_ headers: HTTPHeaders) -> CurlRequestBody {
+        if headers.contains(name: "transfer-encoding") { return .chunked }
+        if let value = headers.first(name: "content-length"), let n = Int64(value.split(separator: ",").first?.trimmingSpaces ?? "") {
+            return n == 0 ? .none : .length(n)
+        }
+        return .none
+    }
+
+    func hostWithoutPort(_ host: some StringProtocol) -> Substring {
+        var h = Substring(host.lowercased())
+        if h.hasPrefix("[") {
+            if let close = h.firstIndex(of: "]") { h = h[h.startIndex...close] }
+        } else if let colon = h.lastIndex(of: ":") {
+            h = h[..<colon]
+        }
+        return h
+    }
+}
+
+/// Where a route forwards to, resolved from its upstream's configuration.
+public struct UpstreamTarget: Sendable {
+    public var origin: String
+    public var basePath: String
+    public var unixSocket: String?
+    public var connectTimeout: TimeAmount
+    public var responseTimeout: TimeAmount
+    public var idleTimeout: TimeAmount
+
+    public init(upstream: Upstream, unixSocketOverride: String? = nil) {
+        self.origin = upstream.isEmbeddedDemo ? "http://localhost" : upstream.origin
+        self.basePath = upstream.basePath
+        self.unixSocket = unixSocketOverride ?? upstream.unixSocket
+        self.connectTimeout = .milliseconds(Int64(upstream.connectTimeoutMs))
+        self.responseTimeout = .milliseconds(Int64(upstream.timeoutMs))
+        self.idleTimeout = .milliseconds(Int64(upstream.idleTimeoutMs))
+    }
+}

@@ -1,0 +1,130 @@
+/// The life of one request on a client connection, as a value type that returns actions and does no I/O, so every
+/// ordering of client and upstream events can be unit-tested. The handler performs the actions.
+///
+/// The hard orderings it settles:
+/// - the gateway answers before the client finished sending its body (a rejection, or an early upstream answer):
+///   the connection must then close, because the unread body bytes cannot be told apart from the next request;
+/// - the upstream fails after the response head went out: the only honest signal left is to abort the connection;
+/// - the client goes away mid-transfer: the upstream transfer is cancelled.
+public struct ProxyRequestStateMachine: Sendable {
+    enum State: Sendable, Equatable {
+        /// Between requests.
+        case idle
+        /// The gateway answered itself; the rest of the request body is dropped.
+        case rejected(requestComplete: Bool, close: Bool)
+        /// A transfer is in flight.
+        case forwarding(Forwarding)
+        /// The connection is being closed; nothing more happens.
+        case closed
+    }
+
+    struct Forwarding: Sendable, Equatable {
+        var requestComplete = false
+        var responseHeadSent = false
+        var keepAlive: Bool
+    }
+
+    public enum Action: Sendable, Equatable {
+        case none
+        /// Write the gateway's own error response; close afterwards if `close`.
+        case respond(GatewayError, close: Bool)
+        case startTransfer
+        /// Hand body bytes to the upstream transfer.
+        case forwardBody
+        /// The request body is complete: tell the transfer.
+        case finishUpload
+        case writeResponseHead(close: Bool)
+        /// Finish the response; close afterwards if `close`.
+        case writeResponseEnd(close: Bool)
+        /// Abort the client connection (the response is already partly written).
+        case abortConnection
+        case cancelTransfer
+        /// Re-arm reading the next request.
+        case readyForNextRequest
+    }
+
+    private(set) var state: State = .idle
+
+    public init() {}
+
+    public var isIdle: Bool { state == .idle }
+
+    public mutating func requestHead(rejection: GatewayError?, keepAlive: Bool, hasBody: Bool) -> Action {
+        guard state == .idle else {
+            // HTTPServerPipelineHandler holds back pipelined requests until the previous response is done, so a
+            // head can only arrive while idle; anything else is a bug we answer safely.
+            state = .closed
+            return .respond(.requestMalformed, close: true)
+        }
+        if let rejection {
+            let close = rejection.closeConnection || !keepAlive || hasBody
+            state = .rejected(requestComplete: false, close: close)
+            return .respond(rejection, close: close)
+        }
+        state = .forwarding(Forwarding(keepAlive: keepAlive))
+        return .startTransfer
+    }
+
+    public mutating func requestBodyPart() -> Action {
+        switch state {
+        case .forwarding(let f) where !f.requestComplete: return .forwardBody
+        default: return .none
+        }
+    }
+
+    public mutating func requestEnd() -> Action {
+        switch state {
+        case .forwarding(var f):
+            f.requestComplete = true
+            state = .forwarding(f)
+            return .finishUpload
+        case .rejected(_, let close):
+            if close { return .none }
+            state = .idle
+            return .readyForNextRequest
+        default:
+            return .none
+        }
+    }
+
+    public mutating func upstreamHead() -> Action {
+        guard case .forwarding(var f) = state, !f.responseHeadSent else { return .none }
+        f.responseHeadSent = true
+        state = .forwarding(f)
+        return .writeResponseHead(close: !f.keepAlive)
+    }
+
+    public mutating func upstreamCompleted() -> Action {
+        guard case .forwarding(let f) = state else { return .none }
+        // A response that finished before the request body did: the rest of the body is still on the wire.
+        let close = !f.keepAlive || !f.requestComplete
+        state = close ? .closed : .idle
+        return .writeResponseEnd(close: close)
+    }
+
+    public mutating func upstreamFailed(_ error: GatewayError) -> Action {
+        guard case .forwarding(let f) = state else { return .none }
+        if f.responseHeadSent {
+            state = .closed
+            return .abortConnection
+        }
+        let close = !f.keepAlive || !f.requestComplete || error.closeConnection
+        state = .rejected(requestComplete: f.requestComplete, close: close)
+        if !close { state = .idle }
+        return .respond(error, close: close)
+    }
+
+    /// The request body grew past `max_body_bytes` while streaming (chunked uploads).
+    public mutating func requestBodyTooLarge() -> Action {
+        guard case .forwarding(let f) = state else { return .none }
+        state = .closed
+        return f.responseHeadSent ? .abortConnection : .respond(.bodyTooLarge, close: true)
+    }
+
+    public mutating func clientClosed() -> Action {
+        let wasForwarding: Bool
+        if case .forwarding = state { wasForwarding = true } else { wasForwarding = false }
+        state = .closed
+        return wasForwarding ? .cancelTransfer : .none
+    }
+}

@@ -1,4 +1,0 @@
-import Testing
-@testable import GatewayProxy
-
-@Test func placeholder() { #expect(Bool(true)) }

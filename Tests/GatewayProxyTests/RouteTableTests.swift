@@ -1,0 +1,37 @@
+import GatewayConfig
+import Testing
+@testable import GatewayProxy
+
+@Suite struct RouteTableTests {
+    private func route(_ prefix: String, methods: [String] = [], host: String? = nil, upstream: String = "app", strip: Bool = false) -> Route {
+        Route(pathPrefix: prefix, methods: methods, host: host, upstream: upstream, auth: .required, scopes: [], stripPrefix: strip)
+    }
+
+    @Test func prefixMatchesOnSegmentBoundaries() {
+        let table = RouteTable([route("/admin"), route("/")])
+        #expect(table.match(method: "GET", host: nil, path: "/admin") == 0)
+        #expect(table.match(method: "GET", host: nil, path: "/admin/x") == 0)
+        #expect(table.match(method: "GET", host: nil, path: "/administrator") == 1)
+        #expect(table.match(method: "GET", host: nil, path: "/ADMIN") == 1)  // P-case: case-sensitive
+    }
+
+    @Test func firstMatchWinsWithMethodsAndHost() {
+        let table = RouteTable([route("/admin", methods: ["POST", "DELETE"]), route("/api", host: "api.example.com"), route("/admin")])
+        #expect(table.match(method: "POST", host: nil, path: "/admin/x") == 0)
+        #expect(table.match(method: "GET", host: nil, path: "/admin/x") == 2)
+        #expect(table.match(method: "GET", host: "api.example.com", path: "/api") == 1)
+        #expect(table.match(method: "GET", host: "other", path: "/api") == nil)
+        #expect(table.match(method: "GET", host: nil, path: "/api") == nil)
+    }
+
+    @Test func noRouteIsNil() {
+        #expect(RouteTable([route("/a")]).match(method: "GET", host: nil, path: "/b") == nil)
+    }
+
+    @Test func upstreamPathStripsPrefixAndAddsBase() {
+        #expect(RouteTable.upstreamPath(for: route("/api", strip: true), canonicalPath: "/api/v1/x", basePath: "") == "/v1/x")
+        #expect(RouteTable.upstreamPath(for: route("/api", strip: true), canonicalPath: "/api", basePath: "") == "/")
+        #expect(RouteTable.upstreamPath(for: route("/api"), canonicalPath: "/api/x", basePath: "/base") == "/base/api/x")
+        #expect(RouteTable.upstreamPath(for: route("/", strip: true), canonicalPath: "/x", basePath: "") == "/x")
+    }
+}
