@@ -22,7 +22,7 @@ extension VerificationKey {
     /// without `alg` is pinned only if exactly one allowed algorithm fits it (otherwise skipped as ambiguous).
     /// `oct` keys are accepted only when an HS* algorithm is allowed, and only in a set with no asymmetric keys (a
     /// mixed symmetric/asymmetric set is the algorithm-confusion setup, so its `oct` keys are skipped). Keys sharing
-    /// a `kid` are all skipped (the kid would be ambiguous).
+    /// a `kid` in the document are all skipped (the kid would be ambiguous).
     ///
     /// Throws only if the document is not a JSON object with a "keys" array.
     public static func jwks(_ data: [UInt8], allowedAlgorithms: Set<JWSAlgorithm>) throws(KeyLoadError) -> JWKSLoadResult {
@@ -54,8 +54,9 @@ extension VerificationKey {
             }
         }
 
+        // A kid that occurs more than once in the document is ambiguous, even if one of its keys was skipped.
         var kidCounts: [String: Int] = [:]
-        for candidate in candidates { if let kid = candidate.key.kid { kidCounts[kid, default: 0] += 1 } }
+        for entry in entries { if let kid = entry["kid"]?.stringValue { kidCounts[kid, default: 0] += 1 } }
         var keys: [VerificationKey] = []
         for candidate in candidates {
             if candidate.symmetric && hasAsymmetric {
