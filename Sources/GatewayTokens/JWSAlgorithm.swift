@@ -39,9 +39,26 @@ public enum JWSAlgorithm: String, Sendable, Hashable, CaseIterable {
         }
     }
 
-    /// Parses the header `alg` from its raw UTF-8 bytes, case-sensitively.
-    init?(headerValue: String) {
-        self.init(rawValue: headerValue)
+    /// A distinct bit per algorithm, for allow-list sets checked per request.
+    var bit: UInt16 {
+        switch self {
+        case .HS256: 1 << 0
+        case .HS384: 1 << 1
+        case .HS512: 1 << 2
+        case .RS256: 1 << 3
+        case .RS384: 1 << 4
+        case .RS512: 1 << 5
+        case .PS256: 1 << 6
+        case .PS384: 1 << 7
+        case .PS512: 1 << 8
+        case .ES256: 1 << 9
+        case .ES384: 1 << 10
+        case .EdDSA: 1 << 11
+        }
+    }
+
+    static func mask(_ algorithms: Set<JWSAlgorithm>) -> UInt16 {
+        algorithms.reduce(0) { $0 | $1.bit }
     }
 }
 

@@ -35,9 +35,13 @@ public struct TokenVerifier: Sendable {
         var keys: KeyTable
         /// Lower-cased accepted types.
         var tokenTypes: [[UInt8]]
+        /// `policy.algorithms` as a bit set.
+        var algorithmMask: UInt16
     }
 
     private let issuers: [String: Issuer]
+    /// Depth 32; size follows `maxTokenBytes` (never below the 8 KiB of `JSONLimits.token`).
+    private let payloadLimits: JSONLimits
     public let leeway: Double
     public let maxTokenBytes: Int
 
@@ -46,11 +50,13 @@ public struct TokenVerifier: Sendable {
         var table: [String: Issuer] = [:]
         for policy in issuers where table[policy.issuer] == nil {
             table[policy.issuer] = Issuer(
-                policy: policy, keys: KeyTable(policy.keys), tokenTypes: policy.tokenTypes.map { asciiLowercased(Array($0.utf8)) })
+                policy: policy, keys: KeyTable(policy.keys), tokenTypes: policy.tokenTypes.map { asciiLowercased(Array($0.utf8)) },
+                algorithmMask: JWSAlgorithm.mask(policy.algorithms))
         }
         self.issuers = table
         self.leeway = leeway.isFinite && leeway >= 0 ? leeway : 0
         self.maxTokenBytes = max(0, maxTokenBytes)
+        self.payloadLimits = JSONLimits(maxDepth: JSONLimits.token.maxDepth, maxBytes: max(JSONLimits.token.maxBytes, self.maxTokenBytes))
     }
 
     public func verify(_ token: String, now: Double) -> Result<VerifiedToken, TokenRejection> {
@@ -74,7 +80,7 @@ public struct TokenVerifier: Sendable {
         case .success(let d): decoded = d
         case .failure(let rejection): return .failure(rejection)
         }
-        guard case .object(let claims)? = try? JSONParser.parse(decoded.payload, limits: .token) else {
+        guard case .object(let claims)? = try? JSONParser.parse(decoded.payload, limits: payloadLimits) else {
             return .failure(.malformed)
         }
         // The issuer picks the key set; the claim is read before the signature check, and only used as a map key.
@@ -83,7 +89,7 @@ public struct TokenVerifier: Sendable {
         guard let issuer = issuers[iss] else { return .failure(TokenRejection(.issuerUnknown)) }
 
         let header = decoded.header
-        guard issuer.policy.algorithms.contains(header.algorithm) else { return .failure(TokenRejection(.algorithmNotAllowed)) }
+        guard issuer.algorithmMask & header.algorithm.bit != 0 else { return .failure(TokenRejection(.algorithmNotAllowed)) }
         guard let key = issuer.keys.select(kid: header.kid) else { return .failure(TokenRejection(.keyUnknown)) }
         guard key.algorithm == header.algorithm else { return .failure(TokenRejection(.algorithmNotAllowed)) }
         guard key.verify(signingInput: decoded.signingInput, signature: decoded.signature) else {

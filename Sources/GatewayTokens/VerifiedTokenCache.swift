@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Verified-token cache: whole token bytes → `VerifiedToken`, valid while `now < exp + leeway`. One per event loop:
 /// not Sendable, no locks. Bounded by `capacity` (0 disables it) with CLOCK (second-chance) eviction, O(1) per
 /// operation. A lookup hashes the token (SipHash, randomly seeded per process), then compares the full stored bytes:
@@ -44,7 +52,7 @@ public final class VerifiedTokenCache {
     public func lookup(_ token: UnsafeRawBufferPointer, now: Double) -> VerifiedToken? {
         guard capacity > 0, let slot = index[hashFunction(token)] else { return nil }
         let same = tokens[slot].withUnsafeBytes { stored in
-            stored.count == token.count && stored.elementsEqual(token)
+            stored.count == token.count && (token.count == 0 || memcmp(stored.baseAddress!, token.baseAddress!, token.count) == 0)
         }
         guard same else { return nil }
         guard now < expiries[slot] else {
