@@ -117,3 +117,23 @@ func bigAdd(_ a: [UInt8], _ b: [UInt8]) -> [UInt8] {
     }
     return result
 }
+
+@Suite struct SharedVerifierTests {
+    @Test func oneVerifierManyTasks() async {
+        // TokenVerifier is an immutable Sendable value: share it across tasks (event loops) without locks.
+        let verifier = T.verifier
+        let tokens = JWSAlgorithm.allCases.map { T.ok($0) } + [T.ok(.ES256, claims: T.claims(["exp": "1"]))]
+        let results = await withTaskGroup(of: [String].self) { group in
+            for _ in 0..<8 {
+                group.addTask { tokens.map { T.reason($0, verifier: verifier) } }
+            }
+            var all: [[String]] = []
+            for await result in group { all.append(result) }
+            return all
+        }
+        #expect(results.count == 8)
+        for result in results {
+            #expect(result == Array(repeating: "ok", count: JWSAlgorithm.allCases.count) + ["token_expired"])
+        }
+    }
+}
