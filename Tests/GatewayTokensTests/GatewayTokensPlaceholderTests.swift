@@ -1,4 +1,0 @@
-import Testing
-@testable import GatewayTokens
-
-@Test func placeholder() { #expect(Bool(true)) }
