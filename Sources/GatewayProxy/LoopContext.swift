@@ -10,9 +10,10 @@ public final class LoopContext {
     private let idPrefix: String
     private var counter: UInt64 = 0
 
-    public init(driver: CurlLoopDriver, tokenCacheEntries: Int) {
+    /// - Parameter leeway: the verifier's leeway: a cached entry lives exactly as long as the verifier would accept it.
+    public init(driver: CurlLoopDriver, tokenCacheEntries: Int, leeway: Double) {
         self.driver = driver
-        self.tokenCache = VerifiedTokenCache(capacity: tokenCacheEntries)
+        self.tokenCache = VerifiedTokenCache(capacity: tokenCacheEntries, leeway: leeway)
         self.idPrefix = hex(UInt64.random(in: .min ... .max))
     }
 

@@ -34,7 +34,9 @@ public enum GatewayServer {
         var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
         for loop in group.makeIterator() {
             let bound = try await loop.submit {
-                NIOLoopBound(LoopContext(driver: drivers.driver(for: loop), tokenCacheEntries: configuration.auth.tokenCacheEntries), eventLoop: loop)
+                NIOLoopBound(LoopContext(
+                    driver: drivers.driver(for: loop), tokenCacheEntries: configuration.auth.tokenCacheEntries,
+                    leeway: Double(configuration.auth.leewaySeconds)), eventLoop: loop)
             }.get()
             contexts[ObjectIdentifier(loop)] = bound
         }
