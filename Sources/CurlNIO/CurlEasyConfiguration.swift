@@ -5,6 +5,13 @@ import NIOCore
 enum CurlEasyConfiguration {
     /// Returns a log-safe problem description when the request cannot be sent as given.
     static func apply(_ request: CurlRequest, to easy: UnsafeMutableRawPointer, transfer: CurlTransfer) -> String? {
+        // Refuse anything curl would put on the wire verbatim and that could split the request.
+        guard !request.method.isEmpty, request.method.utf8.allSatisfy(CurlHeaderParser.isTokenByte) else {
+            return "invalid request method"
+        }
+        guard !request.requestTarget.isEmpty, request.requestTarget.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            return "invalid request target"
+        }
         // Build the header list first: it is the only part that can be refused.
         var list: UnsafeMutablePointer<curl_slist>?
         var hasAccept = false
@@ -144,10 +151,10 @@ enum CurlErrorMapping {
         case CURLE_OPERATION_TIMEDOUT:
             // CURLOPT_TIMEOUT is never set, so this is the connect timeout.
             mapped = receivedHead ? .other : .couldNotConnect
-        case CURLE_GOT_NOTHING, CURLE_RECV_ERROR, CURLE_SEND_ERROR, CURLE_PARTIAL_FILE:
+        case CURLE_GOT_NOTHING, CURLE_RECV_ERROR, CURLE_SEND_ERROR, CURLE_PARTIAL_FILE, CURLE_SEND_FAIL_REWIND:
+            // SEND_FAIL_REWIND: a reused keep-alive connection died under a streamed upload curl cannot replay.
             mapped = .connectionReset
-        case CURLE_WEIRD_SERVER_REPLY, CURLE_HTTP2, CURLE_HTTP2_STREAM, CURLE_BAD_CONTENT_ENCODING,
-            CURLE_UNSUPPORTED_PROTOCOL:
+        case CURLE_WEIRD_SERVER_REPLY, CURLE_HTTP2, CURLE_HTTP2_STREAM, CURLE_BAD_CONTENT_ENCODING:
             mapped = .protocolError
         case CURLE_ABORTED_BY_CALLBACK:
             mapped = .cancelled

@@ -7,11 +7,16 @@ import CCurl
 /// `curl_global_init(CURL_GLOBAL_DEFAULT)`. curl is never torn down.
 public enum CurlGlobal {
     private static let once: Bool = {
-        _ = ccurl_openssl_init_no_atexit()
+        let disabled = ccurl_openssl_init_no_atexit() != 0
         let rc = curl_global_init(3 /* CURL_GLOBAL_DEFAULT = SSL | WIN32 */)
         precondition(rc == CURLE_OK, "curl_global_init failed: \(rc.rawValue)")
-        return true
+        return disabled
     }()
+
+    /// Whether `OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT)` was found and called (initialises curl if needed).
+    static var didDisableOpenSSLAtexit: Bool {
+        Self.once
+    }
 
     /// Idempotent and thread-safe (Swift lazy static initialisation).
     public static func initialize() {

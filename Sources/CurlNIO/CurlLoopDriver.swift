@@ -37,6 +37,8 @@ public final class CurlLoopDriver {
     private var easyPool: [UnsafeMutableRawPointer] = []
     private var isShutdown = false
     private var shutdownRequested = false
+    /// Number of `curl_multi_socket_action` calls so far (diagnostics; lets tests detect busy loops).
+    private(set) var socketActionCount = 0
     /// Clock reading for the current round of curl work (one `now()` per round, not per callback).
     private(set) var roundTime: NIODeadline
 
@@ -70,6 +72,12 @@ public final class CurlLoopDriver {
             // Nothing can be in flight (transfers retain the driver); just release curl and the slot.
             self.releaseResources()
         }
+    }
+
+    /// Number of `curl_multi_socket_action` calls made so far (diagnostics: a paused or idle driver should not
+    /// spin).
+    public var curlActionCount: Int {
+        self.socketActionCount
     }
 
     /// Number of transfers currently in the multi handle.
@@ -348,6 +356,7 @@ public final class CurlLoopDriver {
 
     private func socketAction(_ fd: Int32, _ bits: Int32) {
         guard let multi = self.multi else { return }
+        self.socketActionCount &+= 1
         var running: Int32 = 0
         _ = curl_multi_socket_action(multi, fd, bits, &running)
     }
@@ -464,15 +473,19 @@ public final class CurlLoopDriver {
 
     private func performShutdown() {
         self.shutdownRequested = false
-        let transfers = self.live
-        for transfer in transfers {
-            self.abort(transfer, self.cancelledError(transfer))
-        }
+        // From here on `start` fails asynchronously, so completions below cannot add work we would miss.
+        self.isShutdown = true
+        var pendingAdds: [CurlTransfer] = []
         for case .add(let transfer) in self.intents {
-            self.finish(transfer, .failure(self.cancelledError(transfer)))
+            pendingAdds.append(transfer)
         }
         self.intents.removeAll()
-        self.isShutdown = true
+        while let transfer = self.live.last {
+            self.abort(transfer, self.cancelledError(transfer))
+        }
+        for transfer in pendingAdds {
+            self.finish(transfer, .failure(self.cancelledError(transfer)))
+        }
         self.releaseResources()
     }
 
@@ -486,6 +499,9 @@ public final class CurlLoopDriver {
         }
         if let multi = self.multi {
             self.multi = nil
+            // No callbacks into a driver that is going away (cleanup closes the cached connections).
+            _ = ccurl_multi_setopt_socket_cb(multi, CURLMOPT_SOCKETFUNCTION, nil)
+            _ = ccurl_multi_setopt_timer_cb(multi, CURLMOPT_TIMERFUNCTION, nil)
             curl_multi_cleanup(multi)
         }
         for easy in self.easyPool {

@@ -31,8 +31,8 @@ public final class CurlReadinessWatcher: Sendable {
     }
 
     private struct State {
+        /// Indices are never reused, so a late event for a shut-down driver cannot match a newer driver's socket.
         var slots: [Slot?] = []
-        var freeIndices: [UInt16] = []
         var running = true
     }
 
@@ -107,10 +107,6 @@ public final class CurlReadinessWatcher: Sendable {
     func register(_ driver: CurlLoopDriver, eventLoop: any EventLoop) -> UInt16 {
         let slot = Slot(eventLoop: eventLoop, driver: driver)
         return self.state.withLock { state in
-            if let index = state.freeIndices.popLast() {
-                state.slots[Int(index)] = slot
-                return index
-            }
             precondition(state.slots.count <= Int(CurlSocketTag.maxDriverIndex), "too many curl drivers")
             state.slots.append(slot)
             return UInt16(state.slots.count - 1)
@@ -120,7 +116,6 @@ public final class CurlReadinessWatcher: Sendable {
     func unregister(_ index: UInt16) {
         self.state.withLock { state in
             state.slots[Int(index)] = nil
-            state.freeIndices.append(index)
         }
     }
 

@@ -1,4 +1,4 @@
-import CurlNIO
+@testable import CurlNIO
 import Foundation
 import NIOCore
 import NIOPosix
@@ -50,9 +50,10 @@ import Testing
                 .init(name: "X-A", value: "3"), .init(name: "X-Empty", value: ""),
             ]
             let delegate = RecordingDelegate(eventLoop: fixture.loop)
-            delegate.uploadTotal = 300_000
+            // > 1 MiB: curl 7.88 would add "Expect: 100-continue" from 1 MiB on unless suppressed.
+            delegate.uploadTotal = 2_000_000
             let result = try await fixture.run(
-                self.request(server, "/echo", method: "POST", headers: headers, body: .length(300_000)),
+                self.request(server, "/echo", method: "POST", headers: headers, body: .length(2_000_000)),
                 delegate: delegate)
             #expect(result.isSuccess, "\(result)")
             let lines = delegate.bodyString.split(separator: "\n").map(String.init)
@@ -64,9 +65,9 @@ import Testing
             #expect(!names.contains { $0.hasPrefix("proxy") })
             #expect(!names.contains("user-agent"))
             #expect(names.contains("host"))
-            #expect(lines.contains("Content-Length: 300000"))
+            #expect(lines.contains("Content-Length: 2000000"))
             #expect(delegate.header("x-method") == "POST")
-            #expect(delegate.header("x-body-count") == "300000")
+            #expect(delegate.header("x-body-count") == "2000000")
             #expect(delegate.header("x-body-ok") == "1")
 
             // A caller-supplied Accept passes through once; a caller Host replaces curl's.
@@ -92,6 +93,35 @@ import Testing
             #expect(result.errorCode == .protocolError)
             #expect(server.acceptedConnections.current == 0)
         }
+    }
+
+    @Test func invalidMethodOrTargetIsRefused() async throws {
+        try await withFixture { fixture, server in
+            for (method, target) in [("GET /x HTTP/1.1\r\nX:", "/"), ("", "/"), ("GET", "/a b"), ("GET", "/a\nb"), ("GET", "")] {
+                let delegate = RecordingDelegate(eventLoop: fixture.loop)
+                let result = try await fixture.run(self.request(server, target, method: method), delegate: delegate)
+                #expect(result.errorCode == .protocolError)
+            }
+            #expect(server.acceptedConnections.current == 0)
+        }
+    }
+
+    @Test func environmentProxyIsIgnored() async throws {
+        try await withFixture { fixture, server in
+            let names = ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+            for name in names { setenv(name, "http://127.0.0.1:9", 1) }
+            defer { for name in names { unsetenv(name) } }
+            let delegate = RecordingDelegate(eventLoop: fixture.loop)
+            let result = try await fixture.run(self.request(server, "/via-proxy?"), delegate: delegate)
+            #expect(result.isSuccess, "\(result)")
+            #expect(delegate.header("x-target") == "/via-proxy?")
+            #expect(!delegate.bodyString.lowercased().contains("proxy"))
+        }
+    }
+
+    @Test func openSSLAtexitIsDisabled() {
+        CurlGlobal.initialize()
+        #expect(CurlGlobal.didDisableOpenSSLAtexit)
     }
 
     @Test func methodsWithoutBody() async throws {
@@ -232,6 +262,29 @@ import Testing
         }
     }
 
+    /// The response timeout starts when the body has been handed over: a slow (paused) upload is not cut by it.
+    @Test func responseTimeoutStartsAfterUpload() async throws {
+        try await withFixture { fixture, server in
+            var request = self.request(server, "/stall-head", method: "POST", body: .length(100_000))
+            request.responseTimeout = .milliseconds(300)
+            request.idleTimeout = .seconds(5)
+            let delegate = RecordingDelegate(eventLoop: fixture.loop)
+            delegate.uploadTotal = 100_000
+            delegate.uploadMaxChunk = 20_000
+            delegate.uploadPauseEvery = 2
+            delegate.uploadResumeDelay = .milliseconds(150)
+            let start = ContinuousClock.now
+            let result = try await fixture.run(request, delegate: delegate)
+            let elapsed = ContinuousClock.now - start
+            #expect(result.errorCode == .responseTimeout, "\(result)")
+            #expect(delegate.uploaded == 100_000)
+            #expect(delegate.uploadPauses >= 4)
+            // ≥ 4 pauses × 150 ms of upload, then 300 ms waiting for the head
+            #expect(elapsed >= .milliseconds(850))
+            #expect(elapsed < .seconds(8))
+        }
+    }
+
     @Test func idleTimeoutAfterHead() async throws {
         try await withFixture { fixture, server in
             var request = self.request(server, "/stall-body")
@@ -285,6 +338,54 @@ import Testing
             let result = try await delegate.done.futureResult.get()
             #expect(result.isSuccess, "\(result)")
             #expect(delegate.received == 1_000_000)
+        }
+    }
+
+    /// curl#6356: a receive-paused HTTP/1.1 transfer must not make the driver spin on its readable socket.
+    @Test func pausedDownloadDoesNotSpin() async throws {
+        try await withFixture { fixture, server in
+            let request = self.request(server, "/bytes/\(4 * 1024 * 1024)")
+            let delegate = RecordingDelegate(eventLoop: fixture.loop)
+            delegate.keepBody = false
+            delegate.verifyPattern = true
+            let holder = PauseOnceDelegate(inner: delegate, holdFor: .milliseconds(700))
+            let loop = delegate.eventLoop
+            let curl = fixture.curl
+            try await loop.submit {
+                delegate.transfer = curl.driver(for: loop).start(request, delegate: holder)
+            }.get()
+            while try await !loop.submit({ holder.paused }).get() {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            try await Task.sleep(for: .milliseconds(50))
+            let before = try await loop.submit { curl.driver(for: loop).curlActionCount }.get()
+            try await Task.sleep(for: .milliseconds(400))
+            let after = try await loop.submit { curl.driver(for: loop).curlActionCount }.get()
+            #expect(after - before < 20, "socket_action ran \(after - before) times while paused")
+            let result = try await delegate.done.futureResult.get()
+            #expect(result.isSuccess, "\(result)")
+            #expect(delegate.received == 4 * 1024 * 1024)
+            #expect(delegate.patternOK)
+        }
+    }
+
+    @Test func waitingForHeadDoesNotSpin() async throws {
+        try await withFixture { fixture, server in
+            var request = self.request(server, "/stall-head")
+            request.responseTimeout = .milliseconds(600)
+            let delegate = RecordingDelegate(eventLoop: fixture.loop)
+            let loop = delegate.eventLoop
+            let curl = fixture.curl
+            let frozen = request
+            try await loop.submit {
+                delegate.transfer = curl.driver(for: loop).start(frozen, delegate: delegate)
+            }.get()
+            try await Task.sleep(for: .milliseconds(100))
+            let before = try await loop.submit { curl.driver(for: loop).curlActionCount }.get()
+            try await Task.sleep(for: .milliseconds(300))
+            let after = try await loop.submit { curl.driver(for: loop).curlActionCount }.get()
+            #expect(after - before < 20, "socket_action ran \(after - before) times while waiting")
+            #expect(try await delegate.done.futureResult.get().errorCode == .responseTimeout)
         }
     }
 
@@ -395,7 +496,7 @@ import Testing
 }
 
 /// Wraps a delegate and pauses the first body delivery for `holdFor` before resuming.
-final class PauseOnceDelegate: CurlTransferDelegate {
+final class PauseOnceDelegate: CurlTransferDelegate, @unchecked Sendable {
     let inner: RecordingDelegate
     let holdFor: TimeAmount
     var paused = false

@@ -3,7 +3,8 @@ import NIOCore
 import NIOPosix
 import Testing
 
-@Suite(.serialized) struct CurlStressTests {
+// Part of the serialized integration suite (environment-variable tests must not overlap other transfers).
+extension CurlDriverIntegrationTests {
     /// 500 short transfers, 32 at a time over two loops, some cancelled at random points: every transfer completes
     /// exactly once and nothing is delivered after completion.
     @Test func manyTransfersWithRandomCancels() async throws {

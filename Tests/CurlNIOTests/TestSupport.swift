@@ -313,6 +313,8 @@ final class RecordingDelegate: CurlTransferDelegate, @unchecked Sendable {
     var uploaded = 0
     private var fillCalls = 0
     var uploadPauses = 0
+    /// When set, paused uploads resume after this delay instead of on the next tick.
+    var uploadResumeDelay: TimeAmount?
 
     /// Called on each body delivery (after accounting); used to cancel mid-stream.
     var onBody: ((RecordingDelegate) -> Void)?
@@ -361,8 +363,12 @@ final class RecordingDelegate: CurlTransferDelegate, @unchecked Sendable {
         if self.uploaded >= self.uploadTotal { return .end }
         if self.uploadPauseEvery > 0 && self.fillCalls % self.uploadPauseEvery == 0 {
             self.uploadPauses += 1
-            self.eventLoop.assumeIsolated().execute {
-                transfer.resumeSending()
+            if let delay = self.uploadResumeDelay {
+                self.eventLoop.assumeIsolated().scheduleTask(in: delay) { transfer.resumeSending() }
+            } else {
+                self.eventLoop.assumeIsolated().execute {
+                    transfer.resumeSending()
+                }
             }
             return .pause
         }
