@@ -471,6 +471,26 @@ import Testing
         }
     }
 
+    /// The server drops idle keep-alive connections; curl must notice and reconnect (the new socket often gets
+    /// the old fd number, which exercises the generation tags).
+    @Test func serverClosedKeepAliveConnectionIsReplaced() async throws {
+        try await withFixture { fixture, server in
+            for i in 0..<6 {
+                let delegate = RecordingDelegate(eventLoop: fixture.loop)
+                let post = i % 2 == 1
+                delegate.uploadTotal = post ? 50_000 : 0
+                let request = self.request(
+                    server, "/then-close/\(i)", method: post ? "POST" : "GET", body: post ? .length(50_000) : .none)
+                let result = try await fixture.run(request, delegate: delegate)
+                #expect(result.isSuccess, "\(i): \(result)")
+                #expect(delegate.bodyString == "ok")
+                #expect(delegate.header("x-body-count") == (post ? "50000" : "0"))
+                try await Task.sleep(for: .milliseconds(80))
+            }
+            #expect(server.acceptedConnections.current == 6)
+        }
+    }
+
     @Test func shutdownCancelsInFlightTransfers() async throws {
         let server = try await TestServer.start()
         let fixture = try CurlFixture()

@@ -51,6 +51,7 @@ enum Pattern {
 /// - `/stall-body`: head (Content-Length 1000) + 10 bytes, then silence
 /// - `/close-body`: head (Content-Length 1000) + 10 bytes, then close
 /// - `/close-head`: closes without answering
+/// - `/then-close`: answers "ok" (keep-alive), then closes the idle connection 30 ms later
 /// - `/delay/MS`: small body after MS milliseconds
 /// - anything else: echo — x-method, x-target, x-body-count, x-body-ok headers; body lists request headers
 final class TestServer: Sendable {
@@ -181,6 +182,16 @@ final class TestHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
         case "close-head":
             context.close(promise: nil)
+        case "then-close":
+            // a normal keep-alive response, then the server drops the idle connection
+            var headers = HTTPHeaders()
+            headers.add(name: "content-length", value: "2")
+            headers.add(name: "x-body-count", value: String(self.bodyCount))
+            context.write(self.wrapOutboundOut(.head(.init(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "ok")))), promise: nil)
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+            let channel = context.channel
+            context.eventLoop.scheduleTask(in: .milliseconds(30)) { channel.close(promise: nil) }
         case "delay":
             let ms = Int64(parts[1])!
             let channel = context.channel
