@@ -32,4 +32,48 @@ static inline size_t ccurl_readfunc_pause(void) { return CURL_READFUNC_PAUSE; }
 static inline size_t ccurl_readfunc_abort(void) { return CURL_READFUNC_ABORT; }
 static inline curl_socket_t ccurl_socket_timeout(void) { return CURL_SOCKET_TIMEOUT; }
 
+// Pause bitmasks (curl.h builds them from other macros).
+static inline int ccurl_pause_recv(void) { return CURLPAUSE_RECV; }
+static inline int ccurl_pause_send(void) { return CURLPAUSE_SEND; }
+
+// Extra typed setopt forms.
+static inline CURLcode ccurl_easy_setopt_header_cb(CURL *h, curl_write_callback v) { return curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, v); }
+
+// OpenSSL must be told not to install its atexit handler before curl_global_init (research §1.1).
+// Looked up dynamically so we do not need to link libcrypto ourselves; returns 1 when the call was made.
+#include <dlfcn.h>
+static inline int ccurl_openssl_init_no_atexit(void) {
+    typedef int (*init_fn)(unsigned long long, const void *);
+    void *self = dlopen(NULL, RTLD_NOW);
+    void *sym = self ? dlsym(self, "OPENSSL_init_crypto") : NULL;
+    if (!sym) {
+        void *crypto = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_NOLOAD);
+        sym = crypto ? dlsym(crypto, "OPENSSL_init_crypto") : NULL;
+    }
+    if (!sym) return 0;
+    ((init_fn)sym)(0x00080000ULL /* OPENSSL_INIT_NO_ATEXIT */, NULL);
+    return 1;
+}
+
+// epoll without the packed struct in Swift.
+static inline uint32_t ccurl_epollin(void) { return EPOLLIN; }
+static inline uint32_t ccurl_epollout(void) { return EPOLLOUT; }
+static inline uint32_t ccurl_epollerr(void) { return EPOLLERR; }
+static inline uint32_t ccurl_epollhup(void) { return EPOLLHUP; }
+static inline uint32_t ccurl_epolloneshot(void) { return EPOLLONESHOT; }
+static inline int ccurl_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
+    struct epoll_event ev;
+    ev.events = events;
+    ev.data.u64 = data;
+    return epoll_ctl(epfd, op, fd, &ev);
+}
+/// Waits and unpacks up to `max` events into parallel arrays. Returns epoll_wait's result.
+static inline int ccurl_epoll_wait(int epfd, uint64_t *datas, uint32_t *events, int max, int timeout) {
+    struct epoll_event evs[256];
+    if (max > 256) max = 256;
+    int n = epoll_wait(epfd, evs, max, timeout);
+    for (int i = 0; i < n; i++) { datas[i] = evs[i].data.u64; events[i] = evs[i].events; }
+    return n;
+}
+
 #endif

@@ -1,0 +1,167 @@
+import CCurl
+import NIOCore
+
+/// Sets every easy option of one transfer.
+enum CurlEasyConfiguration {
+    /// Returns a log-safe problem description when the request cannot be sent as given.
+    static func apply(_ request: CurlRequest, to easy: UnsafeMutableRawPointer, transfer: CurlTransfer) -> String? {
+        // Refuse anything curl would put on the wire verbatim and that could split the request.
+        guard !request.method.isEmpty, request.method.utf8.allSatisfy(CurlHeaderParser.isTokenByte) else {
+            return "invalid request method"
+        }
+        guard !request.requestTarget.isEmpty, request.requestTarget.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            return "invalid request target"
+        }
+        // Build the header list first: it is the only part that can be refused.
+        var list: UnsafeMutablePointer<curl_slist>?
+        var hasAccept = false
+        var hasExpect = false
+        for header in request.headers {
+            guard !header.name.isEmpty, header.name.utf8.allSatisfy(CurlHeaderParser.isTokenByte) else {
+                curl_slist_free_all(list)
+                return "invalid request header name"
+            }
+            guard header.value.utf8.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }) else {
+                curl_slist_free_all(list)
+                return "invalid request header value"
+            }
+            if Self.equalsIgnoringCase(header.name, "accept") { hasAccept = true }
+            if Self.equalsIgnoringCase(header.name, "expect") { hasExpect = true }
+            // "Name:" would make curl *remove* the header; "Name;" sends it with an empty value.
+            let trimmed = CurlEasyConfiguration.trimmedValue(header.value)
+            let line = trimmed.isEmpty ? header.name + ";" : header.name + ": " + trimmed
+            list = curl_slist_append(list, line)
+        }
+        // Suppress curl's own inventions.
+        if !hasExpect { list = curl_slist_append(list, "Expect:") }
+        if !hasAccept { list = curl_slist_append(list, "Accept:") }
+
+        let isHead = request.method == "HEAD"
+        var upload = false
+        switch request.body {
+        case .none:
+            break
+        case .length, .chunked:
+            upload = !isHead
+        }
+        if upload, case .chunked = request.body {
+            list = curl_slist_append(list, "Transfer-Encoding: chunked")
+        }
+        transfer.headerList = list
+
+        let me = Unmanaged.passUnretained(transfer).toOpaque()
+        _ = ccurl_easy_setopt_ptr(easy, CURLOPT_PRIVATE, me)
+        _ = ccurl_easy_setopt_write_cb(easy, CURLOPT_WRITEFUNCTION, curlWriteTrampoline)
+        _ = ccurl_easy_setopt_ptr(easy, CURLOPT_WRITEDATA, me)
+        _ = ccurl_easy_setopt_header_cb(easy, curlHeaderTrampoline)
+        _ = ccurl_easy_setopt_ptr(easy, CURLOPT_HEADERDATA, me)
+
+        _ = ccurl_easy_setopt_str(easy, CURLOPT_URL, request.origin)
+        _ = ccurl_easy_setopt_str(easy, CURLOPT_REQUEST_TARGET, request.requestTarget)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_PATH_AS_IS, 1)
+        _ = ccurl_easy_setopt_str(easy, CURLOPT_PROTOCOLS_STR, "http,https")
+        // Environment proxy variables must never apply.
+        _ = ccurl_easy_setopt_str(easy, CURLOPT_PROXY, "")
+        _ = ccurl_easy_setopt_str(easy, CURLOPT_NOPROXY, "*")
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_FOLLOWLOCATION, 0)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_HTTP_CONTENT_DECODING, 0)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_TCP_NODELAY, 1)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_DISALLOW_USERNAME_IN_URL, 1)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, 0)  // the driver owns response/idle timeouts
+        _ = ccurl_easy_setopt_long(
+            easy, CURLOPT_CONNECTTIMEOUT_MS, Int(max(1, request.connectTimeout.nanoseconds / 1_000_000)))
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_BUFFERSIZE, 64 * 1024)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_UPLOAD_BUFFERSIZE, 64 * 1024)
+        if let path = request.unixSocketPath {
+            _ = ccurl_easy_setopt_str(easy, CURLOPT_UNIX_SOCKET_PATH, path)
+        }
+
+        if isHead {
+            _ = ccurl_easy_setopt_long(easy, CURLOPT_NOBODY, 1)
+        } else if upload {
+            _ = ccurl_easy_setopt_long(easy, CURLOPT_UPLOAD, 1)
+            _ = ccurl_easy_setopt_read_cb(easy, CURLOPT_READFUNCTION, curlReadTrampoline)
+            _ = ccurl_easy_setopt_ptr(easy, CURLOPT_READDATA, me)
+            if case .length(let n) = request.body {
+                _ = ccurl_easy_setopt_off(easy, CURLOPT_INFILESIZE_LARGE, curl_off_t(n))
+            }
+            if request.method != "PUT" {
+                _ = ccurl_easy_setopt_str(easy, CURLOPT_CUSTOMREQUEST, request.method)
+            }
+        } else if request.method != "GET" {
+            _ = ccurl_easy_setopt_str(easy, CURLOPT_CUSTOMREQUEST, request.method)
+        }
+        _ = ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, list)
+        return nil
+    }
+
+    static func equalsIgnoringCase(_ a: String, _ lowercaseB: String) -> Bool {
+        let a = a.utf8
+        let b = lowercaseB.utf8
+        guard a.count == b.count else { return false }
+        return zip(a, b).allSatisfy { x, y in
+            (x >= 0x41 && x <= 0x5A ? x | 0x20 : x) == y
+        }
+    }
+
+    static func trimmedValue(_ value: String) -> String {
+        let utf8 = value.utf8
+        guard let first = utf8.first, let last = utf8.last else { return value }
+        if first != 0x20 && first != 0x09 && last != 0x20 && last != 0x09 { return value }
+        var start = utf8.startIndex
+        var end = utf8.endIndex
+        while start < end, utf8[start] == 0x20 || utf8[start] == 0x09 { start = utf8.index(after: start) }
+        while end > start {
+            let before = utf8.index(before: end)
+            guard utf8[before] == 0x20 || utf8[before] == 0x09 else { break }
+            end = before
+        }
+        return String(value[start..<end])
+    }
+}
+
+/// CURLcode → `CurlTransferError`.
+enum CurlErrorMapping {
+    static func result(for code: CURLcode, transfer: CurlTransfer) -> Result<Void, CurlTransferError> {
+        let head = transfer.headDelivered
+        if transfer.cancelRequested {
+            return .failure(
+                CurlTransferError(code: .cancelled, curlCode: Int32(code.rawValue), message: "transfer cancelled", receivedHead: head))
+        }
+        if var failure = transfer.failure {
+            failure.curlCode = Int32(code.rawValue)
+            failure.receivedHead = head
+            return .failure(failure)
+        }
+        if code == CURLE_OK {
+            if head { return .success(()) }
+            return .failure(
+                CurlTransferError(code: .protocolError, curlCode: 0, message: "no response head", receivedHead: false))
+        }
+        return .failure(Self.error(for: code, receivedHead: head))
+    }
+
+    static func error(for code: CURLcode, receivedHead: Bool) -> CurlTransferError {
+        let mapped: CurlTransferError.Code
+        switch code {
+        case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY, CURLE_SSL_CONNECT_ERROR:
+            mapped = .couldNotConnect
+        case CURLE_OPERATION_TIMEDOUT:
+            // CURLOPT_TIMEOUT is never set, so this is the connect timeout.
+            mapped = receivedHead ? .other : .couldNotConnect
+        case CURLE_GOT_NOTHING, CURLE_RECV_ERROR, CURLE_SEND_ERROR, CURLE_PARTIAL_FILE, CURLE_SEND_FAIL_REWIND:
+            // SEND_FAIL_REWIND: a reused keep-alive connection died under a streamed upload curl cannot replay.
+            mapped = .connectionReset
+        case CURLE_WEIRD_SERVER_REPLY, CURLE_HTTP2, CURLE_HTTP2_STREAM, CURLE_BAD_CONTENT_ENCODING:
+            mapped = .protocolError
+        case CURLE_ABORTED_BY_CALLBACK:
+            mapped = .cancelled
+        default:
+            mapped = .other
+        }
+        let message = String(cString: curl_easy_strerror(code))
+        return CurlTransferError(code: mapped, curlCode: Int32(code.rawValue), message: message, receivedHead: receivedHead)
+    }
+}

@@ -1,4 +1,0 @@
-import Testing
-@testable import CurlNIO
-
-@Test func placeholder() { #expect(Bool(true)) }
