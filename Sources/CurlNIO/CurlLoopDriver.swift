@@ -512,6 +512,9 @@ public final class CurlLoopDriver {
     }
 }
 
+@available(*, unavailable)
+extension CurlLoopDriver: Sendable {}
+
 // MARK: - C trampolines
 
 private let curlSocketTrampoline: curl_socket_callback = { easy, fd, what, userp, _ in

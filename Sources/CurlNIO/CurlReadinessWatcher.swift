@@ -83,7 +83,8 @@ public final class CurlReadinessWatcher: Sendable {
         init(watcher: CurlReadinessWatcher) { self.watcher = watcher }
     }
 
-    /// Stops and joins the thread. Drivers must be shut down first. Idempotent.
+    /// Stops and joins the thread. Drivers must be shut down first. Idempotent. (The thread retains the watcher
+    /// until it exits, so a watcher that is never shut down lives for the rest of the process.)
     public func shutdown() {
         let tid: pthread_t? = self.thread.withLock { t in
             defer { t = nil }
@@ -96,10 +97,6 @@ public final class CurlReadinessWatcher: Sendable {
         pthread_join(tid, nil)
         close(self.epfd)
         close(self.wakeFD)
-    }
-
-    deinit {
-        // shutdown() joined the thread (the thread holds a reference while running, so deinit implies it ended).
     }
 
     // MARK: - driver registration

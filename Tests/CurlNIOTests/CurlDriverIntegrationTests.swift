@@ -247,6 +247,67 @@ import Testing
         try await fixture.stop()
     }
 
+    @Test func connectTimeoutIsCouldNotConnect() async throws {
+        let fixture = try CurlFixture()
+        let delegate = RecordingDelegate(eventLoop: fixture.loop)
+        // TEST-NET-1 is never routed: either the connect times out or the network is unreachable.
+        let request = CurlRequest(
+            origin: "http://192.0.2.1:81", requestTarget: "/", method: "GET", connectTimeout: .milliseconds(200),
+            responseTimeout: .seconds(20), idleTimeout: .seconds(20))
+        let start = ContinuousClock.now
+        let result = try await fixture.run(request, delegate: delegate)
+        #expect(result.errorCode == .couldNotConnect, "\(result)")
+        #expect(ContinuousClock.now - start < .seconds(5))
+        try await fixture.stop()
+    }
+
+    @Test func trailersAreIgnored() async throws {
+        try await withFixture { fixture, server in
+            let delegate = RecordingDelegate(eventLoop: fixture.loop)
+            let result = try await fixture.run(self.request(server, "/trailers"), delegate: delegate)
+            #expect(result.isSuccess, "\(result)")
+            #expect(delegate.bodyString == "abc")
+            #expect(delegate.headCount == 1)
+            #expect(delegate.header("x-checksum") == nil)
+        }
+    }
+
+    @Test func informationalHeadIsSwallowed() async throws {
+        try await withFixture { fixture, server in
+            let delegate = RecordingDelegate(eventLoop: fixture.loop)
+            let result = try await fixture.run(self.request(server, "/early-hints"), delegate: delegate)
+            #expect(result.isSuccess, "\(result)")
+            #expect(delegate.headCount == 1)
+            #expect(delegate.head?.status == 201)
+            #expect(delegate.header("x-final") == "yes")
+            #expect(delegate.header("link") == nil)
+            #expect(delegate.bodyString == "done")
+        }
+    }
+
+    @Test func cancelFromFillAndFromBatch() async throws {
+        try await withFixture { fixture, server in
+            let uploading = RecordingDelegate(eventLoop: fixture.loop)
+            uploading.uploadTotal = 5_000_000
+            uploading.onFill = { d in if d.uploaded > 1_000_000 { d.transfer?.cancel() } }
+            let r1 = try await fixture.run(
+                self.request(server, "/upload", method: "POST", body: .length(5_000_000)), delegate: uploading)
+            #expect(r1.errorCode == .cancelled, "\(r1)")
+            #expect(uploading.eventsAfterCompletion == 0)
+
+            let batching = RecordingDelegate(eventLoop: fixture.loop)
+            batching.keepBody = false
+            batching.onBatch = { d in if d.received > 0 { d.transfer?.cancel() } }
+            let r2 = try await fixture.run(self.request(server, "/bytes/50000000"), delegate: batching)
+            #expect(r2.errorCode == .cancelled, "\(r2)")
+            #expect(batching.completions == 1)
+            #expect(batching.eventsAfterCompletion == 0)
+
+            let after = RecordingDelegate(eventLoop: fixture.loop)
+            #expect(try await fixture.run(self.request(server, "/ok"), delegate: after).isSuccess)
+        }
+    }
+
     @Test func responseTimeout() async throws {
         try await withFixture { fixture, server in
             var request = self.request(server, "/stall-head")

@@ -51,6 +51,8 @@ enum Pattern {
 /// - `/stall-body`: head (Content-Length 1000) + 10 bytes, then silence
 /// - `/close-body`: head (Content-Length 1000) + 10 bytes, then close
 /// - `/close-head`: closes without answering
+/// - `/trailers`: chunked "abc" with a trailer
+/// - `/early-hints`: 103 with a Link header, then 201 "done"
 /// - `/then-close`: answers "ok" (keep-alive), then closes the idle connection 30 ms later
 /// - `/delay/MS`: small body after MS milliseconds
 /// - anything else: echo — x-method, x-target, x-body-count, x-body-ok headers; body lists request headers
@@ -182,6 +184,24 @@ final class TestHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
         case "close-head":
             context.close(promise: nil)
+        case "trailers":
+            // no content-length: NIO frames it chunked and sends the trailers after the last chunk
+            context.write(self.wrapOutboundOut(.head(.init(version: .http1_1, status: .ok))), promise: nil)
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "abc")))), promise: nil)
+            var trailers = HTTPHeaders()
+            trailers.add(name: "x-checksum", value: "123")
+            context.writeAndFlush(self.wrapOutboundOut(.end(trailers)), promise: nil)
+        case "early-hints":
+            var hints = HTTPHeaders()
+            hints.add(name: "link", value: "</style.css>; rel=preload")
+            context.write(self.wrapOutboundOut(.head(.init(version: .http1_1, status: .custom(code: 103, reasonPhrase: "Early Hints"), headers: hints))), promise: nil)
+            context.flush()
+            var headers = HTTPHeaders()
+            headers.add(name: "content-length", value: "4")
+            headers.add(name: "x-final", value: "yes")
+            context.write(self.wrapOutboundOut(.head(.init(version: .http1_1, status: .created, headers: headers))), promise: nil)
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "done")))), promise: nil)
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
         case "then-close":
             // a normal keep-alive response, then the server drops the idle connection
             var headers = HTTPHeaders()
@@ -330,6 +350,8 @@ final class RecordingDelegate: CurlTransferDelegate, @unchecked Sendable {
     /// Called on each body delivery (after accounting); used to cancel mid-stream.
     var onBody: ((RecordingDelegate) -> Void)?
     var onHead: ((RecordingDelegate) -> Void)?
+    var onFill: ((RecordingDelegate) -> Void)?
+    var onBatch: ((RecordingDelegate) -> Void)?
 
     init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
@@ -371,6 +393,7 @@ final class RecordingDelegate: CurlTransferDelegate, @unchecked Sendable {
 
     func curlTransfer(_ transfer: CurlTransfer, fillRequestBody buffer: UnsafeMutableRawBufferPointer) -> CurlUploadChunk {
         self.fillCalls += 1
+        self.onFill?(self)
         if self.uploaded >= self.uploadTotal { return .end }
         if self.uploadPauseEvery > 0 && self.fillCalls % self.uploadPauseEvery == 0 {
             self.uploadPauses += 1
@@ -392,6 +415,7 @@ final class RecordingDelegate: CurlTransferDelegate, @unchecked Sendable {
     func curlTransferDidFinishBatch(_ transfer: CurlTransfer) {
         if self.completions > 0 { self.eventsAfterCompletion += 1 }
         self.batches += 1
+        self.onBatch?(self)
     }
 
     func curlTransfer(_ transfer: CurlTransfer, didCompleteWith result: Result<Void, CurlTransferError>) {
