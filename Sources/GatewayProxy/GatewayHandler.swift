@@ -64,14 +64,17 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         receivePaused = false
         let hasBody = head.headers.contains(name: "content-length") && head.headers.first(name: "content-length") != "0"
             || head.headers.contains(name: "transfer-encoding")
+        // NIO's decoder stops parsing after a request that asks for an upgrade; we never tunnel, so such a request
+        // is answered normally and its connection closed afterwards.
+        let keepAlive = head.isKeepAlive && !head.headers.contains(name: "upgrade")
         let decision = policy.decide(
             head: head, requestID: requestID, clientAddress: context.channel.remoteAddress?.ipAddress,
             cache: loop.tokenCache, now: clock())
         switch decision {
         case .reject(let error):
-            perform(machine.requestHead(rejection: error, keepAlive: head.isKeepAlive, hasBody: hasBody), context: context)
+            perform(machine.requestHead(rejection: error, keepAlive: keepAlive, hasBody: hasBody), context: context)
         case .forward(let forward):
-            let action = machine.requestHead(rejection: nil, keepAlive: head.isKeepAlive, hasBody: hasBody)
+            let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody)
             if case .startTransfer = action {
                 transfer = loop.driver.start(forward.request, delegate: self)
             } else {
@@ -135,6 +138,9 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     }
 
     private func respond(_ error: GatewayError, close: Bool, context: ChannelHandlerContext) {
+        // An answer of our own ends any transfer still in flight (a body that grew past the limit): cancelling
+        // aborts it, so the upstream never sees the truncated body as a complete request.
+        transfer?.cancel()
         transfer = nil
         let body = error.body(requestID: requestID)
         var headers = HTTPHeaders()
@@ -211,6 +217,12 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
 
     public func curlTransfer(_ transfer: CurlTransfer, didReceiveHead head: CurlResponseHead) {
         guard transfer === self.transfer, let context else { return }
+        // A response framed two ways (M-upstream-desync) is refused, not relayed: the client gets a 502 and the
+        // cancelled transfer takes the upstream connection out of the pool.
+        guard Self.isUnambiguouslyFramed(head) else {
+            perform(machine.upstreamFailed(.upstreamInvalidResponse), context: context)
+            return
+        }
         guard case .writeResponseHead(let close) = machine.upstreamHead() else { return }
         var headers = HTTPHeaders()
         headers.reserveCapacity(head.headers.count + 1)
@@ -234,7 +246,8 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     }
 
     public func curlTransfer(_ transfer: CurlTransfer, fillRequestBody buffer: UnsafeMutableRawBufferPointer) -> CurlUploadChunk {
-        guard transfer === self.transfer, let context else { return .end }
+        // A transfer we let go of must never see its body "complete": hold it until its cancellation lands.
+        guard transfer === self.transfer, let context else { return .pause }
         let chunk = upload.fill(buffer)
         if readHeld && upload.isBelowLowWatermark { releaseRead(context: context) }
         return chunk
@@ -260,6 +273,27 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             }
             perform(machine.upstreamFailed(gatewayError), context: context)
         }
+    }
+
+    /// No `Content-Length` together with `Transfer-Encoding`, and no two different lengths.
+    static func isUnambiguouslyFramed(_ head: CurlResponseHead) -> Bool {
+        var length: Substring? = nil
+        var chunked = false
+        for header in head.headers {
+            switch header.name.utf8.count {
+            case 14 where header.name.lowercased() == "content-length":
+                for part in header.value.split(separator: ",", omittingEmptySubsequences: false) {
+                    let value = part.trimmingSpaces
+                    if let length, length != value { return false }
+                    length = value
+                }
+            case 17 where header.name.lowercased() == "transfer-encoding":
+                chunked = true
+            default:
+                continue
+            }
+        }
+        return !(chunked && length != nil)
     }
 
     /// Response fields that describe the upstream hop, not the message (RFC 9110 §7.6.1).

@@ -65,6 +65,9 @@ public struct HeaderPolicy: Sendable {
                     contentLength = trimmed
                 }
             case 17 where name.lowercased() == "transfer-encoding":
+                // Only a single, plain `chunked` is unambiguous; `xchunked`, `chunked, identity`, two lines or any
+                // other coding is where request smuggling lives (RFC 9112 §6.3).
+                if transferEncoding || value.trimmingSpaces.lowercased() != "chunked" { return false }
                 transferEncoding = true
             default:
                 break

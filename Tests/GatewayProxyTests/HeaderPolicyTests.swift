@@ -103,6 +103,11 @@ import Testing
         #expect(!HeaderPolicy.validateFraming(HTTPHeaders([("Content-Length", "4"), ("Content-Length", "40")])))  // M-dup-cl
         #expect(!HeaderPolicy.validateFraming(HTTPHeaders([("Content-Length", "4"), ("Transfer-Encoding", "chunked")])))  // M-cl-te
         #expect(!HeaderPolicy.validateFraming(HTTPHeaders([("Content-Length", "+4")])))  // M-cl-list
+        #expect(HeaderPolicy.validateFraming(HTTPHeaders([("Transfer-Encoding", "Chunked")])))
+        for te in ["xchunked", "chunked, identity", "identity", "gzip, chunked"] {  // M-te-not-final, M-te-obfuscated
+            #expect(!HeaderPolicy.validateFraming(HTTPHeaders([("Transfer-Encoding", te)])), "\(te)")
+        }
+        #expect(!HeaderPolicy.validateFraming(HTTPHeaders([("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")])))
         #expect(!HeaderPolicy.validateFraming(HTTPHeaders([("Content-Length", "0x4")])))
         #expect(!HeaderPolicy.validateFraming(HTTPHeaders([("X-A", "a\u{0}b")])))  // M-nul-header
         #expect(HeaderPolicy.validateFraming(HTTPHeaders([("X-A", "a\tb")])))

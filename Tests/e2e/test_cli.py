@@ -1,0 +1,144 @@
+"""Command line and process lifecycle (DESIGN §3, §4 validation, §7 admin listener)."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from configs import main_config, small_config
+from harness import free_port
+
+
+def _write(dirpath: str, config, raw: str | None = None) -> str:
+    os.makedirs(dirpath, exist_ok=True)
+    path = os.path.join(dirpath, "gateway.json")
+    with open(path, "w") as f:
+        f.write(raw if raw is not None else json.dumps(config, indent=2))
+    return path
+
+
+def _check(binary, path, env_extra=None):
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    return subprocess.run([binary, "check", "--config", path], capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.fixture
+def base(workdir, keys, upstream):
+    d = os.path.join(workdir, "check")
+    os.makedirs(d, exist_ok=True)
+    return d, small_config(d, keys, upstream.port)
+
+
+def test_check_valid_config(binary, base, keys):
+    """DESIGN §3: `portcullis check` on a valid config (keys, ${ENV}, relative paths) exits 0."""
+    d, cfg = base
+    p = _check(binary, _write(d, cfg), keys.env())
+    assert p.returncode == 0, f"stdout={p.stdout}\nstderr={p.stderr}"
+
+
+def _broken(cfg, mutate):
+    c = copy.deepcopy(cfg)
+    mutate(c)
+    return c
+
+
+BROKEN = [
+    ("routes[0].upstream", lambda c: c["routes"][0].__setitem__("upstream", "nope")),
+    ("limits.max_header_byte", lambda c: c["limits"].__setitem__("max_header_byte", 1)),
+    ("routes[1].auth", lambda c: c["routes"][1].__setitem__("auth", "sometimes")),
+    ("issuers[1].hmac_secret", lambda c: c["issuers"][1].__setitem__("hmac_secret", "short")),
+    ("issuers[0].algorithms", lambda c: c["issuers"][0].__setitem__("algorithms", ["none"])),
+    ("listen", lambda c: c.__setitem__("listen", "not-an-address")),
+    ("upstreams.app.url", lambda c: c["upstreams"]["app"].__setitem__("url", 42)),
+]
+
+
+@pytest.mark.parametrize("json_path,mutate", BROKEN, ids=[b[0] for b in BROKEN])
+def test_check_broken_config_names_json_path(binary, base, keys, json_path, mutate):
+    """DESIGN §3/§4: invalid config → exit 1, stderr has a `json.path: message` line naming the path (unknown keys
+    are errors)."""
+    d, cfg = base
+    p = _check(binary, _write(d, _broken(cfg, mutate)), keys.env())
+    assert p.returncode == 1, f"exit {p.returncode}\nstderr={p.stderr}"
+    assert json_path in p.stderr, f"stderr does not name {json_path}:\n{p.stderr}"
+
+
+def test_check_unset_env_variable(binary, base):
+    """DESIGN §4: "${NAME}" with NAME unset is an error naming the path (issuers[3].hmac_secret)."""
+    d, cfg = base
+    env = {k: v for k, v in os.environ.items() if k != "PORTCULLIS_E2E_HS512_SECRET"}
+    path = _write(d, cfg)
+    p = subprocess.run([binary, "check", "--config", path], capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 1
+    assert "issuers[3].hmac_secret" in p.stderr, p.stderr
+
+
+def test_check_missing_key_file(binary, base, keys):
+    """DESIGN §3: check validates files too: a missing jwks_file → exit 1 naming issuers[0].jwks_file."""
+    d, cfg = base
+    cfg = _broken(cfg, lambda c: c["issuers"][0].__setitem__("jwks_file", "no/such/jwks.json"))
+    p = _check(binary, _write(d, cfg), keys.env())
+    assert p.returncode == 1
+    assert "issuers[0].jwks_file" in p.stderr, p.stderr
+
+
+def test_check_invalid_json(binary, base, keys):
+    """Malformed JSON → exit 1 with a message on stderr."""
+    d, _ = base
+    p = _check(binary, _write(d, None, raw='{"listen": "127.0.0.1:1", }'), keys.env())
+    assert p.returncode == 1 and p.stderr.strip()
+
+
+def test_default_command_serves(make_gateway, keys, upstream):
+    """DESIGN §3: `portcullis --config PATH` (no subcommand) serves; /healthz and /readyz answer 200."""
+    gw = make_gateway(lambda d: small_config(d, keys, upstream.port), "default-cmd", args=["--config", "{config}"])
+    for ep in ("/healthz", "/readyz"):
+        with urllib.request.urlopen(f"http://{gw.admin[0]}:{gw.admin[1]}{ep}", timeout=5) as r:
+            assert r.status == 200
+    with gw.raw() as c:
+        assert c.request("GET", "/public/default-cmd").status == 200
+
+
+def test_sigterm_drains_in_flight_and_exits_0(make_gateway, keys, upstream):
+    """DESIGN §3: SIGTERM stops accepting, lets the in-flight request finish, exits 0."""
+    gw = make_gateway(lambda d: small_config(d, keys, upstream.port), "sigterm")
+    mark = upstream.log.mark()
+    result = {}
+
+    def slow_request():
+        try:
+            with gw.raw(timeout=30) as c:
+                result["r"] = c.request("GET", "/public/slow?ms=1500")
+        except Exception as e:  # noqa: BLE001
+            result["e"] = e
+
+    t = threading.Thread(target=slow_request)
+    t.start()
+    # Wait until the request is really in flight (its head reached the upstream), then signal.
+    deadline = time.monotonic() + 20
+    while not [q for q in upstream.log.since(mark) if q["target"] == "/public/slow?ms=1500"]:
+        assert time.monotonic() < deadline, "slow request never reached the upstream"
+        time.sleep(0.02)
+    gw.proc.send_signal(signal.SIGTERM)
+    t.join(30)
+    assert "r" in result, f"in-flight request failed during drain: {result.get('e')}"
+    assert result["r"].status == 200
+    assert gw.proc.wait(timeout=30) == 0
+
+
+def test_two_gateways_do_not_share_state(make_gateway, keys, upstream, workdir, unix_upstream):
+    """A fresh gateway from the main config starts and serves (config reproducible; ports are its own)."""
+    def cfg(d):
+        return main_config(d, keys, upstream.port, unix_upstream.unix, free_port())
+    gw = make_gateway(cfg, "second-main")
+    with gw.raw() as c:
+        assert c.request("GET", "/private/x").status == 401
+        assert c.request("GET", "/private/x", [("Authorization", f"Bearer {keys.mint('EdDSA')}")]).status == 200
