@@ -77,6 +77,17 @@ enum CurlEasyConfiguration {
         if let path = request.unixSocketPath {
             _ = ccurl_easy_setopt_str(easy, CURLOPT_UNIX_SOCKET_PATH, path)
         }
+        // Verification stays at libcurl's strict defaults (VERIFYPEER 1, VERIFYHOST 2); these only say whom to trust
+        // and who we are.
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, 1)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, 2)
+        if let caFile = request.tls.caFile {
+            _ = ccurl_easy_setopt_str(easy, CURLOPT_CAINFO, caFile)
+        }
+        if let cert = request.tls.clientCertificateFile, let key = request.tls.clientKeyFile {
+            _ = ccurl_easy_setopt_str(easy, CURLOPT_SSLCERT, cert)
+            _ = ccurl_easy_setopt_str(easy, CURLOPT_SSLKEY, key)
+        }
 
         if isHead {
             _ = ccurl_easy_setopt_long(easy, CURLOPT_NOBODY, 1)
@@ -146,7 +157,10 @@ enum CurlErrorMapping {
     static func error(for code: CURLcode, receivedHead: Bool) -> CurlTransferError {
         let mapped: CurlTransferError.Code
         switch code {
-        case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY, CURLE_SSL_CONNECT_ERROR:
+        case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY, CURLE_SSL_CONNECT_ERROR,
+            // A TLS handshake that fails verification or cannot load its files never reached the upstream's HTTP.
+            CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CACERT_BADFILE, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CIPHER,
+            CURLE_SSL_ISSUER_ERROR, CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS:
             mapped = .couldNotConnect
         case CURLE_OPERATION_TIMEDOUT:
             // CURLOPT_TIMEOUT is never set, so this is the connect timeout.

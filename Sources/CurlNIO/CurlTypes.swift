@@ -33,6 +33,8 @@ public struct CurlRequest: Sendable {
     public var body: CurlRequestBody
     /// When set, connect to this unix socket instead of TCP (CURLOPT_UNIX_SOCKET_PATH).
     public var unixSocketPath: String?
+    /// TLS settings for `https` origins. Peer and host verification are always on.
+    public var tls: CurlTLSOptions
     public var connectTimeout: TimeAmount
     /// No response head within this long after the request was sent (after the transfer started for bodyless
     /// requests, after the last body byte was handed to curl otherwise) → `.responseTimeout`.
@@ -48,6 +50,7 @@ public struct CurlRequest: Sendable {
         headers: [CurlHeader] = [],
         body: CurlRequestBody = .none,
         unixSocketPath: String? = nil,
+        tls: CurlTLSOptions = CurlTLSOptions(),
         connectTimeout: TimeAmount = .seconds(5),
         responseTimeout: TimeAmount = .seconds(60),
         idleTimeout: TimeAmount = .seconds(60)
@@ -58,9 +61,25 @@ public struct CurlRequest: Sendable {
         self.headers = headers
         self.body = body
         self.unixSocketPath = unixSocketPath
+        self.tls = tls
         self.connectTimeout = connectTimeout
         self.responseTimeout = responseTimeout
         self.idleTimeout = idleTimeout
+    }
+}
+
+/// TLS settings for an `https` upstream.
+public struct CurlTLSOptions: Sendable, Hashable {
+    /// PEM bundle of CAs to trust instead of the system store (CURLOPT_CAINFO).
+    public var caFile: String?
+    /// Client certificate and key (PEM) for mutual TLS (CURLOPT_SSLCERT, CURLOPT_SSLKEY).
+    public var clientCertificateFile: String?
+    public var clientKeyFile: String?
+
+    public init(caFile: String? = nil, clientCertificateFile: String? = nil, clientKeyFile: String? = nil) {
+        self.caFile = caFile
+        self.clientCertificateFile = clientCertificateFile
+        self.clientKeyFile = clientKeyFile
     }
 }
 

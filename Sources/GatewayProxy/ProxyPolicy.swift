@@ -95,6 +95,7 @@ public struct ProxyPolicy: Sendable {
             headers: headers.upstreamHeaders(from: head.headers, identity: identity, clientAddress: clientAddress, requestID: requestID),
             body: body,
             unixSocketPath: target.unixSocket,
+            tls: target.tls,
             connectTimeout: target.connectTimeout,
             responseTimeout: target.responseTimeout,
             idleTimeout: target.idleTimeout
@@ -142,6 +143,7 @@ public struct UpstreamTarget: Sendable {
     public var connectTimeout: TimeAmount
     public var responseTimeout: TimeAmount
     public var idleTimeout: TimeAmount
+    public var tls: CurlTLSOptions
 
     public init(upstream: Upstream, unixSocketOverride: String? = nil) {
         self.origin = upstream.isEmbeddedDemo ? "http://localhost" : upstream.origin
@@ -150,5 +152,7 @@ public struct UpstreamTarget: Sendable {
         self.connectTimeout = .milliseconds(Int64(upstream.connectTimeoutMs))
         self.responseTimeout = .milliseconds(Int64(upstream.timeoutMs))
         self.idleTimeout = .milliseconds(Int64(upstream.idleTimeoutMs))
+        self.tls = CurlTLSOptions(
+            caFile: upstream.tls.caFile, clientCertificateFile: upstream.tls.clientCertFile, clientKeyFile: upstream.tls.clientKeyFile)
     }
 }

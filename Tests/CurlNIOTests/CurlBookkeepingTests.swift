@@ -240,6 +240,8 @@ import Testing
             (CURLE_COULDNT_CONNECT, false, .couldNotConnect),
             (CURLE_COULDNT_RESOLVE_HOST, false, .couldNotConnect),
             (CURLE_OPERATION_TIMEDOUT, false, .couldNotConnect),
+            (CURLE_PEER_FAILED_VERIFICATION, false, .couldNotConnect),
+            (CURLE_SSL_CACERT_BADFILE, false, .couldNotConnect),
             (CURLE_GOT_NOTHING, false, .connectionReset),
             (CURLE_RECV_ERROR, true, .connectionReset),
             (CURLE_SEND_ERROR, false, .connectionReset),

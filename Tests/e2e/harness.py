@@ -160,7 +160,8 @@ def norm_name(name: str) -> str:
 
 
 class UpstreamProcess:
-    def __init__(self, workdir: str, name: str, port: int | None = None, unix: str | None = None):
+    def __init__(self, workdir: str, name: str, port: int | None = None, unix: str | None = None,
+                 tls: tuple[str, str] | None = None):
         self.name = name
         self.port = port
         self.unix = unix
@@ -169,6 +170,8 @@ class UpstreamProcess:
         self.log = UpstreamLog(self.log_path)
         cmd = [sys.executable, os.path.join(HERE, "upstream.py"), "--log", self.log_path]
         cmd += ["--unix", unix] if unix else ["--port", str(port)]
+        if tls:
+            cmd += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         self._out = open(self.out_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._out, cwd=HERE)
         line = self.proc.stdout.readline()

@@ -356,8 +356,13 @@ async def main_async(args):
             pass
         server = await asyncio.start_unix_server(handle, path=args.unix, limit=MAX_HEAD)
     else:
+        tls = None
+        if args.tls_cert:
+            import ssl
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(args.tls_cert, args.tls_key)
         server = await asyncio.start_server(handle, host=args.host, port=args.port, limit=MAX_HEAD,
-                                            reuse_address=True)
+                                            reuse_address=True, ssl=tls)
     print("READY", flush=True)
     async with server:
         await server.serve_forever()
@@ -370,6 +375,8 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--unix")
     ap.add_argument("--log")
+    ap.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate chain")
+    ap.add_argument("--tls-key", help="the certificate's PEM private key")
     args = ap.parse_args()
     if args.log:
         _log_file = open(args.log, "a", encoding="utf-8")
