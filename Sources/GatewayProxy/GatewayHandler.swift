@@ -77,6 +77,11 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody)
             if case .startTransfer = action {
                 transfer = loop.driver.start(forward.request, delegate: self)
+                // The client waits for a go-ahead before sending its body; give it only now that the request is
+                // authorised (a rejected one gets its final answer instead, and the body is never invited).
+                if Self.expectsContinue(head.headers) {
+                    context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+                }
             } else {
                 perform(action, context: context)
             }
@@ -273,6 +278,10 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             }
             perform(machine.upstreamFailed(gatewayError), context: context)
         }
+    }
+
+    static func expectsContinue(_ headers: HTTPHeaders) -> Bool {
+        headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
     }
 
     /// No `Content-Length` together with `Transfer-Encoding`, and no two different lengths.

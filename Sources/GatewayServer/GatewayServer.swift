@@ -55,7 +55,7 @@ public enum GatewayServer {
             targets[upstream.name] = UpstreamTarget(upstream: upstream, unixSocketOverride: upstream.isEmbeddedDemo ? demoSocket : nil)
         }
         let policy = ProxyPolicy(configuration: configuration, verifier: loaded.verifier, targets: targets)
-        let connections = ConnectionCounter()
+        let connections = ConnectionRegistry()
         let limits = configuration.limits
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
         decoderLimits.maxHeaderFieldSize = limits.maxHeaderBytes
@@ -69,11 +69,11 @@ public enum GatewayServer {
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 64 * 1024, high: 256 * 1024))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    guard connections.open(limit: limits.maxConnections) else {
+                    guard connections.open(channel, limit: limits.maxConnections) else {
                         channel.close(promise: nil)
                         return
                     }
-                    channel.closeFuture.whenComplete { _ in connections.close() }
+                    channel.closeFuture.whenComplete { _ in connections.close(channel) }
                     let loop = loopContexts[ObjectIdentifier(channel.eventLoop)]!.value
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(IdleConnectionHandler(headerTimeout: .milliseconds(Int64(limits.headerTimeoutMs)), idleTimeout: .milliseconds(Int64(limits.idleTimeoutMs))))
@@ -106,6 +106,7 @@ public enum GatewayServer {
         let signal = await waitForTerminationSignal()
         logger.info("received \(signal), draining for up to \(limits.drainSeconds) s")
         try? await server.close()
+        connections.quiesceAll()
         let deadline = NIODeadline.now() + .seconds(Int64(limits.drainSeconds))
         while connections.count > 0 && NIODeadline.now() < deadline {
             try? await Task.sleep(for: .milliseconds(50))
@@ -155,22 +156,40 @@ private enum SignalSources {
     static func keep(_ sources: [any DispatchSourceSignal]) { kept.append(contentsOf: sources) }
 }
 
-/// Open client connections, for `limits.max_connections` and for draining at shutdown.
-final class ConnectionCounter: Sendable {
-    private let value = Atomic<Int>(0)
-
-    var count: Int { value.load(ordering: .relaxed) }
-
-    func open(limit: Int) -> Bool {
-        let (new, _) = value.add(1, ordering: .relaxed)
-        if new > limit {
-            value.subtract(1, ordering: .relaxed)
-            return false
-        }
-        return true
+/// Open client connections: counted for `limits.max_connections`, and kept so that shutdown can ask each one to
+/// finish its current request and close (`ChannelShouldQuiesceEvent`, handled by `HTTPServerPipelineHandler`). The
+/// lock is taken once per connection, never per request.
+final class ConnectionRegistry: Sendable {
+    private struct State {
+        var channels: [ObjectIdentifier: any Channel] = [:]
+        var quiescing = false
     }
 
-    func close() {
-        value.subtract(1, ordering: .relaxed)
+    private let state = Mutex(State())
+
+    var count: Int { state.withLock { $0.channels.count } }
+
+    /// Registers a new connection; false when over `limit` or shutting down (the caller closes it).
+    func open(_ channel: any Channel, limit: Int) -> Bool {
+        state.withLock { state in
+            guard !state.quiescing, state.channels.count < limit else { return false }
+            state.channels[ObjectIdentifier(channel)] = channel
+            return true
+        }
+    }
+
+    func close(_ channel: any Channel) {
+        _ = state.withLock { $0.channels.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
+
+    /// Idle keep-alive connections close now; busy ones after their current response.
+    func quiesceAll() {
+        let channels = state.withLock { state in
+            state.quiescing = true
+            return Array(state.channels.values)
+        }
+        for channel in channels {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
     }
 }

@@ -134,6 +134,25 @@ def test_sigterm_drains_in_flight_and_exits_0(make_gateway, keys, upstream):
     assert gw.proc.wait(timeout=30) == 0
 
 
+def test_sigterm_closes_idle_keepalive_connections_promptly(make_gateway, keys, upstream):
+    """DESIGN §3: on SIGTERM idle keep-alive connections are closed at once, so the drain does not wait for them
+    (drain_seconds is 60 here; the bound below is far from it and is about behaviour, not speed)."""
+    def cfg(d):
+        c = small_config(d, keys, upstream.port)
+        c["limits"]["drain_seconds"] = 60
+        return c
+    gw = make_gateway(cfg, "sigterm-idle")
+    c = gw.raw(timeout=30)
+    try:
+        assert c.request("GET", "/public/keepalive").status == 200  # connection stays open, idle
+        started = time.monotonic()
+        gw.proc.send_signal(signal.SIGTERM)
+        assert gw.proc.wait(timeout=30) == 0
+        assert time.monotonic() - started < 20, "the drain waited for an idle keep-alive connection"
+    finally:
+        c.close()
+
+
 def test_two_gateways_do_not_share_state(make_gateway, keys, upstream, workdir, unix_upstream):
     """A fresh gateway from the main config starts and serves (config reproducible; ports are its own)."""
     def cfg(d):

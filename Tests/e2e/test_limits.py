@@ -182,3 +182,22 @@ def test_expect_continue_not_sent_for_rejected_request(env):
         r = c.read_response("POST", skip_1xx=False)
     assert r.status == 401, f"first response was {r.status}"
     env.assert_nothing_forwarded(mark)
+
+
+def test_expect_continue_sent_for_authorised_request(env):
+    """An authorised request with `Expect: 100-continue` gets `100 Continue` before it sends its body (no client
+    stall), and then the upstream's answer; the upstream receives the whole body."""
+    token = env.keys.mint("ES256")
+    body = b"x" * 200000
+    mark = env.mark()
+    with env.gw.raw(timeout=15) as c:
+        c.send(b"POST /private/upload HTTP/1.1\r\nHost: gateway.test\r\nExpect: 100-continue\r\n"
+               b"Content-Length: %d\r\nAuthorization: Bearer %s\r\n\r\n" % (len(body), token.encode()))
+        interim = c.read_response("POST", skip_1xx=False)
+        assert interim.status == 100, f"expected 100 Continue first, got {interim.status}"
+        c.send(body)
+        r = c.read_response("POST")
+    assert r.status == 200, r
+    forwarded = [q for q in env.forwarded_since(mark) if "__barrier__" not in q["target"]]
+    assert len(forwarded) == 1
+    assert not any(n.lower() == "expect" for n, _ in forwarded[0]["headers"])
