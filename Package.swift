@@ -25,6 +25,8 @@ let package = Package(
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        // Linux facts Swift cannot reach directly (CPU affinity).
+        .systemLibrary(name: "CPlatform"),
         // Strict RFC 8259 JSON: duplicate members, depth and size limits, JSON-path errors.
         .target(name: "GatewayJSON", swiftSettings: swiftSettings),
         // gateway.json: model, ${ENV} substitution, validation, defaults.
@@ -64,7 +66,7 @@ let package = Package(
         .target(
             name: "GatewayServer",
             dependencies: [
-                "GatewayProxy", "GatewayTokens", "GatewayConfig", "CurlNIO", "GatewayJSON",
+                "GatewayProxy", "GatewayTokens", "GatewayConfig", "CurlNIO", "GatewayJSON", "CPlatform",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

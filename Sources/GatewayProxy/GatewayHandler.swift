@@ -286,23 +286,9 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
 
     /// No `Content-Length` together with `Transfer-Encoding`, and no two different lengths.
     static func isUnambiguouslyFramed(_ head: CurlResponseHead) -> Bool {
-        var length: Substring? = nil
-        var chunked = false
-        for header in head.headers {
-            switch header.name.utf8.count {
-            case 14 where header.name.lowercased() == "content-length":
-                for part in header.value.split(separator: ",", omittingEmptySubsequences: false) {
-                    let value = part.trimmingSpaces
-                    if let length, length != value { return false }
-                    length = value
-                }
-            case 17 where header.name.lowercased() == "transfer-encoding":
-                chunked = true
-            default:
-                continue
-            }
-        }
-        return !(chunked && length != nil)
+        var framing = MessageFraming(strictTransferEncoding: false)
+        for header in head.headers { framing.add(name: header.name, value: header.value) }
+        return framing.isUnambiguous
     }
 
     /// Response fields that describe the upstream hop, not the message (RFC 9110 §7.6.1).

@@ -50,30 +50,15 @@ public struct HeaderPolicy: Sendable {
     }
 
     /// Checks framing before anything is forwarded: a request with both `Content-Length` and
-    /// `Transfer-Encoding`, differing or malformed lengths, or control bytes in a value is refused (400).
+    /// `Transfer-Encoding`, differing or malformed lengths, a coding other than one plain `chunked`, or control bytes
+    /// in a value is refused (400).
     public static func validateFraming(_ headers: HTTPHeaders) -> Bool {
-        var contentLength: Substring? = nil
-        var transferEncoding = false
+        var framing = MessageFraming(strictTransferEncoding: true)
         for (name, value) in headers {
             for byte in value.utf8 where (byte < 0x20 && byte != 0x09) || byte == 0x7F { return false }
-            switch name.utf8.count {
-            case 14 where name.lowercased() == "content-length":
-                for part in value.split(separator: ",") {
-                    let trimmed = part.trimmingSpaces
-                    guard !trimmed.isEmpty, trimmed.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return false }
-                    if let previous = contentLength, previous != trimmed { return false }
-                    contentLength = trimmed
-                }
-            case 17 where name.lowercased() == "transfer-encoding":
-                // Only a single, plain `chunked` is unambiguous; `xchunked`, `chunked, identity`, two lines or any
-                // other coding is where request smuggling lives (RFC 9112 §6.3).
-                if transferEncoding || value.trimmingSpaces.lowercased() != "chunked" { return false }
-                transferEncoding = true
-            default:
-                break
-            }
+            framing.add(name: name, value: value)
         }
-        return !(transferEncoding && contentLength != nil)
+        return framing.isUnambiguous
     }
 
     /// The headers to send upstream.
@@ -167,5 +152,39 @@ extension StringProtocol {
         while let first = s.first, first == " " || first == "\t" { s.removeFirst() }
         while let last = s.last, last == " " || last == "\t" { s.removeLast() }
         return s
+    }
+}
+
+/// The framing fields of one HTTP message, collected header by header, to tell whether its length is unambiguous:
+/// no `Content-Length` together with `Transfer-Encoding` and no two different lengths (RFC 9112 §6.3). Shared by
+/// the request check and the upstream-response check, where smuggling and desync start.
+struct MessageFraming {
+    /// Requests: only a single plain `chunked` is accepted; `xchunked`, `chunked, identity` or two lines are not.
+    let strictTransferEncoding: Bool
+    private var length: Substring? = nil
+    private var chunked = false
+    private var malformed = false
+
+    init(strictTransferEncoding: Bool) {
+        self.strictTransferEncoding = strictTransferEncoding
+    }
+
+    var isUnambiguous: Bool { !malformed && !(chunked && length != nil) }
+
+    mutating func add(name: String, value: String) {
+        switch name.utf8.count {
+        case 14 where name.lowercased() == "content-length":
+            for part in value.split(separator: ",", omittingEmptySubsequences: false) {
+                let trimmed = part.trimmingSpaces
+                if trimmed.isEmpty || !trimmed.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) { malformed = true }
+                if let length, length != trimmed { malformed = true }
+                length = trimmed
+            }
+        case 17 where name.lowercased() == "transfer-encoding":
+            if strictTransferEncoding && (chunked || value.trimmingSpaces.lowercased() != "chunked") { malformed = true }
+            chunked = true
+        default:
+            break
+        }
     }
 }

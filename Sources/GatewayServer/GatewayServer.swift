@@ -1,3 +1,4 @@
+import CPlatform
 import CurlNIO
 import Dispatch
 import GatewayConfig
@@ -27,7 +28,7 @@ public enum GatewayServer {
         }
 
         CurlGlobal.initialize()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoopCount())
         let drivers = try CurlDriverGroup(group: group)
 
         // One LoopContext per loop, created on its loop and reached through NIOLoopBound from channels on it.
@@ -116,6 +117,13 @@ public enum GatewayServer {
         if let demoSocket { unlink(demoSocket) }
         try? await group.shutdownGracefully()
         logger.info("stopped")
+    }
+
+    /// One event loop per CPU this process may run on: the cgroup limit NIO reads, narrowed by the affinity mask
+    /// (`taskset`, a pinned sidecar), so two loops never time-slice one core.
+    static func eventLoopCount() -> Int {
+        let allowed = Int(cplatform_affinity_cpu_count())
+        return allowed > 0 ? max(1, min(System.coreCount, allowed)) : System.coreCount
     }
 
     /// Seconds since the epoch, with sub-second precision (vDSO, no syscall).

@@ -27,9 +27,14 @@ struct ConfigOption: ParsableArguments {
         do {
             return try GatewayConfiguration.load(path: config, environment: environment())
         } catch {
-            for e in error.errors { printError("\(config): \(e)") }
-            throw ExitCode(1)
+            throw fail(error)
         }
+    }
+
+    /// Prints every configuration error with the file and JSON path, and returns exit code 1.
+    func fail(_ errors: ConfigErrors) -> ExitCode {
+        for e in errors.errors { printError("\(config): \(e)") }
+        return ExitCode(1)
     }
 }
 
@@ -49,8 +54,7 @@ struct Serve: AsyncParsableCommand {
         do {
             try await GatewayServer.run(configuration: configuration, logger: logger)
         } catch let errors as ConfigErrors {
-            for e in errors.errors { printError("\(options.config): \(e)") }
-            throw ExitCode(1)
+            throw options.fail(errors)
         } catch {
             printError("portcullis: \(error)")
             throw ExitCode(2)
@@ -69,8 +73,7 @@ struct Check: AsyncParsableCommand {
             let loaded = try IssuerLoader.load(configuration)
             for warning in loaded.warnings { printError("\(options.config): warning: \(warning)") }
         } catch {
-            for e in error.errors { printError("\(options.config): \(e)") }
-            throw ExitCode(1)
+            throw options.fail(error)
         }
         print("\(options.config): ok (\(configuration.routes.count) routes, \(configuration.upstreams.count) upstreams, \(configuration.issuers.count) issuers)")
     }
