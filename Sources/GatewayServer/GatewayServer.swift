@@ -115,6 +115,8 @@ public enum GatewayServer {
         try? await admin?.close()
         try? await demoChannel?.close()
         if let demoSocket { unlink(demoSocket) }
+        // Drivers first: the watcher thread must stop handing readiness to loops before they go away.
+        await drivers.shutdown()
         try? await group.shutdownGracefully()
         logger.info("stopped")
     }
