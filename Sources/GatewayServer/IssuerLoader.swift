@@ -21,19 +21,15 @@ public enum IssuerLoader {
             do {
                 switch issuer.keySource {
                 case .hmacSecret(let secret):
-                    for alg in algorithms.sorted(by: { $0.rawValue < $1.rawValue }) {
-                        keys.append(try VerificationKey.hmac(secret: Array(secret.utf8), algorithm: alg, kid: issuer.kid))
-                    }
+                    let alg = try single(algorithms, path: path, source: "hmac_secret")
+                    keys.append(try VerificationKey.hmac(secret: Array(secret.utf8), algorithm: alg, kid: issuer.kid))
                 case .hmacSecretFile(let file):
+                    let alg = try single(algorithms, path: path, source: "hmac_secret_file")
                     let secret = try readSecret(file, path: "\(path).hmac_secret_file")
-                    for alg in algorithms.sorted(by: { $0.rawValue < $1.rawValue }) {
-                        keys.append(try VerificationKey.hmac(secret: secret, algorithm: alg, kid: issuer.kid))
-                    }
+                    keys.append(try VerificationKey.hmac(secret: secret, algorithm: alg, kid: issuer.kid))
                 case .publicKeyFile(let file):
+                    let alg = try single(algorithms, path: path, source: "public_key_file")
                     let pem = String(decoding: try read(file, path: "\(path).public_key_file"), as: UTF8.self)
-                    guard algorithms.count == 1, let alg = algorithms.first else {
-                        throw ConfigError(.invalidValue, path: "\(path).algorithms", "a public_key_file key is pinned to exactly one algorithm; list exactly one")
-                    }
                     keys.append(try VerificationKey.publicKeyPEM(pem, algorithm: alg, kid: issuer.kid))
                 case .jwksFile(let file):
                     let result = try VerificationKey.jwks(try read(file, path: "\(path).jwks_file"), allowedAlgorithms: algorithms)
@@ -65,6 +61,14 @@ public enum IssuerLoader {
         guard errors.isEmpty else { throw ConfigErrors(errors) }
         let verifier = TokenVerifier(issuers: policies, leeway: Double(configuration.auth.leewaySeconds))
         return Loaded(verifier: verifier, warnings: warnings)
+    }
+
+    /// A single configured key is pinned to exactly one algorithm (RFC 8725 §3.1), so its issuer lists exactly one.
+    private static func single(_ algorithms: Set<JWSAlgorithm>, path: String, source: String) throws(ConfigError) -> JWSAlgorithm {
+        guard algorithms.count == 1, let alg = algorithms.first else {
+            throw ConfigError(.invalidValue, path: "\(path).algorithms", "a \(source) key is pinned to exactly one algorithm; list exactly one")
+        }
+        return alg
     }
 
     private static func read(_ file: String, path: String) throws(ConfigError) -> [UInt8] {

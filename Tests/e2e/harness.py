@@ -117,6 +117,8 @@ class UpstreamLog:
             elif ev["event"] == "body" and ev["seq"] in reqs:
                 reqs[ev["seq"]].update({k: v for k, v in ev.items() if k not in ("event", "seq")})
                 reqs[ev["seq"]]["body_seen"] = True
+            elif ev["event"] == "peer_closed" and ev["seq"] in reqs:
+                reqs[ev["seq"]]["peer_closed"] = True
         return [reqs[k] for k in sorted(reqs)]
 
     def count(self) -> int:

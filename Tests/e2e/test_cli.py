@@ -56,6 +56,8 @@ BROKEN = [
     ("routes[1].auth", lambda c: c["routes"][1].__setitem__("auth", "sometimes")),
     ("issuers[1].hmac_secret", lambda c: c["issuers"][1].__setitem__("hmac_secret", "short")),
     ("issuers[0].algorithms", lambda c: c["issuers"][0].__setitem__("algorithms", ["none"])),
+    # One HMAC secret is pinned to one algorithm (RFC 8725 §3.1), never shared between HS256 and HS384.
+    ("issuers[1].algorithms", lambda c: c["issuers"][1].__setitem__("algorithms", ["HS256", "HS384"])),
     ("listen", lambda c: c.__setitem__("listen", "not-an-address")),
     ("upstreams.app.url", lambda c: c["upstreams"]["app"].__setitem__("url", 42)),
 ]

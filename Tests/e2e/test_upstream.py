@@ -31,6 +31,26 @@ def test_upstream_hang_504_without_retry(env):
     assert [q["target"] for q in env.forwarded_since(mark)] == ["/limited/hang"]
 
 
+def test_client_disconnect_aborts_upstream_transfer(env):
+    """DESIGN issue 2: a client that goes away mid-request makes the gateway abort the upstream transfer (the
+    upstream sees its connection close long before the route's 30 s timeout could)."""
+    mark = env.mark()
+    c = env.gw.raw(timeout=10)
+    try:
+        c.send(b"GET /public/hang HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+        deadline = time.monotonic() + 10
+        while not [q for q in env.up.log.since(mark) if q["target"] == "/public/hang"]:
+            assert time.monotonic() < deadline, "the request never reached the upstream"
+            time.sleep(0.02)
+    finally:
+        c.close()
+    seq = [q for q in env.up.log.since(mark) if q["target"] == "/public/hang"][0]["seq"]
+    deadline = time.monotonic() + 10
+    while not any(q.get("peer_closed") for q in env.up.log.since(mark) if q["seq"] == seq):
+        assert time.monotonic() < deadline, "the upstream transfer was not aborted after the client left"
+        time.sleep(0.05)
+
+
 def test_streaming_response_not_cut_by_timeout(env):
     """DESIGN §5: a response that keeps streaming is not cut by timeout_ms (500) as long as it is never silent
     longer than idle_timeout_ms (1000): 20 KiB, one KiB every 100 ms."""

@@ -20,7 +20,8 @@ Header names/values are decoded as latin-1 so every byte survives.
 Behaviour is chosen by the path's last segment (so it works under any gateway route prefix, e.g. /private/upload):
   echo (and anything not listed)  200, JSON summary of what arrived (also answers HEAD: same head, no body)
   slow?ms=N                       sleep N ms, then echo
-  hang                            never answer (keeps the connection until the peer closes it)
+  hang                            never answer (keeps the connection until the peer closes it, then logs
+                                  {"event": "peer_closed", "seq"})
   stall-mid-body                  head with Content-Length 2*half, `half` bytes (?half=N, default 1024), then silence
   trickle?n=N&ms=M                N KiB, one KiB every M ms (Content-Length N*1024)
   reset-mid-body                  head with Content-Length 1000, 500 bytes, then TCP RST
@@ -256,9 +257,12 @@ async def respond(reader, writer, seq, method, target, version, headers, body: B
         return True
 
     if last == "hang":
-        # Never answer. Wait until the peer goes away.
-        while await reader.read(65536):
-            pass
+        # Never answer. Wait until the peer goes away, and say when it did.
+        try:
+            while await reader.read(65536):
+                pass
+        finally:
+            log({"event": "peer_closed", "seq": seq})
         return False
 
     if last == "stall-mid-body":
