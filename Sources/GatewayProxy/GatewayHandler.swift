@@ -62,8 +62,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         requestBodyBytes = 0
         upload = UploadBuffer()
         receivePaused = false
-        let hasBody = head.headers.contains(name: "content-length") && head.headers.first(name: "content-length") != "0"
-            || head.headers.contains(name: "transfer-encoding")
+        let hasBody = policy.requestBody(head.headers) != .none
         // NIO's decoder stops parsing after a request that asks for an upgrade; we never tunnel, so such a request
         // is answered normally and its connection closed afterwards.
         let keepAlive = head.isKeepAlive && !head.headers.contains(name: "upgrade")
@@ -163,6 +162,8 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            // The connection carries on: reading may have been held for an upload that just ended early.
+            releaseRead(context: context)
         }
         context.triggerUserOutboundEvent(ResponseCompleteEvent(), promise: nil)
     }
