@@ -87,7 +87,7 @@ public enum GatewayServer {
             }
             .bind(host: configuration.listen.host, port: configuration.listen.port)
             .get()
-        logger.info("listening on \(server.localAddress.map { "\($0)" } ?? configuration.listen.description)")
+        logger.info("listening on \(describe(server.localAddress, fallback: configuration.listen))")
 
         var admin: (any Channel)? = nil
         if let adminListen = configuration.adminListen {
@@ -101,7 +101,7 @@ public enum GatewayServer {
                 }
                 .bind(host: adminListen.host, port: adminListen.port)
                 .get()
-            logger.info("admin listening on \(admin?.localAddress.map { "\($0)" } ?? adminListen.description)")
+            logger.info("admin listening on \(describe(admin?.localAddress, fallback: adminListen))")
         }
 
         let signal = await waitForTerminationSignal()
@@ -119,6 +119,11 @@ public enum GatewayServer {
         await drivers.shutdown()
         try? await group.shutdownGracefully()
         logger.info("stopped")
+    }
+
+    static func describe(_ address: SocketAddress?, fallback: ListenAddress) -> String {
+        guard let address, let ip = address.ipAddress, let port = address.port else { return fallback.description }
+        return ListenAddress(host: ip, port: port).description
     }
 
     /// One event loop per CPU this process may run on: the cgroup limit NIO reads, narrowed by the affinity mask

@@ -163,3 +163,22 @@ def test_two_gateways_do_not_share_state(make_gateway, keys, upstream, workdir, 
     with gw.raw() as c:
         assert c.request("GET", "/private/x").status == 401
         assert c.request("GET", "/private/x", [("Authorization", f"Bearer {keys.mint('EdDSA')}")]).status == 200
+
+
+def test_json_log_format(make_gateway, keys, upstream):
+    """log.format json: every line the gateway writes to stderr is one JSON object with ts, level and msg."""
+    def cfg(d):
+        c = small_config(d, keys, upstream.port)
+        c["log"] = {"level": "info", "format": "json"}
+        return c
+    gw = make_gateway(cfg, "json-log")
+    with gw.raw() as c:
+        assert c.request("GET", "/public/x").status == 200
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.proc.wait(timeout=30) == 0
+    with open(gw.err_path, encoding="utf-8") as f:
+        lines = [line for line in f.read().splitlines() if line.strip()]
+    assert lines, "no log lines"
+    for line in lines:
+        entry = json.loads(line)
+        assert {"ts", "level", "msg"} <= entry.keys(), line
