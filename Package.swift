@@ -41,6 +41,16 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Issuing: signing keys, access tokens (login, refresh and revocation to come).
+        .target(
+            name: "GatewaySessions",
+            dependencies: [
+                "GatewayTokens", "GatewayJSON",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // libcurl's multi interface driven on NIO event loops.
         .target(
             name: "CurlNIO",
@@ -66,7 +76,7 @@ let package = Package(
         .target(
             name: "GatewayServer",
             dependencies: [
-                "GatewayProxy", "GatewayTokens", "GatewayConfig", "CurlNIO", "GatewayJSON", "CPlatform",
+                "GatewayProxy", "GatewayTokens", "GatewaySessions", "GatewayConfig", "CurlNIO", "GatewayJSON", "CPlatform",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -77,13 +87,16 @@ let package = Package(
         .executableTarget(
             name: "portcullis",
             dependencies: [
-                "GatewayServer", "GatewayConfig",
+                "GatewayServer", "GatewayConfig", "GatewaySessions", "GatewayTokens",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "GatewayJSONTests", dependencies: ["GatewayJSON"], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "GatewaySessionsTests", dependencies: ["GatewaySessions", "GatewayTokens", "GatewayJSON"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "GatewayTokensTests",
             dependencies: [

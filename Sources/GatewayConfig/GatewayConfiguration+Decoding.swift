@@ -119,6 +119,10 @@ private struct Decoder {
         let tokenService = decodeTokenService(&root, upstreams: upstreams)
         let store = decodeStore(&root)
         let log = decodeLog(&root)
+        if let tokenService, let index = issuers.firstIndex(where: { $0.issuer == tokenService.issuer }) {
+            sink.record(.invalidValue, [.key("issuers"), .index(index), .key("issuer")],
+                        "\(JSONWriter.quoted(tokenService.issuer)) is the token service's own issuer, which is trusted with its own keys; remove this entry")
+        }
         if issuers.isEmpty && tokenService == nil && routes.contains(where: { $0.auth != .none }) {
             root.record(.missingKey, "issuers", "no issuer is configured and the token service is off, so no token can ever be valid on a route with auth \"required\" or \"optional\"")
         }

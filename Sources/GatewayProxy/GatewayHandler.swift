@@ -29,6 +29,8 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     /// Reading from the client is held back because the upload buffer is full.
     private var readHeld = false
     private var readRequested = false
+    /// A local document's head and body are written; its end goes out once the request's end has been read.
+    private var localResponsePending = false
 
     public init(policy: ProxyPolicy, loop: LoopContext, clock: @escaping @Sendable () -> Double) {
         self.policy = policy
@@ -54,6 +56,10 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             requestBody(buffer, context: context)
         case .end:
             perform(machine.requestEnd(), context: context)
+            if localResponsePending {
+                localResponsePending = false
+                perform(machine.upstreamCompleted(), context: context)
+            }
         }
     }
 
@@ -70,6 +76,10 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             head: head, requestID: requestID, clientAddress: context.channel.remoteAddress?.ipAddress,
             cache: loop.tokenCache, now: clock())
         switch decision {
+        case .serve(let document):
+            let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody)
+            guard case .startTransfer = action else { return perform(action, context: context) }
+            serve(document, head: head, context: context)
         case .reject(let error):
             perform(machine.requestHead(rejection: error, keepAlive: keepAlive, hasBody: hasBody), context: context)
         case .forward(let forward):
@@ -166,6 +176,23 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             releaseRead(context: context)
         }
         context.triggerUserOutboundEvent(ResponseCompleteEvent(), promise: nil)
+    }
+
+    /// Answers with a local document. It goes through the same state machine as a forwarded request that completes
+    /// at once, so keep-alive and unread-body rules are the same.
+    private func serve(_ document: LocalDocument, head: HTTPRequestHead, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: document.contentType)
+        headers.add(name: "Content-Length", value: String(document.body.count))
+        headers.add(name: "Cache-Control", value: document.cacheControl)
+        headers.add(name: "X-Request-Id", value: requestID)
+        guard case .writeResponseHead(let close) = machine.upstreamHead() else { return }
+        if close { headers.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        if head.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: document.body)))), promise: nil)
+        }
+        localResponsePending = true
     }
 
     // MARK: - Back-pressure towards the client

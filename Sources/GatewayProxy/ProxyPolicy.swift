@@ -15,8 +15,14 @@ public struct ProxyPolicy: Sendable {
     public let realm: String
     public let limits: Limits
     public let tokenCacheEntries: Int
+    /// Documents the gateway serves itself on GET/HEAD, by exact canonical path (the token service's JWKS).
+    public let localDocuments: [String: LocalDocument]
 
-    public init(configuration: GatewayConfiguration, verifier: TokenVerifier, targets: [String: UpstreamTarget]) {
+    public init(
+        configuration: GatewayConfiguration, verifier: TokenVerifier, targets: [String: UpstreamTarget],
+        localDocuments: [String: LocalDocument] = [:]
+    ) {
+        self.localDocuments = localDocuments
         self.routes = RouteTable(configuration.routes)
         self.targets = configuration.routes.map { targets[$0.upstream]! }
         self.headers = HeaderPolicy(identity: configuration.identityHeaders, forwardToken: configuration.auth.forwardToken)
@@ -30,6 +36,8 @@ public struct ProxyPolicy: Sendable {
     public enum Decision: Sendable {
         case forward(Forward)
         case reject(GatewayError)
+        /// Answer with one of `localDocuments`.
+        case serve(LocalDocument)
     }
 
     public struct Forward: Sendable {
@@ -59,6 +67,11 @@ public struct ProxyPolicy: Sendable {
         switch CanonicalPath.parse(head.uri) {
         case .success(let c): canonical = c
         case .failure: return .reject(.invalidPath)
+        }
+        if !localDocuments.isEmpty, head.method == .GET || head.method == .HEAD, body == .none,
+            let document = localDocuments[canonical.path]
+        {
+            return .serve(document)
         }
         let host = hosts.first.map { hostWithoutPort($0) }
         guard let routeIndex = routes.match(method: method, host: host, path: canonical.matchPath) else {
@@ -154,5 +167,18 @@ public struct UpstreamTarget: Sendable {
         self.idleTimeout = .milliseconds(Int64(upstream.idleTimeoutMs))
         self.tls = CurlTLSOptions(
             caFile: upstream.tls.caFile, clientCertificateFile: upstream.tls.clientCertFile, clientKeyFile: upstream.tls.clientKeyFile)
+    }
+}
+
+/// A small document the gateway answers itself, prepared once at load.
+public struct LocalDocument: Sendable {
+    public var contentType: String
+    public var body: [UInt8]
+    public var cacheControl: String
+
+    public init(contentType: String, body: [UInt8], cacheControl: String) {
+        self.contentType = contentType
+        self.body = body
+        self.cacheControl = cacheControl
     }
 }

@@ -21,11 +21,17 @@ public enum GatewayServer {
     /// Runs the gateway until a termination signal. Throws `ConfigErrors` for problems in the configuration's
     /// referenced files (keys, secrets) and other errors for runtime failures (ports in use).
     public static func run(configuration: GatewayConfiguration, logger: Logger) async throws {
-        let loaded = try IssuerLoader.load(configuration)
-        for warning in loaded.warnings { logger.warning("\(warning)") }
-        if configuration.tokenService != nil {
-            logger.warning("token_service is configured but not available in this build yet; only external issuers are trusted")
+        var ownIssuer: [IssuerPolicy] = []
+        var localDocuments: [String: LocalDocument] = [:]
+        if let service = configuration.tokenService {
+            let (policy, jwks) = try TokenServiceKeys.open(service)
+            ownIssuer = [policy]
+            localDocuments["/.well-known/jwks.json"] = LocalDocument(
+                contentType: "application/jwk-set+json", body: Array(jwks.utf8), cacheControl: "public, max-age=300")
+            logger.info("token service: issuer \(service.issuer), signing with \(service.signingAlgorithm), \(policy.keys.count) key(s) published at /.well-known/jwks.json; login and refresh endpoints are not available yet")
         }
+        let loaded = try IssuerLoader.load(configuration, additional: ownIssuer)
+        for warning in loaded.warnings { logger.warning("\(warning)") }
 
         CurlGlobal.initialize()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoopCount())
@@ -55,7 +61,7 @@ public enum GatewayServer {
         for upstream in configuration.upstreams {
             targets[upstream.name] = UpstreamTarget(upstream: upstream, unixSocketOverride: upstream.isEmbeddedDemo ? demoSocket : nil)
         }
-        let policy = ProxyPolicy(configuration: configuration, verifier: loaded.verifier, targets: targets)
+        let policy = ProxyPolicy(configuration: configuration, verifier: loaded.verifier, targets: targets, localDocuments: localDocuments)
         let connections = ConnectionRegistry()
         let limits = configuration.limits
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
@@ -134,7 +140,7 @@ public enum GatewayServer {
     }
 
     /// Seconds since the epoch, with sub-second precision (vDSO, no syscall).
-    @Sendable static func wallClock() -> Double {
+    @Sendable public static func wallClock() -> Double {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9

@@ -10,8 +10,9 @@ public enum IssuerLoader {
         public var warnings: [String]
     }
 
-    public static func load(_ configuration: GatewayConfiguration) throws(ConfigErrors) -> Loaded {
-        var policies: [IssuerPolicy] = []
+    /// - Parameter additional: issuers trusted besides the configured ones (the token service's own).
+    public static func load(_ configuration: GatewayConfiguration, additional: [IssuerPolicy] = []) throws(ConfigErrors) -> Loaded {
+        var policies: [IssuerPolicy] = additional
         var errors: [ConfigError] = []
         var warnings: [String] = []
         for (index, issuer) in configuration.issuers.enumerated() {

@@ -1,7 +1,7 @@
 /// Strict base64url (RFC 4648 §5, no padding) as required for JWS compact serialisation, plus the standard
 /// alphabet decoder used for PEM bodies. Neither decoder is lenient: no `=`, no whitespace, no foreign characters,
 /// and non-zero unused trailing bits are refused, so that exactly one string encodes a given byte sequence.
-enum Base64URL {
+public enum Base64URL {
     /// 0...63 for an alphabet character, 0xFF otherwise.
     static let decodeTable: [UInt8] = {
         var table = [UInt8](repeating: 0xFF, count: 256)
@@ -71,7 +71,8 @@ enum Base64URL {
         return out
     }
 
-    static func encode(_ bytes: some Collection<UInt8>) -> String {
+    /// Unpadded base64url of `bytes`.
+    public static func encode(_ bytes: some Collection<UInt8>) -> String {
         let input = Array(bytes)
         var out: [UInt8] = []
         out.reserveCapacity((input.count + 2) / 3 * 4)

@@ -11,6 +11,8 @@ public struct VerificationKey: Sendable {
     public let algorithm: JWSAlgorithm
     let material: Material
     private let thumbprintValue: String?
+    /// The RFC 7638 required members of the public JWK, in lexicographic order (nil for HMAC keys).
+    private let jwkMembers: [(String, String)]?
 
     enum Material: Sendable {
         case hmac(SymmetricKey)
@@ -20,15 +22,27 @@ public struct VerificationKey: Sendable {
         case ed25519(Curve25519.Signing.PublicKey)
     }
 
-    private init(kid: String?, algorithm: JWSAlgorithm, material: Material, thumbprint: String?) {
+    private init(kid: String?, algorithm: JWSAlgorithm, material: Material, jwkMembers: [(String, String)]?) {
         self.kid = kid
         self.algorithm = algorithm
         self.material = material
-        self.thumbprintValue = thumbprint
+        self.jwkMembers = jwkMembers
+        self.thumbprintValue = jwkMembers.map(Self.jwkThumbprint)
     }
 
     /// RFC 7638 JWK thumbprint (SHA-256, base64url). nil for HMAC keys: a hash of a secret is not published.
     public var thumbprint: String? { thumbprintValue }
+
+    /// The public key as a JWK for a published key set: its required members plus `kid`, `alg` and `use`. nil for
+    /// HMAC keys, which are never published.
+    public var publicJWK: JSONObject? {
+        guard let jwkMembers else { return nil }
+        var object = JSONObject(jwkMembers.map { ($0.0, JSONValue.string($0.1)) })
+        if let kid { object["kid"] = .string(kid) }
+        object["alg"] = .string(algorithm.rawValue)
+        object["use"] = .string("sig")
+        return object
+    }
 
     // MARK: - Loading
 
@@ -41,7 +55,7 @@ public struct VerificationKey: Sendable {
         guard secret.count >= minimum else {
             throw .weak("the HMAC secret for \(algorithm.rawValue) must be at least \(minimum) bytes, got \(secret.count)")
         }
-        return VerificationKey(kid: kid, algorithm: algorithm, material: .hmac(SymmetricKey(data: secret)), thumbprint: nil)
+        return VerificationKey(kid: kid, algorithm: algorithm, material: .hmac(SymmetricKey(data: secret)), jwkMembers: nil)
     }
 
     /// SPKI PEM ("BEGIN PUBLIC KEY") of an RSA / P-256 / P-384 / Ed25519 key, or an X.509 certificate PEM
@@ -118,25 +132,25 @@ public struct VerificationKey: Sendable {
         } catch {
             throw .invalid("the RSA key was refused by the crypto library")
         }
-        let thumbprint = jwkThumbprint([("e", Base64URL.encode(e)), ("kty", "RSA"), ("n", Base64URL.encode(n))])
+        let members = [("e", Base64URL.encode(e)), ("kty", "RSA"), ("n", Base64URL.encode(n))]
         return VerificationKey(
-            kid: kid, algorithm: algorithm, material: .rsa(key, signatureLength: (key.keySizeInBits + 7) / 8), thumbprint: thumbprint)
+            kid: kid, algorithm: algorithm, material: .rsa(key, signatureLength: (key.keySizeInBits + 7) / 8), jwkMembers: members)
     }
 
     static func ec256(_ key: P256.Signing.PublicKey, kid: String?) -> VerificationKey {
         let point = Array(key.x963Representation)  // 04 || x || y
-        let thumbprint = jwkThumbprint([
+        let members = [
             ("crv", "P-256"), ("kty", "EC"), ("x", Base64URL.encode(point[1..<33])), ("y", Base64URL.encode(point[33..<65])),
-        ])
-        return VerificationKey(kid: kid, algorithm: .ES256, material: .p256(key), thumbprint: thumbprint)
+        ]
+        return VerificationKey(kid: kid, algorithm: .ES256, material: .p256(key), jwkMembers: members)
     }
 
     static func ec384(_ key: P384.Signing.PublicKey, kid: String?) -> VerificationKey {
         let point = Array(key.x963Representation)
-        let thumbprint = jwkThumbprint([
+        let members = [
             ("crv", "P-384"), ("kty", "EC"), ("x", Base64URL.encode(point[1..<49])), ("y", Base64URL.encode(point[49..<97])),
-        ])
-        return VerificationKey(kid: kid, algorithm: .ES384, material: .p384(key), thumbprint: thumbprint)
+        ]
+        return VerificationKey(kid: kid, algorithm: .ES384, material: .p384(key), jwkMembers: members)
     }
 
     static func ed25519(raw: [UInt8], kid: String?) throws(KeyLoadError) -> VerificationKey {
@@ -144,8 +158,8 @@ public struct VerificationKey: Sendable {
         guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: raw) else {
             throw .invalid("the Ed25519 key was refused by the crypto library")
         }
-        let thumbprint = jwkThumbprint([("crv", "Ed25519"), ("kty", "OKP"), ("x", Base64URL.encode(raw))])
-        return VerificationKey(kid: kid, algorithm: .EdDSA, material: .ed25519(key), thumbprint: thumbprint)
+        let members = [("crv", "Ed25519"), ("kty", "OKP"), ("x", Base64URL.encode(raw))]
+        return VerificationKey(kid: kid, algorithm: .EdDSA, material: .ed25519(key), jwkMembers: members)
     }
 
     /// RFC 7638: the required members in lexicographic order, no whitespace, SHA-256, base64url.

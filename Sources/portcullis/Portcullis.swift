@@ -1,6 +1,9 @@
 import ArgumentParser
 import GatewayConfig
+import GatewayJSON
 import GatewayServer
+import GatewaySessions
+import GatewayTokens
 import Logging
 
 #if canImport(Glibc)
@@ -13,7 +16,7 @@ import Glibc
 struct Portcullis: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Reverse-proxy authentication gateway: validates bearer tokens and forwards through libcurl.",
-        subcommands: [Serve.self, Check.self],
+        subcommands: [Serve.self, Check.self, Keys.self, Token.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -21,6 +24,12 @@ struct Portcullis: AsyncParsableCommand {
 struct ConfigOption: ParsableArguments {
     @Option(name: .long, help: "Path of the configuration file.")
     var config = "gateway.json"
+
+    init() {}
+
+    init(config: String) {
+        self.config = config
+    }
 
     /// Loads and validates the configuration, printing every error with its JSON path; exits 1 on failure.
     func load() throws -> GatewayConfiguration {
@@ -83,6 +92,79 @@ struct Check: AsyncParsableCommand {
             throw options.fail(error)
         }
         print("\(options.config): ok (\(configuration.routes.count) routes, \(configuration.upstreams.count) upstreams, \(configuration.issuers.count) issuers)")
+    }
+}
+
+struct Keys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage the token service's signing keys.", subcommands: [Generate.self])
+
+    struct Generate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add a new signing key and make it current; earlier keys stay published.")
+
+        @Option(help: "ES256, EdDSA, RS256 or PS256.") var algorithm = "ES256"
+        @Option(help: "Key folder (default: token_service.signing.key_dir of --config).") var dir: String?
+        @Option(help: "Configuration file, for the default key folder.") var config = "gateway.json"
+
+        func run() async throws {
+            guard let alg = JWSAlgorithm(rawValue: algorithm), SigningKey.supportedAlgorithms.contains(alg) else {
+                printError("portcullis: --algorithm must be one of ES256, EdDSA, RS256, PS256")
+                throw ExitCode(1)
+            }
+            let directory: String
+            if let dir {
+                directory = dir
+            } else {
+                guard let service = try ConfigOption(config: config).load().tokenService else {
+                    printError("\(config): token_service is not configured; pass --dir")
+                    throw ExitCode(1)
+                }
+                directory = service.keyDirectory
+            }
+            do {
+                let key = try SigningKeyStore.generate(directory: directory, algorithm: alg)
+                print("\(key.kid) \(alg.rawValue) \(directory)/\(key.kid).\(alg.rawValue).pem (current)")
+            } catch {
+                printError("portcullis: \(error)")
+                throw ExitCode(2)
+            }
+        }
+    }
+}
+
+struct Token: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Developer tokens.", subcommands: [Issue.self])
+
+    struct Issue: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Mint an access token with the token service's current signing key and print it.")
+
+        @Option(help: "The token's subject.") var sub: String
+        @Option(help: "Space-separated scopes.") var scope = ""
+        @Option(help: "Lifetime in seconds.") var ttl = 900
+        @OptionGroup var options: ConfigOption
+
+        func run() async throws {
+            let configuration = try options.load()
+            guard let service = configuration.tokenService else {
+                printError("\(options.config): token_service is not configured")
+                throw ExitCode(1)
+            }
+            guard (1...31_536_000).contains(ttl), !sub.isEmpty else {
+                printError("portcullis: --sub must not be empty and --ttl must be between 1 and 31536000")
+                throw ExitCode(1)
+            }
+            let store: SigningKeyStore
+            do {
+                store = try TokenServiceKeys.store(service)
+            } catch {
+                throw options.fail(error)
+            }
+            let issuer = AccessTokenIssuer(issuer: service.issuer, audience: service.audience, key: store.current)
+            let scopes = scope.split(separator: " ").map(String.init)
+            print(try issuer.issue(subject: sub, scopes: scopes, lifetime: ttl, now: GatewayServer.wallClock()))
+        }
     }
 }
 

@@ -179,6 +179,24 @@ private let minimal = """
         #expect(e.contains { $0.hasPrefix("identity_headers.claims.roles:") })
     }
 
+    @Test func tokenServiceIssuerIsNotListedAgain() {
+        let e = errors("""
+            {"token_service": {"issuer": "https://gw.test"}, "issuers": [{"issuer": "https://gw.test", "jwks_file": "j.json"}]}
+            """)
+        #expect(e.first?.hasPrefix("issuers[0].issuer: \"https://gw.test\" is the token service's own issuer") == true)
+    }
+
+    @Test func tokenServiceDefaults() throws {
+        let c = try parse(#"{"token_service": {}}"#)
+        let service = try #require(c.tokenService)
+        #expect(service.issuer == "http://localhost:8080")
+        #expect(service.audience == "api")
+        #expect(service.signingAlgorithm == "ES256")
+        #expect(service.keyDirectory == "/etc/portcullis/data/keys")
+        #expect(service.accessTokenTTLSeconds == 900)
+        #expect(try parse(#"{"token_service": {"enabled": false}, "routes": [], "upstreams": {}}"#).tokenService == nil)
+    }
+
     @Test func listenAddresses() {
         #expect(parseHostPort("127.0.0.1:8080") == ListenAddress(host: "127.0.0.1", port: 8080))
         #expect(parseHostPort("[::1]:9") == ListenAddress(host: "::1", port: 9))
@@ -191,6 +209,6 @@ private let minimal = """
         // Tests run from the package root.
         let c = try GatewayConfiguration.load(path: "gateway.json", environment: [:])
         #expect(c.upstreams.first?.isEmbeddedDemo == true)
-        #expect(!c.issuers.isEmpty)
+        #expect(c.tokenService?.keyDirectory.hasSuffix("data/keys") == true)
     }
 }

@@ -1,0 +1,30 @@
+import GatewayConfig
+import GatewaySessions
+import GatewayTokens
+
+/// The token service's keys as the rest of the gateway sees them: the signing key store (created on first start),
+/// the issuer policy that makes the gateway trust its own tokens, and the published key set.
+public enum TokenServiceKeys {
+    /// Opens (or creates) the key store of `service`.
+    public static func store(_ service: TokenService) throws(ConfigErrors) -> SigningKeyStore {
+        guard let algorithm = JWSAlgorithm(rawValue: service.signingAlgorithm) else {
+            throw ConfigErrors([ConfigError(.invalidValue, path: "token_service.signing.algorithm", "unsupported algorithm")])
+        }
+        do {
+            return try SigningKeyStore.open(directory: service.keyDirectory, algorithm: algorithm)
+        } catch {
+            throw ConfigErrors([ConfigError(.unreadableFile, path: "token_service.signing.key_dir", "\(error)")])
+        }
+    }
+
+    /// The own-issuer policy (every published key, each pinned to its algorithm; audience `token_service.audience`,
+    /// type `at+jwt`) and the JWKS document.
+    public static func open(_ service: TokenService) throws(ConfigErrors) -> (IssuerPolicy, String) {
+        let store = try store(service)
+        let keys = store.keys.map(\.verificationKey)
+        let policy = IssuerPolicy(
+            issuer: service.issuer, keys: keys, algorithms: Set(keys.map(\.algorithm)), audiences: [service.audience],
+            tokenTypes: ["at+jwt", "application/at+jwt"])
+        return (policy, store.jwks)
+    }
+}

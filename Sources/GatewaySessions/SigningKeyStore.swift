@@ -1,0 +1,87 @@
+import Foundation
+import GatewayJSON
+import GatewayTokens
+
+/// The token service's signing keys in `signing.key_dir`: one PKCS #8 PEM file per key, `<kid>.<alg>.pem` (mode
+/// 0600), and a `current` file naming the key that signs. The first key is created on first start with the
+/// configured algorithm; `portcullis keys generate` adds a new current key (of any supported algorithm) and keeps
+/// the earlier ones, whose public halves stay published so tokens they signed still verify.
+public struct SigningKeyStore: Sendable {
+    public let directory: String
+    /// Every key in the directory, the current one first.
+    public let keys: [SigningKey]
+
+    public var current: SigningKey { keys[0] }
+
+    public struct StoreError: Error, CustomStringConvertible, Sendable {
+        public var message: String
+        public var description: String { message }
+    }
+
+    /// Loads the keys, generating a current key of `algorithm` if there is none yet.
+    public static func open(directory: String, algorithm: JWSAlgorithm) throws -> SigningKeyStore {
+        var store = try load(directory: directory)
+        if store.keys.isEmpty {
+            _ = try generate(directory: directory, algorithm: algorithm)
+            store = try load(directory: directory)
+        }
+        return store
+    }
+
+    /// Adds a new key and makes it current. Returns it.
+    @discardableResult
+    public static func generate(directory: String, algorithm: JWSAlgorithm) throws -> SigningKey {
+        let key = try SigningKey.generate(algorithm)
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let path = "\(directory)/\(key.kid).\(algorithm.rawValue).pem"
+        guard fm.createFile(atPath: path, contents: Data(key.pem.utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw StoreError(message: "cannot write \(path)")
+        }
+        // Write-then-rename, so a crash never leaves a `current` naming a half-written key.
+        let temporary = "\(directory)/current.tmp"
+        guard fm.createFile(atPath: temporary, contents: Data((key.kid + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw StoreError(message: "cannot write \(temporary)")
+        }
+        if rename(temporary, "\(directory)/current") != 0 {
+            throw StoreError(message: "cannot replace \(directory)/current")
+        }
+        return key
+    }
+
+    /// Loads the keys that exist; empty when the directory does not.
+    public static func load(directory: String) throws -> SigningKeyStore {
+        let fm = FileManager.default
+        guard let names = try? fm.contentsOfDirectory(atPath: directory) else {
+            return SigningKeyStore(directory: directory, keys: [])
+        }
+        var keys: [SigningKey] = []
+        for name in names.sorted() where name.hasSuffix(".pem") {
+            let parts = name.dropLast(4).split(separator: ".")
+            guard parts.count == 2, let algorithm = JWSAlgorithm(rawValue: String(parts[1])) else { continue }
+            guard let data = fm.contents(atPath: "\(directory)/\(name)") else {
+                throw StoreError(message: "cannot read \(directory)/\(name)")
+            }
+            let key = try SigningKey(pem: String(decoding: data, as: UTF8.self), algorithm: algorithm)
+            guard key.kid == parts[0] else {
+                throw StoreError(message: "\(directory)/\(name): the file name does not match the key's thumbprint \(key.kid)")
+            }
+            keys.append(key)
+        }
+        let currentKid = fm.contents(atPath: "\(directory)/current")
+            .map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }
+        if let index = keys.firstIndex(where: { $0.kid == currentKid }) {
+            keys.insert(keys.remove(at: index), at: 0)
+            return SigningKeyStore(directory: directory, keys: keys)
+        }
+        // No usable `current`: report no keys, so `open` generates a current one (the files stay, and are listed
+        // again by the load that follows).
+        return SigningKeyStore(directory: directory, keys: [])
+    }
+
+    /// The public keys as a JWKS document (`{"keys": [...]}`).
+    public var jwks: String {
+        let entries = keys.compactMap { $0.verificationKey.publicJWK }.map { JSONValue.object($0) }
+        return JSONWriter.string(.object(JSONObject([("keys", .array(entries))])))
+    }
+}

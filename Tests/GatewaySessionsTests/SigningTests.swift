@@ -1,0 +1,82 @@
+import Foundation
+import GatewayJSON
+import GatewayTokens
+import Testing
+@testable import GatewaySessions
+
+@Suite struct SigningTests {
+    static func temporaryDirectory() -> String {
+        let path = NSTemporaryDirectory() + "portcullis-keys-\(UUID().uuidString)"
+        return path
+    }
+
+    @Test(arguments: SigningKey.supportedAlgorithms)
+    func issuedTokensVerify(algorithm: JWSAlgorithm) throws {
+        let key = try SigningKey.generate(algorithm)
+        #expect(key.kid == key.verificationKey.thumbprint)
+        let issuer = AccessTokenIssuer(issuer: "https://gw.test", audience: "api", key: key)
+        let now = 1_767_225_600.0
+        let token = try issuer.issue(
+            subject: "user-1", scopes: ["read", "write"], lifetime: 900, now: now, sessionID: "s1",
+            claims: JSONObject([("email", .string("a@b.test")), ("sub", .string("forged"))]))
+        let verifier = TokenVerifier(issuers: [
+            IssuerPolicy(issuer: "https://gw.test", keys: [key.verificationKey], algorithms: [algorithm], audiences: ["api"])
+        ])
+        let verified = try verifier.verify(token, now: now + 1).get()
+        #expect(verified.subject == "user-1")  // extra claims never override registered ones
+        #expect(verified.scopes == ["read", "write"])
+        #expect(verified.sessionID == "s1")
+        #expect(verified.expiresAt == now + 900)
+        #expect(verified.claims["email"] == .string("a@b.test"))
+        #expect(verified.claims["client_id"] == .string("portcullis"))
+        #expect(verified.tokenID?.isEmpty == false)
+        // Expired after its lifetime (+ the default leeway).
+        #expect((try? verifier.verify(token, now: now + 900 + 31).get()) == nil)
+    }
+
+    @Test func pemRoundTripKeepsTheKid() throws {
+        for algorithm in SigningKey.supportedAlgorithms {
+            let key = try SigningKey.generate(algorithm)
+            let again = try SigningKey(pem: key.pem, algorithm: algorithm)
+            #expect(again.kid == key.kid)
+        }
+    }
+
+    @Test func storeGeneratesOnceAndReloads() throws {
+        let directory = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let first = try SigningKeyStore.open(directory: directory, algorithm: .ES256)
+        #expect(first.keys.count == 1)
+        let again = try SigningKeyStore.open(directory: directory, algorithm: .ES256)
+        #expect(again.current.kid == first.current.kid)
+        let attributes = try FileManager.default.attributesOfItem(atPath: "\(directory)/\(first.current.kid).ES256.pem")
+        #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+
+        // The configured algorithm only shapes the first key; a later one comes from `generate` (keys generate).
+        #expect(try SigningKeyStore.open(directory: directory, algorithm: .EdDSA).current.kid == first.current.kid)
+        // A generated key becomes current and the old one stays published.
+        try SigningKeyStore.generate(directory: directory, algorithm: .EdDSA)
+        let rotated = try SigningKeyStore.open(directory: directory, algorithm: .ES256)
+        #expect(rotated.current.algorithm == .EdDSA)
+        #expect(rotated.keys.count == 2)
+        let jwks = try JSONParser.parse(rotated.jwks)
+        let kids = jwks["keys"]?.arrayValue?.compactMap { $0["kid"]?.stringValue }
+        #expect(Set(kids ?? []) == Set([first.current.kid, rotated.current.kid]))
+        for entry in jwks["keys"]?.arrayValue ?? [] {
+            #expect(entry["d"] == nil)  // never a private member
+            #expect(entry["use"] == .string("sig"))
+        }
+        // The published set loads back into the verifier with the same kids.
+        let loaded = try VerificationKey.jwks(Array(rotated.jwks.utf8), allowedAlgorithms: [.ES256, .EdDSA])
+        #expect(loaded.keys.count == 2 && loaded.skipped.isEmpty)
+    }
+
+    @Test func tamperedKeyFileIsRefused() throws {
+        let directory = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = try SigningKeyStore.open(directory: directory, algorithm: .ES256)
+        let other = try SigningKey.generate(.ES256)
+        try Data(other.pem.utf8).write(to: URL(fileURLWithPath: "\(directory)/\(store.current.kid).ES256.pem"))
+        #expect(throws: SigningKeyStore.StoreError.self) { try SigningKeyStore.load(directory: directory) }
+    }
+}
