@@ -25,6 +25,8 @@ let package = Package(
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        // libxcrypt's crypt_r for password hashes.
+        .systemLibrary(name: "CCrypt", pkgConfig: "libxcrypt", providers: [.apt(["libcrypt-dev"])]),
         // Linux facts Swift cannot reach directly (CPU affinity).
         .systemLibrary(name: "CPlatform"),
         // Strict RFC 8259 JSON: duplicate members, depth and size limits, JSON-path errors.
@@ -45,7 +47,7 @@ let package = Package(
         .target(
             name: "GatewaySessions",
             dependencies: [
-                "GatewayTokens", "GatewayJSON",
+                "GatewayTokens", "GatewayJSON", "CCrypt",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ],

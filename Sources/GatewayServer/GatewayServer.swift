@@ -3,6 +3,7 @@ import CurlNIO
 import Dispatch
 import GatewayConfig
 import GatewayProxy
+import GatewaySessions
 import GatewayTokens
 import Logging
 import NIOCore
@@ -24,6 +25,9 @@ public enum GatewayServer {
         var ownIssuer: [IssuerPolicy] = []
         var localDocuments: [String: LocalDocument] = [:]
         if let service = configuration.tokenService {
+            if let users = try TokenServiceUsers.load(service) {
+                logger.info("token service: \(users.users.count) user(s) in the users file")
+            }
             let (policy, jwks) = try TokenServiceKeys.open(service)
             ownIssuer = [policy]
             localDocuments["/.well-known/jwks.json"] = LocalDocument(

@@ -16,7 +16,7 @@ import Glibc
 struct Portcullis: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Reverse-proxy authentication gateway: validates bearer tokens and forwards through libcurl.",
-        subcommands: [Serve.self, Check.self, Keys.self, Token.self],
+        subcommands: [Serve.self, Check.self, HashPassword.self, Keys.self, Token.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -88,10 +88,36 @@ struct Check: AsyncParsableCommand {
         do {
             let loaded = try IssuerLoader.load(configuration)
             for warning in loaded.warnings { printError("\(options.config): warning: \(warning)") }
+            if let service = configuration.tokenService { _ = try TokenServiceUsers.load(service) }
         } catch {
             throw options.fail(error)
         }
         print("\(options.config): ok (\(configuration.routes.count) routes, \(configuration.upstreams.count) upstreams, \(configuration.issuers.count) issuers)")
+    }
+}
+
+struct HashPassword: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hash-password",
+        abstract: "Read a password on standard input and print its bcrypt ($2b$) hash for the users file.")
+
+    @Option(help: "bcrypt cost (4–31).") var cost = 12
+
+    func run() async throws {
+        guard (4...31).contains(cost) else {
+            printError("portcullis: --cost must be between 4 and 31")
+            throw ExitCode(1)
+        }
+        guard var password = readLine(strippingNewline: true), !password.isEmpty else {
+            printError("portcullis: no password on standard input")
+            throw ExitCode(1)
+        }
+        if password.hasSuffix("\r") { password.removeLast() }
+        guard let hash = PasswordHasher.hash(password, cost: cost) else {
+            printError("portcullis: hashing failed")
+            throw ExitCode(2)
+        }
+        print(hash)
     }
 }
 

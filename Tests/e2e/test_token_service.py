@@ -115,3 +115,30 @@ def test_foreign_key_with_same_issuer_is_refused(service, upstream):
     assert r.status_code == 401
     assert r.json()["reason"] == "signature_invalid"
     assert upstream.log.since(mark) == []
+
+
+def test_hash_password_is_standard_bcrypt(binary):
+    """`portcullis hash-password` prints a $2b$ hash that an independent bcrypt implementation accepts."""
+    import bcrypt
+    p = subprocess.run([binary, "hash-password", "--cost", "4"], input="correct horse\n", capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    hashed = p.stdout.strip()
+    assert hashed.startswith("$2b$04$")
+    assert bcrypt.checkpw(b"correct horse", hashed.encode())
+    assert not bcrypt.checkpw(b"correct horsE", hashed.encode())
+
+
+def test_check_reports_users_file_problems(binary, tmp_path):
+    """A users file with a plaintext password is refused by `check`, naming token_service.users_file and the entry,
+    without echoing the secret."""
+    (tmp_path / "users.json").write_text(json.dumps({"users": [{"username": "a", "password_hash": "hunter2"}]}))
+    (tmp_path / "gateway.json").write_text(json.dumps({
+        "routes": [{"path_prefix": "/", "upstream": "demo"}],
+        "token_service": {"users_file": "users.json", "signing": {"key_dir": "keys"}},
+    }))
+    p = subprocess.run([binary, "check", "--config", str(tmp_path / "gateway.json")], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 1
+    assert "token_service.users_file" in p.stderr and "users[0].password_hash" in p.stderr, p.stderr
+    assert "hunter2" not in p.stderr
