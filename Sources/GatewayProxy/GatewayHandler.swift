@@ -16,6 +16,9 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     private let policy: ProxyPolicy
     private let loop: LoopContext
     private let clock: @Sendable () -> Double
+    /// Where access-log lines go; nil when `log.access_log` is off.
+    private let accessLog: Logger?
+    private var access = AccessRecord()
     private var machine = ProxyRequestStateMachine()
     private var context: ChannelHandlerContext?
 
@@ -32,9 +35,10 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     /// A local document's head and body are written; its end goes out once the request's end has been read.
     private var localResponsePending = false
 
-    public init(policy: ProxyPolicy, loop: LoopContext, clock: @escaping @Sendable () -> Double) {
+    public init(policy: ProxyPolicy, loop: LoopContext, accessLog: Logger? = nil, clock: @escaping @Sendable () -> Double) {
         self.policy = policy
         self.loop = loop
+        self.accessLog = accessLog
         self.clock = clock
     }
 
@@ -65,6 +69,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
 
     private func requestHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         requestID = head.headers.first(name: "x-request-id").flatMap { isAcceptableRequestID($0[...]) ? $0 : nil } ?? loop.nextRequestID()
+        access = AccessRecord(method: head.method.rawValue, uri: head.uri)
         requestBodyBytes = 0
         upload = UploadBuffer()
         receivePaused = false
@@ -77,12 +82,16 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             cache: loop.tokenCache, now: clock())
         switch decision {
         case .serve(let document):
+            access.status = 200
             let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody)
             guard case .startTransfer = action else { return perform(action, context: context) }
             serve(document, head: head, context: context)
         case .reject(let error):
             perform(machine.requestHead(rejection: error, keepAlive: keepAlive, hasBody: hasBody), context: context)
         case .forward(let forward):
+            access.route = policy.routes.routes[forward.routeIndex].pathPrefix
+            access.subject = forward.identity?.subject
+            access.upstreamStart = .now()
             let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody)
             if case .startTransfer = action {
                 transfer = loop.driver.start(forward.request, delegate: self)
@@ -130,6 +139,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             break  // written by the curl delegate, which has the head
         case .writeResponseEnd(let close):
             transfer = nil
+            access.write(to: accessLog, requestID: requestID)
             let promise: EventLoopPromise<Void>? = close ? context.eventLoop.makePromise() : nil
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
             context.triggerUserOutboundEvent(ResponseCompleteEvent(), promise: nil)
@@ -140,10 +150,14 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
                 releaseRead(context: context)
             }
         case .abortConnection:
+            if access.reason == nil { access.reason = "response_aborted" }
+            access.write(to: accessLog, requestID: requestID)
             transfer?.cancel()
             transfer = nil
             context.close(promise: nil)
         case .cancelTransfer:
+            if access.reason == nil { access.reason = "client_closed" }
+            access.write(to: accessLog, requestID: requestID)
             transfer?.cancel()
             transfer = nil
         case .readyForNextRequest:
@@ -156,6 +170,9 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         // aborts it, so the upstream never sees the truncated body as a complete request.
         transfer?.cancel()
         transfer = nil
+        access.status = Int(error.status.code)
+        access.reason = error.reason
+        access.write(to: accessLog, requestID: requestID)
         let body = error.body(requestID: requestID)
         var headers = HTTPHeaders()
         headers.reserveCapacity(5)
@@ -234,6 +251,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             return
         }
         if requestID.isEmpty { requestID = loop.nextRequestID() }
+        access = AccessRecord(method: "-", uri: "-")
         let gatewayError: GatewayError
         switch error as? HTTPParserError {
         case .headerOverflow: gatewayError = .headerTooLarge
@@ -257,6 +275,8 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             return
         }
         guard case .writeResponseHead(let close) = machine.upstreamHead() else { return }
+        access.status = head.status
+        access.upstreamHead = .now()
         var headers = HTTPHeaders()
         headers.reserveCapacity(head.headers.count + 1)
         for header in head.headers where !Self.isHopByHopResponseHeader(header.name) {

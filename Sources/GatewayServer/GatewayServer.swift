@@ -67,6 +67,7 @@ public enum GatewayServer {
         }
         let policy = ProxyPolicy(configuration: configuration, verifier: loaded.verifier, targets: targets, localDocuments: localDocuments)
         let connections = ConnectionRegistry()
+        let accessLog: Logger? = configuration.log.accessLog ? Logger(label: "portcullis.access") : nil
         let limits = configuration.limits
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
         decoderLimits.maxHeaderFieldSize = limits.maxHeaderBytes
@@ -92,7 +93,7 @@ public enum GatewayServer {
                         withPipeliningAssistance: true, withErrorHandling: false,
                         withOutboundHeaderValidation: true, withEncoderConfiguration: .init(),
                         withDecoderLimitConfiguration: decoderLimitsFinal)
-                    try sync.addHandler(GatewayHandler(policy: policy, loop: loop, clock: wallClock))
+                    try sync.addHandler(GatewayHandler(policy: policy, loop: loop, accessLog: accessLog, clock: wallClock))
                 }
             }
             .bind(host: configuration.listen.host, port: configuration.listen.port)

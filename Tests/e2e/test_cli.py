@@ -166,19 +166,29 @@ def test_two_gateways_do_not_share_state(make_gateway, keys, upstream, workdir, 
 
 
 def test_json_log_format(make_gateway, keys, upstream):
-    """log.format json: every line the gateway writes to stderr is one JSON object with ts, level and msg."""
+    """log.format json: every line the gateway writes to stderr is one JSON object with ts, level and msg; the
+    access log has one line per request with its reason and never a token or a query string (DESIGN §7)."""
     def cfg(d):
         c = small_config(d, keys, upstream.port)
         c["log"] = {"level": "info", "format": "json"}
         return c
     gw = make_gateway(cfg, "json-log")
+    bad_token = keys.mint("ES256")[:-8] + "AAAAAAAA"  # valid shape, wrong signature
     with gw.raw() as c:
-        assert c.request("GET", "/public/x").status == 200
+        assert c.request("GET", "/public/x?access_token=query-secret").status == 200
+        assert c.request("GET", "/private/y", [("Authorization", f"Bearer {bad_token}")]).status == 401
     gw.proc.send_signal(signal.SIGTERM)
     assert gw.proc.wait(timeout=30) == 0
     with open(gw.err_path, encoding="utf-8") as f:
-        lines = [line for line in f.read().splitlines() if line.strip()]
+        text = f.read()
+    lines = [line for line in text.splitlines() if line.strip()]
     assert lines, "no log lines"
-    for line in lines:
-        entry = json.loads(line)
-        assert {"ts", "level", "msg"} <= entry.keys(), line
+    entries = [json.loads(line) for line in lines]
+    for entry in entries:
+        assert {"ts", "level", "msg"} <= entry.keys(), entry
+    # One access line per request, with its reason; never the token or the query string.
+    access = [e for e in entries if e.get("logger") == "portcullis.access"]
+    assert [(e["path"], e["status"], e.get("reason")) for e in access] == [
+        ("/public/x", "200", None), ("/private/y", "401", "signature_invalid")]
+    assert all({"request_id", "method", "duration_ms"} <= e.keys() for e in access)
+    assert bad_token.split(".")[1] not in text and "query-secret" not in text

@@ -1,0 +1,53 @@
+import Logging
+import NIOCore
+
+/// What the access log says about one request (DESIGN §7): id, method, path (never the query, which may carry
+/// secrets), route, status, reason, subject, total and upstream durations. Filled in as the request goes; written once.
+struct AccessRecord {
+    var start: NIODeadline = .now()
+    var method = "-"
+    var path = "-"
+    var route: String?
+    var subject: String?
+    var status = 0
+    var reason: String?
+    var upstreamStart: NIODeadline?
+    var upstreamHead: NIODeadline?
+    var written = true
+
+    init() {}
+
+    init(method: String, uri: String) {
+        self.method = method
+        // The path only: a query string may hold tokens (`?access_token=`) and must never reach the log.
+        let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        self.path = path.count > 512 ? String(path.prefix(512)) + "…" : String(path)
+        self.written = false
+    }
+
+    /// Writes the line once; later calls do nothing.
+    mutating func write(to logger: Logger?, requestID: String) {
+        guard !written, let logger else { return }
+        written = true
+        let end = NIODeadline.now()
+        var metadata: Logger.Metadata = [
+            "request_id": .string(requestID),
+            "method": .string(method),
+            "path": .string(path),
+            "status": .stringConvertible(status),
+            "duration_ms": .string(Self.milliseconds(end - start)),
+        ]
+        if let route { metadata["route"] = .string(route) }
+        if let reason { metadata["reason"] = .string(reason) }
+        if let subject { metadata["subject"] = .string(subject) }
+        if let upstreamStart { metadata["upstream_ms"] = .string(Self.milliseconds((upstreamHead ?? end) - upstreamStart)) }
+        logger.info("request", metadata: metadata)
+    }
+
+    static func milliseconds(_ amount: TimeAmount) -> String {
+        let micros = amount.nanoseconds / 1000
+        let whole = micros / 1000
+        let fraction = micros % 1000
+        return "\(whole).\(fraction < 10 ? "00" : fraction < 100 ? "0" : "")\(fraction)"
+    }
+}
