@@ -1,0 +1,71 @@
+/// Where sessions and refresh tokens live (DESIGN §4 `store`). Refresh tokens are kept only as hashes. Every
+/// method is atomic on its own; `rotate` is the one conditional update that makes concurrent refreshes of one token
+/// rotate exactly once.
+public protocol SessionStore: Sendable {
+    /// A new login: the session and its first refresh token.
+    func create(_ session: SessionRecord, refreshTokenHash: [UInt8]) async throws
+
+    /// The token record and its session, or nil when the hash is unknown.
+    func lookup(refreshTokenHash: [UInt8]) async throws -> (token: RefreshTokenRecord, session: SessionRecord)?
+
+    /// If the token `oldHash` is still active: retire it at `at` with `sealedSuccessor`, add `newHash` as the
+    /// session's active token and store `session` (its restarted idle clock). Returns false, changing nothing, when
+    /// the token was no longer active — another refresh won the race.
+    func rotate(oldHash: [UInt8], at: Double, sealedSuccessor: [UInt8], newHash: [UInt8], session: SessionRecord) async throws -> Bool
+
+    /// Revokes the session and so every refresh token of it (logout, RFC 7009 revoke, reuse detection).
+    func revoke(sessionID: String, at: Double) async throws
+
+    /// Sessions revoked at or after `since`, for the data path's in-memory revocation set.
+    func revokedSessions(since: Double) async throws -> [(id: String, revokedAt: Double)]
+
+    /// Removes sessions whose absolute lifetime ended before `before`, with their tokens. Returns how many.
+    func deleteExpired(createdBefore before: Double) async throws -> Int
+}
+
+/// The in-memory store (`store.type: memory`): for tests and single-replica setups that accept losing sessions on
+/// restart.
+public actor MemorySessionStore: SessionStore {
+    private var sessions: [String: SessionRecord] = [:]
+    private var tokens: [[UInt8]: RefreshTokenRecord] = [:]
+
+    public init() {}
+
+    public func create(_ session: SessionRecord, refreshTokenHash: [UInt8]) {
+        sessions[session.id] = session
+        tokens[refreshTokenHash] = RefreshTokenRecord(hash: refreshTokenHash, sessionID: session.id)
+    }
+
+    public func lookup(refreshTokenHash: [UInt8]) -> (token: RefreshTokenRecord, session: SessionRecord)? {
+        guard let token = tokens[refreshTokenHash], let session = sessions[token.sessionID] else { return nil }
+        return (token, session)
+    }
+
+    public func rotate(oldHash: [UInt8], at: Double, sealedSuccessor: [UInt8], newHash: [UInt8], session: SessionRecord) -> Bool {
+        guard var old = tokens[oldHash], old.state == .active, sessions[session.id]?.revokedAt == nil else { return false }
+        old.state = .retired(at: at, successor: sealedSuccessor)
+        tokens[oldHash] = old
+        tokens[newHash] = RefreshTokenRecord(hash: newHash, sessionID: session.id)
+        sessions[session.id] = session
+        return true
+    }
+
+    public func revoke(sessionID: String, at: Double) {
+        guard var session = sessions[sessionID], session.revokedAt == nil else { return }
+        session.revokedAt = at
+        sessions[sessionID] = session
+    }
+
+    public func revokedSessions(since: Double) -> [(id: String, revokedAt: Double)] {
+        sessions.values.compactMap { session in
+            session.revokedAt.flatMap { $0 >= since ? (session.id, $0) : nil }
+        }
+    }
+
+    public func deleteExpired(createdBefore before: Double) -> Int {
+        let expired = Set(sessions.values.filter { $0.createdAt < before }.map(\.id))
+        for id in expired { sessions[id] = nil }
+        tokens = tokens.filter { !expired.contains($0.value.sessionID) }
+        return expired.count
+    }
+}
