@@ -44,13 +44,6 @@ public struct AccessTokenIssuer: Sendable {
 
     /// 128 random bits, base64url: unique token ids without coordination.
     static func randomID() -> String {
-        var generator = SystemRandomNumberGenerator()
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(16)
-        for _ in 0..<2 {
-            let word = generator.next() as UInt64
-            for shift in stride(from: 0, to: 64, by: 8) { bytes.append(UInt8(truncatingIfNeeded: word >> UInt64(shift))) }
-        }
-        return Base64URL.encode(bytes)
+        Base64URL.encode(randomBytes(16))
     }
 }

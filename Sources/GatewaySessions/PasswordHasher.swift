@@ -1,4 +1,5 @@
 import CCrypt
+import GatewayTokens
 
 /// crypt(3) password hashes through libxcrypt: bcrypt (`$2b$`, `$2y$`), yescrypt (`$y$`) and sha512-crypt (`$6$`).
 /// Plaintext and the weak legacy methods (DES, MD5, `$2a$`) are refused. Hashing is slow on purpose: call it off the
@@ -55,11 +56,9 @@ public enum PasswordHasher {
         return string(from: out)
     }
 
-    /// 24 random printable characters (for decoy hashes).
+    /// 24 random base64url characters (for decoy hashes).
     static func randomSecret() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789".utf8)
-        return String(decoding: (0..<24).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] }, as: UTF8.self)
+        Base64URL.encode(randomBytes(18))
     }
 
     /// The NUL-terminated C string in `buffer`.

@@ -7,14 +7,7 @@ public enum RefreshToken {
 
     /// A new token.
     public static func generate() -> String {
-        var generator = SystemRandomNumberGenerator()
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(32)
-        for _ in 0..<4 {
-            let word = generator.next() as UInt64
-            for shift in stride(from: 0, to: 64, by: 8) { bytes.append(UInt8(truncatingIfNeeded: word >> UInt64(shift))) }
-        }
-        return prefix + Base64URL.encode(bytes)
+        prefix + Base64URL.encode(randomBytes(32))
     }
 
     /// The lookup key the store keeps instead of the token.
@@ -60,4 +53,16 @@ public enum SuccessorSeal {
         else { return nil }
         return Array(plaintext)
     }
+}
+
+/// `count` bytes from the operating system's CSPRNG (`SystemRandomNumberGenerator` reads getrandom(2)).
+func randomBytes(_ count: Int) -> [UInt8] {
+    var generator = SystemRandomNumberGenerator()
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(count + 7)
+    while bytes.count < count {
+        let word = generator.next() as UInt64
+        for shift in stride(from: 0, to: 64, by: 8) { bytes.append(UInt8(truncatingIfNeeded: word >> UInt64(shift))) }
+    }
+    return Array(bytes.prefix(count))
 }
