@@ -1,6 +1,7 @@
 """Upstream behaviour through libcurl (DESIGN §5 upstream failures, keep-alive, unix sockets; security.md U-*)."""
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -98,6 +99,16 @@ def test_upstream_response_with_cl_and_te_is_502(env):
         except (ConnectionClosed, ConnectionError) as e:
             pytest.fail(f"connection closed instead of a 502: {e}")
     assert r.status == 502, r
+
+
+def test_upstream_header_with_control_byte_is_502(env):
+    """U-response-headers: an upstream header value with a control byte is never relayed; the client gets a 502
+    with reason upstream_invalid_response (not a dropped connection)."""
+    with env.gw.raw(timeout=15) as c:
+        c.send(b"GET /public/bad-header HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 502, r
+    assert json.loads(r.body)["reason"] == "upstream_invalid_response"
 
 
 def test_redirect_passed_through_not_followed(env):

@@ -29,6 +29,7 @@ Behaviour is chosen by the path's last segment (so it works under any gateway ro
   upload                          reads the body streaming; answers {"length", "sha256"}
   status/NNN                      answer status NNN (204 and 304 without a body, 304 with an ETag)
   bad-response                    answer with both Content-Length and Transfer-Encoding (response smuggling)
+  bad-header                      answer with a control byte (0x01) inside a header value
   redirect                        302 to http://evil.invalid/stolen
 Keep-alive is supported; `Connection: close` from the client closes after the response.
 Every response carries `X-Upstream-Seq: <seq>`.
@@ -299,6 +300,12 @@ async def respond(reader, writer, seq, method, target, version, headers, body: B
     if last == "bad-response":
         writer.write(head_bytes(200, "OK", base + [("Content-Length", "5"), ("Transfer-Encoding", "chunked")]))
         writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return False
+
+    if last == "bad-header":
+        # A control byte inside a header value: a gateway must not relay it.
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Upstream-Seq: %d\r\nX-Evil: a\x01b\r\nContent-Length: 2\r\n\r\nok" % seq)
         await writer.drain()
         return False
 
