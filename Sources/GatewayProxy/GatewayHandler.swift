@@ -73,12 +73,13 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         requestBodyBytes = 0
         upload = UploadBuffer()
         receivePaused = false
-        let hasBody = policy.requestBody(head.headers) != .none
+        let body = policy.requestBody(head.headers)
+        let hasBody = body != .none
         // NIO's decoder stops parsing after a request that asks for an upgrade; we never tunnel, so such a request
         // is answered normally and its connection closed afterwards.
         let keepAlive = head.isKeepAlive && !head.headers.contains(name: "upgrade")
         let decision = policy.decide(
-            head: head, requestID: requestID, clientAddress: context.channel.remoteAddress?.ipAddress,
+            head: head, body: body, requestID: requestID, clientAddress: context.channel.remoteAddress?.ipAddress,
             cache: loop.tokenCache, now: clock())
         switch decision {
         case .serve(let document):
@@ -270,7 +271,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         guard transfer === self.transfer, let context else { return }
         // A response framed two ways (M-upstream-desync) is refused, not relayed: the client gets a 502 and the
         // cancelled transfer takes the upstream connection out of the pool.
-        guard Self.isUnambiguouslyFramed(head), head.headers.allSatisfy(Self.isRelayable) else {
+        guard Self.isUnambiguouslyFramed(head) else {
             perform(machine.upstreamFailed(.upstreamInvalidResponse), context: context)
             return
         }
@@ -325,22 +326,6 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             default: gatewayError = .upstreamInvalidResponse
             }
             perform(machine.upstreamFailed(gatewayError), context: context)
-        }
-    }
-
-    /// RFC 9110 §5.5: a field name of token characters and a value without control bytes other than HTAB. What is
-    /// not relayable is refused as a whole (502), never passed on or silently altered.
-    static func isRelayable(_ header: CurlHeader) -> Bool {
-        guard !header.name.isEmpty, header.name.utf8.allSatisfy(isTokenByte) else { return false }
-        return header.value.utf8.allSatisfy { $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }
-    }
-
-    private static func isTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            true
-        default:
-            "!#$%&'*+-.^_`|~".utf8.contains(byte)
         }
     }
 

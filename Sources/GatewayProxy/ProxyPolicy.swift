@@ -48,8 +48,11 @@ public struct ProxyPolicy: Sendable {
 
     /// Authorises a request head: framing, path, route, token, scopes — in that order, so that cheap checks run
     /// before any signature is verified — and builds the upstream request when everything passes.
+    /// - Parameter body: the request's framing, `requestBody(head.headers)` (the handler needs it too, so it is
+    ///   computed once).
     public func decide(
         head: HTTPRequestHead,
+        body: CurlRequestBody,
         requestID: String,
         clientAddress: String?,
         cache: VerifiedTokenCache,
@@ -60,7 +63,6 @@ public struct ProxyPolicy: Sendable {
         guard HeaderPolicy.validateFraming(head.headers) else { return .reject(.requestMalformed) }
         let hosts = head.headers[canonicalForm: "host"]
         if hosts.count > 1 { return .reject(.requestMalformed) }
-        let body = requestBody(head.headers)
         if case .length(let n) = body, n > limits.maxBodyBytes { return .reject(.bodyTooLarge) }
 
         let canonical: CanonicalPath

@@ -15,7 +15,7 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
     private let headerTimeout: TimeAmount
     private let idleTimeout: TimeAmount
     private var timer: Scheduled<Void>?
-    /// Bytes of the current head seen so far, or nil between heads (body bytes or idle).
+    /// The first bytes of a request head have arrived and its end has not.
     private var inHead = false
     /// Tail of the previous read, to find a `\r\n\r\n` split across reads.
     private var tail: UInt32 = 0
@@ -57,10 +57,6 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
             }
         }
         context.fireChannelRead(data)
-    }
-
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        context.write(data, promise: promise)
     }
 
     /// The gateway handler, at the other end of the pipeline, says when a response has finished.
