@@ -13,8 +13,9 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     public typealias OutboundIn = HTTPServerResponsePart
     public typealias OutboundOut = HTTPServerResponsePart
 
-    private let policy: ProxyPolicy
     private let loop: LoopContext
+    /// The policy the request in flight started with (a reload never changes a request half-way).
+    private var policy: ProxyPolicy
     private let clock: @Sendable () -> Double
     /// Where access-log lines go; nil when `log.access_log` is off.
     private let accessLog: Logger?
@@ -34,9 +35,13 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     private var readRequested = false
     /// A local document's head and body are written; its end goes out once the request's end has been read.
     private var localResponsePending = false
+    /// A request for a `LocalService` whose body is being collected or whose answer is awaited.
+    private var local: (service: any LocalService, request: LocalRequest)?
+    /// Tells a late local answer from the current request's.
+    private var exchangeID: UInt64 = 0
 
-    public init(policy: ProxyPolicy, loop: LoopContext, accessLog: Logger? = nil, clock: @escaping @Sendable () -> Double) {
-        self.policy = policy
+    public init(loop: LoopContext, accessLog: Logger? = nil, clock: @escaping @Sendable () -> Double) {
+        self.policy = loop.policy
         self.loop = loop
         self.accessLog = accessLog
         self.clock = clock
@@ -73,6 +78,9 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         requestBodyBytes = 0
         upload = UploadBuffer()
         receivePaused = false
+        local = nil
+        exchangeID &+= 1
+        policy = loop.policy
         let body = policy.requestBody(head.headers)
         let hasBody = body != .none
         // NIO's decoder stops parsing after a request that asks for an upgrade; we never tunnel, so such a request
@@ -80,8 +88,19 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         let keepAlive = head.isKeepAlive && !head.headers.contains(name: "upgrade")
         let decision = policy.decide(
             head: head, body: body, requestID: requestID, clientAddress: context.channel.remoteAddress?.ipAddress,
-            cache: loop.tokenCache, now: clock())
+            cache: loop.tokenCache, revocations: loop.revocations, now: clock())
         switch decision {
+        case .local(let service, let request):
+            let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody)
+            guard case .startTransfer = action else { return perform(action, context: context) }
+            if case .length(let n) = body, n > service.maxBodyBytes {
+                return perform(machine.requestBodyTooLarge(), context: context)
+            }
+            local = (service, request)
+            access.route = policy.localService?.prefix
+            if Self.expectsContinue(head.headers) {
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+            }
         case .serve(let document):
             access.status = 200
             let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody)
@@ -110,6 +129,14 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     private func requestBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
         guard case .forwardBody = machine.requestBodyPart() else { return }
         requestBodyBytes += Int64(buffer.readableBytes)
+        if local != nil {
+            if requestBodyBytes > local!.service.maxBodyBytes {
+                perform(machine.requestBodyTooLarge(), context: context)
+            } else {
+                local!.request.body.append(contentsOf: buffer.readableBytesView)
+            }
+            return
+        }
         if requestBodyBytes > policy.limits.maxBodyBytes {
             perform(machine.requestBodyTooLarge(), context: context)
             return
@@ -131,6 +158,10 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         case .respond(let error, let close):
             respond(error, close: close, context: context)
         case .finishUpload:
+            if let local {
+                askLocalService(local.service, local.request, context: context)
+                return
+            }
             upload.finished = true
             if upload.curlWaiting {
                 upload.curlWaiting = false
@@ -155,12 +186,14 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             access.write(to: accessLog, requestID: requestID)
             transfer?.cancel()
             transfer = nil
+            local = nil
             context.close(promise: nil)
         case .cancelTransfer:
             if access.reason == nil { access.reason = "client_closed" }
             access.write(to: accessLog, requestID: requestID)
             transfer?.cancel()
             transfer = nil
+            local = nil
         case .readyForNextRequest:
             releaseRead(context: context)
         }
@@ -171,6 +204,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         // aborts it, so the upstream never sees the truncated body as a complete request.
         transfer?.cancel()
         transfer = nil
+        local = nil
         access.status = Int(error.status.code)
         access.reason = error.reason
         access.write(to: accessLog, requestID: requestID)
@@ -211,6 +245,41 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: document.body)))), promise: nil)
         }
         localResponsePending = true
+    }
+
+    /// Hands a complete local request to its service and writes the answer when it comes, if the connection is
+    /// still waiting for it.
+    private func askLocalService(_ service: any LocalService, _ request: LocalRequest, context: ChannelHandlerContext) {
+        let id = exchangeID
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        service.respond(to: request, on: context.eventLoop).hop(to: context.eventLoop).whenComplete { result in
+            let handler = loopBound.value
+            guard handler.exchangeID == id, handler.local != nil, let context = handler.context else { return }
+            handler.local = nil
+            let response: LocalResponse
+            switch result {
+            case .success(let r): response = r
+            case .failure: response = LocalResponse(status: .internalServerError, headers: ["Content-Type": "application/json"],
+                                                     body: Array(#"{"error":"server_error","reason":"internal_error"}"#.utf8), reason: "internal_error")
+            }
+            handler.writeLocal(response, context: context)
+        }
+    }
+
+    private func writeLocal(_ response: LocalResponse, context: ChannelHandlerContext) {
+        guard case .writeResponseHead(let close) = machine.upstreamHead() else { return }
+        access.status = Int(response.status.code)
+        access.reason = response.reason
+        access.subject = response.subject
+        var headers = response.headers
+        headers.replaceOrAdd(name: "Content-Length", value: String(response.body.count))
+        headers.replaceOrAdd(name: "X-Request-Id", value: requestID)
+        if close { headers.replaceOrAdd(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))), promise: nil)
+        if !response.body.isEmpty {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
+        }
+        perform(machine.upstreamCompleted(), context: context)
     }
 
     // MARK: - Back-pressure towards the client

@@ -2,17 +2,22 @@ import CurlNIO
 import GatewayTokens
 import NIOCore
 
-/// What each event loop owns for the data path: its libcurl driver, its verified-token cache and its request-id
-/// sequence. Confined to the loop, so none of it needs a lock.
+/// What each event loop owns for the data path: the current policy, its libcurl driver, its verified-token cache, the
+/// revoked sessions and its request-id sequence. Confined to the loop, so none of it needs a lock: changes (a new
+/// policy after a reload or a key-set refresh, a revocation) arrive through `EventLoop.execute`.
 public final class LoopContext {
     public let driver: CurlLoopDriver
+    /// Replaced as a whole; a request keeps the policy it started with.
+    public var policy: ProxyPolicy
     public let tokenCache: VerifiedTokenCache
+    public let revocations = RevokedSessions()
     private let idPrefix: String
     private var counter: UInt64 = 0
 
     /// - Parameter leeway: the verifier's leeway: a cached entry lives exactly as long as the verifier would accept it.
-    public init(driver: CurlLoopDriver, tokenCacheEntries: Int, leeway: Double) {
+    public init(driver: CurlLoopDriver, policy: ProxyPolicy, tokenCacheEntries: Int, leeway: Double) {
         self.driver = driver
+        self.policy = policy
         self.tokenCache = VerifiedTokenCache(capacity: tokenCacheEntries, leeway: leeway)
         self.idPrefix = hex(UInt64.random(in: .min ... .max))
     }

@@ -4,9 +4,9 @@ import GatewayTokens
 import NIOCore
 import NIOHTTP1
 
-/// Everything the data path needs to decide about a request, built once per configuration load and shared,
-/// immutable, by every event loop.
-public struct ProxyPolicy: Sendable {
+/// Everything the data path needs to decide about a request, built once per configuration load (or key-set change)
+/// and shared, immutable, by every event loop; each loop's `LoopContext` holds the current one.
+public final class ProxyPolicy: Sendable {
     public let routes: RouteTable
     /// Per route (same index as `routes.routes`), where it forwards to.
     public let targets: [UpstreamTarget]
@@ -17,12 +17,18 @@ public struct ProxyPolicy: Sendable {
     public let tokenCacheEntries: Int
     /// Documents the gateway serves itself on GET/HEAD, by exact canonical path (the token service's JWKS).
     public let localDocuments: [String: LocalDocument]
+    /// The token endpoints: every request whose canonical path is `prefix` or under it goes to `service`.
+    public let localService: (prefix: String, service: any LocalService)?
+    /// The token service's own issuer, whose sessions `RevokedSessions` names.
+    public let ownIssuer: String?
 
     public init(
         configuration: GatewayConfiguration, verifier: TokenVerifier, targets: [String: UpstreamTarget],
-        localDocuments: [String: LocalDocument] = [:]
+        localDocuments: [String: LocalDocument] = [:], localService: (prefix: String, service: any LocalService)? = nil
     ) {
         self.localDocuments = localDocuments
+        self.localService = localService
+        self.ownIssuer = configuration.tokenService?.issuer
         self.routes = RouteTable(configuration.routes)
         self.targets = configuration.routes.map { targets[$0.upstream]! }
         self.headers = HeaderPolicy(identity: configuration.identityHeaders, forwardToken: configuration.auth.forwardToken)
@@ -38,6 +44,8 @@ public struct ProxyPolicy: Sendable {
         case reject(GatewayError)
         /// Answer with one of `localDocuments`.
         case serve(LocalDocument)
+        /// Collect the body and let the local service answer.
+        case local(any LocalService, LocalRequest)
     }
 
     public struct Forward: Sendable {
@@ -56,6 +64,7 @@ public struct ProxyPolicy: Sendable {
         requestID: String,
         clientAddress: String?,
         cache: VerifiedTokenCache,
+        revocations: RevokedSessions,
         now: Double
     ) -> Decision {
         let method = head.method.rawValue
@@ -75,6 +84,12 @@ public struct ProxyPolicy: Sendable {
         {
             return .serve(document)
         }
+        if let (prefix, service) = localService, RouteTable.prefixMatches(prefix, canonical.matchPath) {
+            let request = LocalRequest(
+                method: head.method, path: canonical.path, query: canonical.query, headers: head.headers,
+                body: [], clientAddress: clientAddress, requestID: requestID)
+            return .local(service, request)
+        }
         let host = hosts.first.map { hostWithoutPort($0) }
         guard let routeIndex = routes.match(method: method, host: host, path: canonical.matchPath) else {
             return .reject(.routeNotFound)
@@ -90,7 +105,14 @@ public struct ProxyPolicy: Sendable {
                 if route.auth == .required { return .reject(.tokenMissing) }
             case .token(let token):
                 switch verify(token, cache: cache, now: now) {
-                case .success(let verified): identity = verified
+                case .success(let verified):
+                    // After the cache too: a revocation must stop tokens that were verified before it.
+                    if !revocations.isEmpty, let sid = verified.sessionID, verified.issuer == ownIssuer,
+                        revocations.contains(sid, now: now)
+                    {
+                        return .reject(.invalidToken(TokenRejection(.tokenRevoked)))
+                    }
+                    identity = verified
                 case .failure(let rejection): return .reject(.invalidToken(rejection))
                 }
             }

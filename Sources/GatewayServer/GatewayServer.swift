@@ -41,18 +41,6 @@ public enum GatewayServer {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoopCount())
         let drivers = try CurlDriverGroup(group: group)
 
-        // One LoopContext per loop, created on its loop and reached through NIOLoopBound from channels on it.
-        var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
-        for loop in group.makeIterator() {
-            let bound = try await loop.submit {
-                NIOLoopBound(LoopContext(
-                    driver: drivers.driver(for: loop), tokenCacheEntries: configuration.auth.tokenCacheEntries,
-                    leeway: Double(configuration.auth.leewaySeconds)), eventLoop: loop)
-            }.get()
-            contexts[ObjectIdentifier(loop)] = bound
-        }
-        let loopContexts = contexts
-
         var demoChannel: (any Channel)? = nil
         var demoSocket: String? = nil
         if configuration.upstreams.contains(where: \.isEmbeddedDemo) {
@@ -66,6 +54,18 @@ public enum GatewayServer {
             targets[upstream.name] = UpstreamTarget(upstream: upstream, unixSocketOverride: upstream.isEmbeddedDemo ? demoSocket : nil)
         }
         let policy = ProxyPolicy(configuration: configuration, verifier: loaded.verifier, targets: targets, localDocuments: localDocuments)
+        // One LoopContext per loop, created on its loop and reached through NIOLoopBound from channels on it.
+        var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
+        for loop in group.makeIterator() {
+            let bound = try await loop.submit {
+                NIOLoopBound(LoopContext(
+                    driver: drivers.driver(for: loop), policy: policy, tokenCacheEntries: configuration.auth.tokenCacheEntries,
+                    leeway: Double(configuration.auth.leewaySeconds)), eventLoop: loop)
+            }.get()
+            contexts[ObjectIdentifier(loop)] = bound
+        }
+        let loopContexts = contexts
+
         let connections = ConnectionRegistry()
         let accessLog: Logger? = configuration.log.accessLog ? Logger(label: "portcullis.access") : nil
         let limits = configuration.limits
@@ -93,7 +93,7 @@ public enum GatewayServer {
                         withPipeliningAssistance: true, withErrorHandling: false,
                         withOutboundHeaderValidation: true, withEncoderConfiguration: .init(),
                         withDecoderLimitConfiguration: decoderLimitsFinal)
-                    try sync.addHandler(GatewayHandler(policy: policy, loop: loop, accessLog: accessLog, clock: wallClock))
+                    try sync.addHandler(GatewayHandler(loop: loop, accessLog: accessLog, clock: wallClock))
                 }
             }
             .bind(host: configuration.listen.host, port: configuration.listen.port)

@@ -4,17 +4,21 @@ public struct SessionRecord: Sendable, Hashable {
     public var subject: String
     public var scopes: [String]
     public var clientID: String
+    /// The user's extra claims at login, a compact JSON object (`{}` when none), copied into every access token of
+    /// the session.
+    public var claims: String
     /// Start of the absolute lifetime; rotation never extends it.
     public var createdAt: Double
     /// Start of the idle lifetime; each refresh restarts it.
     public var lastRefreshedAt: Double
     public var revokedAt: Double?
 
-    public init(id: String, subject: String, scopes: [String], clientID: String, createdAt: Double) {
+    public init(id: String, subject: String, scopes: [String], clientID: String, claims: String = "{}", createdAt: Double) {
         self.id = id
         self.subject = subject
         self.scopes = scopes
         self.clientID = clientID
+        self.claims = claims
         self.createdAt = createdAt
         self.lastRefreshedAt = createdAt
     }

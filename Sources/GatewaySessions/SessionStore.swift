@@ -19,8 +19,17 @@ public protocol SessionStore: Sendable {
     /// Sessions revoked at or after `since`, for the data path's in-memory revocation set.
     func revokedSessions(since: Double) async throws -> [(id: String, revokedAt: Double)]
 
-    /// Removes sessions whose absolute lifetime ended before `before`, with their tokens. Returns how many.
-    func deleteExpired(createdBefore before: Double) async throws -> Int
+    /// Background cleanup at `now`: removes sessions whose absolute or idle lifetime has ended, and revoked sessions
+    /// revoked before `revokedBefore` (their access tokens have expired), each with all its tokens; and forgets the
+    /// sealed successors of tokens retired more than `policy.reuseGrace` ago (the token stays, retired, so a late
+    /// replay is still detected as reuse). Returns how many sessions were removed.
+    func purge(now: Double, policy: RefreshPolicy, revokedBefore: Double) async throws -> Int
+
+    /// Throws when the store cannot be reached (`/readyz`).
+    func ping() async throws
+
+    /// Releases the store's resources; no call may follow.
+    func close() async
 }
 
 /// The in-memory store (`store.type: memory`): for tests and single-replica setups that accept losing sessions on
@@ -62,10 +71,27 @@ public actor MemorySessionStore: SessionStore {
         }
     }
 
-    public func deleteExpired(createdBefore before: Double) -> Int {
-        let expired = Set(sessions.values.filter { $0.createdAt < before }.map(\.id))
+    public func purge(now: Double, policy: RefreshPolicy, revokedBefore: Double) -> Int {
+        let expired = Set(sessions.values.filter { $0.isPurgeable(now: now, policy: policy, revokedBefore: revokedBefore) }.map(\.id))
         for id in expired { sessions[id] = nil }
         tokens = tokens.filter { !expired.contains($0.value.sessionID) }
+        for (hash, token) in tokens {
+            if case .retired(let at, let successor) = token.state, !successor.isEmpty, at < now - policy.reuseGrace {
+                tokens[hash]?.state = .retired(at: at, successor: [])
+            }
+        }
         return expired.count
+    }
+
+    public func ping() {}
+
+    public func close() {}
+}
+
+extension SessionRecord {
+    /// Whether `purge` removes this session: past its absolute or idle lifetime, or revoked before `revokedBefore`.
+    public func isPurgeable(now: Double, policy: RefreshPolicy, revokedBefore: Double) -> Bool {
+        if let revokedAt { return revokedAt < revokedBefore || createdAt + policy.absoluteLifetime <= now }
+        return createdAt + policy.absoluteLifetime <= now || lastRefreshedAt + policy.idleLifetime <= now
     }
 }

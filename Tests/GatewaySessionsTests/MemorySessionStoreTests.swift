@@ -54,7 +54,8 @@ import Testing
         let store: any SessionStore = MemorySessionStore()
         try await store.create(session("old", at: t0 - 1000), refreshTokenHash: [1])
         try await store.create(session("new", at: t0), refreshTokenHash: [2])
-        #expect(try await store.deleteExpired(createdBefore: t0 - 10) == 1)
+        let policy = RefreshPolicy(absoluteLifetime: 500, idleLifetime: 2000, reuseGrace: 10)
+        #expect(try await store.purge(now: t0, policy: policy, revokedBefore: t0 - 100) == 1)
         #expect(try await store.lookup(refreshTokenHash: [1]) == nil)
         #expect(try await store.lookup(refreshTokenHash: [2]) != nil)
     }
