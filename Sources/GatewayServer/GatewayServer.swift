@@ -55,16 +55,16 @@ public enum GatewayServer {
         }
         let policy = ProxyPolicy(configuration: configuration, verifier: loaded.verifier, targets: targets, localDocuments: localDocuments)
         // One LoopContext per loop, created on its loop and reached through NIOLoopBound from channels on it.
-        var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
+        var bound: [(any EventLoop, NIOLoopBound<LoopContext>)] = []
         for loop in group.makeIterator() {
-            let bound = try await loop.submit {
+            let context = try await loop.submit {
                 NIOLoopBound(LoopContext(
                     driver: drivers.driver(for: loop), policy: policy, tokenCacheEntries: configuration.auth.tokenCacheEntries,
                     leeway: Double(configuration.auth.leewaySeconds)), eventLoop: loop)
             }.get()
-            contexts[ObjectIdentifier(loop)] = bound
+            bound.append((loop, context))
         }
-        let loopContexts = contexts
+        let loopContexts = LoopContexts(bound)
 
         let connections = ConnectionRegistry()
         let accessLog: Logger? = configuration.log.accessLog ? Logger(label: "portcullis.access") : nil
@@ -86,7 +86,7 @@ public enum GatewayServer {
                         return
                     }
                     channel.closeFuture.whenComplete { _ in connections.close(channel) }
-                    let loop = loopContexts[ObjectIdentifier(channel.eventLoop)]!.value
+                    let loop = loopContexts.context(on: channel.eventLoop)
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(IdleConnectionHandler(headerTimeout: .milliseconds(Int64(limits.headerTimeoutMs)), idleTimeout: .milliseconds(Int64(limits.idleTimeoutMs))))
                     try sync.configureHTTPServerPipeline(
