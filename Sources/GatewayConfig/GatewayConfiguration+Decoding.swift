@@ -397,6 +397,18 @@ private struct Decoder {
             l.finish()
             service.loginUpstream = .init(upstream: upstream, path: path)
         }
+        if var l = r.child("login_limits") {
+            service.loginLimits.perUsername = l.integer("per_username", default: service.loginLimits.perUsername, range: 1...1_000_000)
+            service.loginLimits.perAddress = l.integer("per_address", default: service.loginLimits.perAddress, range: 1...1_000_000)
+            service.loginLimits.windowSeconds = l.integer("window_seconds", default: service.loginLimits.windowSeconds, range: 1...86400)
+            l.finish()
+        }
+        if enabled && service.usersFile == nil && service.loginUpstream == nil {
+            r.record(.missingKey, "users_file", "the token service needs users_file or login_upstream to check credentials")
+        }
+        if service.usersFile != nil && service.loginUpstream != nil {
+            r.record(.invalidValue, "login_upstream", "give users_file or login_upstream, not both")
+        }
         r.finish()
         return enabled ? service : nil
     }
@@ -407,7 +419,9 @@ private struct Decoder {
         store.kind = Store.Kind(rawValue: r.oneOf("type", ["sqlite", "memory", "postgres"], default: "sqlite")) ?? .sqlite
         store.path = r.string("path").map(resolve) ?? store.path
         store.url = r.string("url")
-        if store.kind == .postgres && store.url == nil { r.record(.missingKey, "url", "is required for a postgres store") }
+        if store.kind == .postgres {
+            r.record(.invalidValue, "type", "the postgres store is not available in this build; use sqlite or memory")
+        }
         r.finish()
         return store
     }

@@ -165,6 +165,15 @@ public struct TokenService: Sendable, Hashable {
     public var keyDirectory: String
     public var usersFile: String?
     public var loginUpstream: LoginUpstream?
+    /// Failed logins allowed per username and per client address within `window_seconds`, checked before the
+    /// password (DESIGN §7).
+    public var loginLimits = LoginLimits()
+
+    public struct LoginLimits: Sendable, Hashable {
+        public var perUsername = 5
+        public var perAddress = 20
+        public var windowSeconds = 60
+    }
 
     public struct LoginUpstream: Sendable, Hashable {
         public var upstream: String

@@ -1,19 +1,63 @@
 import GatewayJSON
+import GatewaySessions
+import NIOCore
 import NIOHTTP1
 
-/// The admin listener's endpoints (DESIGN §7): liveness and readiness for probes.
+/// The admin listener's endpoints (DESIGN §7): liveness and readiness for probes, and RFC 7662 introspection of the
+/// token service's tokens. The admin listener is meant for the pod or host only (`127.0.0.1:9901` by default);
+/// introspection takes no client authentication because of that.
 enum AdminEndpoints {
-    static func answer(_ head: HTTPRequestHead, _ body: [UInt8], ready: Bool) -> SimpleResponder.Response {
-        let json = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+    static let json = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+
+    static func answer(
+        _ head: HTTPRequestHead, _ body: [UInt8], ready: Bool, sessions: SessionService?, on loop: any EventLoop
+    ) -> EventLoopFuture<SimpleResponder.Response> {
         switch (head.method, head.uri.split(separator: "?", maxSplits: 1).first ?? "") {
         case (.GET, "/healthz"), (.HEAD, "/healthz"):
-            return .init(status: .ok, headers: json, body: Array(#"{"status":"ok"}"#.utf8))
+            return loop.makeSucceededFuture(.init(status: .ok, headers: json, body: Array(#"{"status":"ok"}"#.utf8)))
         case (.GET, "/readyz"), (.HEAD, "/readyz"):
-            return ready
-                ? .init(status: .ok, headers: json, body: Array(#"{"status":"ready"}"#.utf8))
-                : .init(status: .serviceUnavailable, headers: json, body: Array(#"{"status":"not_ready"}"#.utf8))
+            return loop.makeSucceededFuture(
+                ready
+                    ? .init(status: .ok, headers: json, body: Array(#"{"status":"ready"}"#.utf8))
+                    : .init(status: .serviceUnavailable, headers: json, body: Array(#"{"status":"not_ready"}"#.utf8)))
+        case (.POST, "/introspect") where sessions != nil:
+            return introspect(head, body, sessions: sessions!, on: loop)
+        case (_, "/introspect") where sessions != nil:
+            return loop.makeSucceededFuture(error(405, "invalid_request", "method_not_allowed", "Introspection takes POST"))
         default:
-            return .init(status: .notFound, headers: json, body: Array(#"{"error":"not_found","reason":"route_not_found"}"#.utf8))
+            return loop.makeSucceededFuture(.init(status: .notFound, headers: json, body: Array(#"{"error":"not_found","reason":"route_not_found"}"#.utf8)))
         }
+    }
+
+    /// RFC 7662 §2: form parameter `token` (and an optional `token_type_hint`, which is not needed to find it).
+    static func introspect(
+        _ head: HTTPRequestHead, _ body: [UInt8], sessions: SessionService, on loop: any EventLoop
+    ) -> EventLoopFuture<SimpleResponder.Response> {
+        let token: String
+        do {
+            let parameters = try OAuthParameters.parse(headers: head.headers, body: body)
+            guard let value = parameters["token"], !value.isEmpty else {
+                return loop.makeSucceededFuture(error(400, "invalid_request", "invalid_request", "token is required"))
+            }
+            token = value
+        } catch {
+            return loop.makeSucceededFuture(SimpleResponder.Response(
+                status: .badRequest, headers: json, body: errorBody(error.error, error.reason, error.errorDescription)))
+        }
+        let promise = loop.makePromise(of: SimpleResponder.Response.self)
+        promise.completeWithTask {
+            let result = await sessions.introspect(token: token)
+            return SimpleResponder.Response(status: .ok, headers: json, body: Array((JSONWriter.string(.object(result)) + "\n").utf8))
+        }
+        return promise.futureResult
+    }
+
+    static func error(_ status: Int, _ code: String, _ reason: String, _ description: String) -> SimpleResponder.Response {
+        SimpleResponder.Response(status: HTTPResponseStatus(statusCode: status), headers: json, body: errorBody(code, reason, description))
+    }
+
+    static func errorBody(_ code: String, _ reason: String, _ description: String) -> [UInt8] {
+        let object = JSONObject([("error", .string(code)), ("error_description", .string(description)), ("reason", .string(reason))])
+        return Array((JSONWriter.string(.object(object)) + "\n").utf8)
     }
 }

@@ -22,24 +22,18 @@ public enum GatewayServer {
     /// Runs the gateway until a termination signal. Throws `ConfigErrors` for problems in the configuration's
     /// referenced files (keys, secrets) and other errors for runtime failures (ports in use).
     public static func run(configuration: GatewayConfiguration, logger: Logger) async throws {
-        var ownIssuer: [IssuerPolicy] = []
-        var localDocuments: [String: LocalDocument] = [:]
-        if let service = configuration.tokenService {
-            if let users = try TokenServiceUsers.load(service) {
-                logger.info("token service: \(users.users.count) user(s) in the users file")
-            }
-            let (policy, jwks) = try TokenServiceKeys.open(service)
-            ownIssuer = [policy]
-            localDocuments["/.well-known/jwks.json"] = LocalDocument(
-                contentType: "application/jwk-set+json", body: Array(jwks.utf8), cacheControl: "public, max-age=300")
-            logger.info("token service: issuer \(service.issuer), signing with \(service.signingAlgorithm), \(policy.keys.count) key(s) published at /.well-known/jwks.json; login and refresh endpoints are not available yet")
-        }
-        let loaded = try IssuerLoader.load(configuration, additional: ownIssuer)
-        for warning in loaded.warnings { logger.warning("\(warning)") }
-
         CurlGlobal.initialize()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoopCount())
         let drivers = try CurlDriverGroup(group: group)
+
+        let tokenService: TokenServiceRuntime? =
+            if let service = configuration.tokenService {
+                try await TokenServiceRuntime.start(service, configuration: configuration, credentials: nil, logger: logger)
+            } else {
+                nil
+            }
+        let loaded = try IssuerLoader.load(configuration, additional: tokenService.map { [$0.issuerPolicy] } ?? [])
+        for warning in loaded.warnings { logger.warning("\(warning)") }
 
         var demoChannel: (any Channel)? = nil
         var demoSocket: String? = nil
@@ -53,7 +47,9 @@ public enum GatewayServer {
         for upstream in configuration.upstreams {
             targets[upstream.name] = UpstreamTarget(upstream: upstream, unixSocketOverride: upstream.isEmbeddedDemo ? demoSocket : nil)
         }
-        let policy = ProxyPolicy(configuration: configuration, verifier: loaded.verifier, targets: targets, localDocuments: localDocuments)
+        let policy = ProxyPolicy(
+            configuration: configuration, verifier: loaded.verifier, targets: targets, localDocuments: tokenService?.documents ?? [:],
+            localService: tokenService.map { ($0.configuration.pathPrefix, $0.endpoints) })
         // One LoopContext per loop, created on its loop and reached through NIOLoopBound from channels on it.
         var bound: [(any EventLoop, NIOLoopBound<LoopContext>)] = []
         for loop in group.makeIterator() {
@@ -65,6 +61,7 @@ public enum GatewayServer {
             bound.append((loop, context))
         }
         let loopContexts = LoopContexts(bound)
+        try await tokenService?.attach(loopContexts, logger: logger)
 
         let connections = ConnectionRegistry()
         let accessLog: Logger? = configuration.log.accessLog ? Logger(label: "portcullis.access") : nil
@@ -107,7 +104,9 @@ public enum GatewayServer {
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                        try channel.pipeline.syncOperations.addHandler(SimpleResponder { head, body in AdminEndpoints.answer(head, body, ready: true) })
+                        try channel.pipeline.syncOperations.addHandler(SimpleResponder(respondAsync: { head, body, loop in
+                            AdminEndpoints.answer(head, body, ready: true, sessions: tokenService?.sessions, on: loop)
+                        }))
                     }
                 }
                 .bind(host: adminListen.host, port: adminListen.port)
@@ -127,6 +126,7 @@ public enum GatewayServer {
         try? await demoChannel?.close()
         if let demoSocket { unlink(demoSocket) }
         // Drivers first: the watcher thread must stop handing readiness to loops before they go away.
+        await tokenService?.shutdown()
         await drivers.shutdown()
         try? await group.shutdownGracefully()
         logger.info("stopped")

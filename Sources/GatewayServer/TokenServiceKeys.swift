@@ -17,14 +17,21 @@ public enum TokenServiceKeys {
         }
     }
 
-    /// The own-issuer policy (every published key, each pinned to its algorithm; audience `token_service.audience`,
-    /// type `at+jwt`) and the JWKS document.
-    public static func open(_ service: TokenService) throws(ConfigErrors) -> (IssuerPolicy, String) {
-        let store = try store(service)
-        let keys = store.keys.map(\.verificationKey)
+    /// The signing key, the own-issuer policy (every published key, each pinned to its algorithm; audience
+    /// `token_service.audience`, type `at+jwt`) and the JWKS document. Keys that stopped being current get their
+    /// retirement marker now; retired keys are published for `retention` seconds after it.
+    public static func open(_ service: TokenService, now: Double, retention: Double) throws(ConfigErrors) -> (SigningKey, IssuerPolicy, String) {
+        var store = try store(service)
+        do {
+            try store.markRetired(now: now)
+        } catch {
+            throw ConfigErrors([ConfigError(.unreadableFile, path: "token_service.signing.key_dir", "\(error)")])
+        }
+        let published = store.published(now: now, retention: retention)
+        let keys = published.map(\.verificationKey)
         let policy = IssuerPolicy(
             issuer: service.issuer, keys: keys, algorithms: Set(keys.map(\.algorithm)), audiences: [service.audience],
             tokenTypes: ["at+jwt", "application/at+jwt"])
-        return (policy, store.jwks)
+        return (store.current, policy, store.jwks(published))
     }
 }

@@ -6,10 +6,22 @@ import GatewayTokens
 /// 0600), and a `current` file naming the key that signs. The first key is created on first start with the
 /// configured algorithm; `portcullis keys generate` adds a new current key (of any supported algorithm) and keeps
 /// the earlier ones, whose public halves stay published so tokens they signed still verify.
+///
+/// Retirement: the first gateway start that finds a key no longer current writes `<kid>.retired` with that time
+/// (the moment this gateway stops signing with it, which can be later than `keys generate` ran). The key stays
+/// published until every token it signed has expired: `retiredAt + retention` (`access_token_ttl_seconds` + leeway).
 public struct SigningKeyStore: Sendable {
     public let directory: String
     /// Every key in the directory, the current one first.
     public let keys: [SigningKey]
+    /// When each non-current key stopped signing, from its `.retired` marker.
+    public private(set) var retiredAt: [String: Double] = [:]
+
+    init(directory: String, keys: [SigningKey], retiredAt: [String: Double] = [:]) {
+        self.directory = directory
+        self.keys = keys
+        self.retiredAt = retiredAt
+    }
 
     public var current: SigningKey { keys[0] }
 
@@ -72,16 +84,45 @@ public struct SigningKeyStore: Sendable {
             .map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }
         if let index = keys.firstIndex(where: { $0.kid == currentKid }) {
             keys.insert(keys.remove(at: index), at: 0)
-            return SigningKeyStore(directory: directory, keys: keys)
+            var retiredAt: [String: Double] = [:]
+            for key in keys.dropFirst() {
+                if let data = fm.contents(atPath: "\(directory)/\(key.kid).retired"),
+                    let seconds = Double(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+                {
+                    retiredAt[key.kid] = seconds
+                }
+            }
+            return SigningKeyStore(directory: directory, keys: keys, retiredAt: retiredAt)
         }
         // No usable `current`: report no keys, so `open` generates a current one (the files stay, and are listed
         // again by the load that follows).
         return SigningKeyStore(directory: directory, keys: [])
     }
 
-    /// The public keys as a JWKS document (`{"keys": [...]}`).
-    public var jwks: String {
-        let entries = keys.compactMap { $0.verificationKey.publicJWK }.map { JSONValue.object($0) }
+    /// Writes a `.retired` marker at `now` for every non-current key that has none yet.
+    public mutating func markRetired(now: Double) throws {
+        for key in keys.dropFirst() where retiredAt[key.kid] == nil {
+            let path = "\(directory)/\(key.kid).retired"
+            guard FileManager.default.createFile(
+                atPath: path, contents: Data("\(Int64(now))\n".utf8), attributes: [.posixPermissions: 0o600])
+            else {
+                throw StoreError(message: "cannot write \(path)")
+            }
+            retiredAt[key.kid] = now
+        }
+    }
+
+    /// The keys whose tokens may still be live at `now`: the current one, and retired ones until `retention` after
+    /// their retirement (a key without a marker counts as just retired).
+    public func published(now: Double, retention: Double) -> [SigningKey] {
+        keys.enumerated().filter { index, key in
+            index == 0 || (retiredAt[key.kid] ?? now) + retention > now
+        }.map(\.element)
+    }
+
+    /// A JWKS document (`{"keys": [...]}`) of `keys` (every key of the store when nil).
+    public func jwks(_ keys: [SigningKey]? = nil) -> String {
+        let entries = (keys ?? self.keys).compactMap { $0.verificationKey.publicJWK }.map { JSONValue.object($0) }
         return JSONWriter.string(.object(JSONObject([("keys", .array(entries))])))
     }
 }

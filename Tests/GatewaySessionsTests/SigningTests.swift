@@ -59,7 +59,7 @@ import Testing
         let rotated = try SigningKeyStore.open(directory: directory, algorithm: .ES256)
         #expect(rotated.current.algorithm == .EdDSA)
         #expect(rotated.keys.count == 2)
-        let jwks = try JSONParser.parse(rotated.jwks)
+        let jwks = try JSONParser.parse(rotated.jwks())
         let kids = jwks["keys"]?.arrayValue?.compactMap { $0["kid"]?.stringValue }
         #expect(Set(kids ?? []) == Set([first.current.kid, rotated.current.kid]))
         for entry in jwks["keys"]?.arrayValue ?? [] {
@@ -67,8 +67,27 @@ import Testing
             #expect(entry["use"] == .string("sig"))
         }
         // The published set loads back into the verifier with the same kids.
-        let loaded = try VerificationKey.jwks(Array(rotated.jwks.utf8), allowedAlgorithms: [.ES256, .EdDSA])
+        let loaded = try VerificationKey.jwks(Array(rotated.jwks().utf8), allowedAlgorithms: [.ES256, .EdDSA])
         #expect(loaded.keys.count == 2 && loaded.skipped.isEmpty)
+    }
+
+    @Test func retiredKeysStayPublishedForTheRetentionOnly() throws {
+        let directory = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let first = try SigningKeyStore.open(directory: directory, algorithm: .ES256).current
+        try SigningKeyStore.generate(directory: directory, algorithm: .ES256)
+        var store = try SigningKeyStore.open(directory: directory, algorithm: .ES256)
+        #expect(store.retiredAt.isEmpty)
+        // Without a marker the old key counts as just retired.
+        #expect(store.published(now: 1000, retention: 930).count == 2)
+        try store.markRetired(now: 1000)
+        #expect(store.retiredAt[first.kid] == 1000)
+        // The marker is written once: a later start keeps the first retirement time.
+        var reopened = try SigningKeyStore.open(directory: directory, algorithm: .ES256)
+        try reopened.markRetired(now: 5000)
+        #expect(reopened.retiredAt[first.kid] == 1000)
+        #expect(reopened.published(now: 1929, retention: 930).map(\.kid) == [reopened.current.kid, first.kid])
+        #expect(reopened.published(now: 1930, retention: 930).map(\.kid) == [reopened.current.kid])
     }
 
     @Test func tamperedKeyFileIsRefused() throws {

@@ -1,0 +1,204 @@
+import GatewayConfig
+import GatewayJSON
+import GatewayProxy
+import GatewaySessions
+import GatewayTokens
+import Logging
+import NIOCore
+import Synchronization
+
+/// The running token service: keys, session store, credential check, the `SessionService`, its HTTP endpoints and
+/// the documents it publishes. Revocations fan out to every event loop through `revocations` once the loops exist.
+final class TokenServiceRuntime: Sendable {
+    let configuration: TokenService
+    let sessions: SessionService
+    let endpoints: TokenEndpoints
+    /// The own issuer's policy, for the data path's verifier.
+    let issuerPolicy: IssuerPolicy
+    /// JWKS and RFC 8414 metadata, by path.
+    let documents: [String: LocalDocument]
+    let store: any SessionStore
+    let revocations: RevocationFanout
+    private let usersVerifier: UsersFileVerifier?
+    private let purgeTask = Mutex<Task<Void, Never>?>(nil)
+
+    /// Opens the keys, the store and the users file; nothing is served yet.
+    static func start(
+        _ service: TokenService, configuration: GatewayConfiguration, credentials upstreamCredentials: (any CredentialVerifier)?,
+        logger: Logger
+    ) async throws -> TokenServiceRuntime {
+        let now = GatewayServer.wallClock()
+        let leeway = Double(configuration.auth.leewaySeconds)
+        let retention = Double(service.accessTokenTTLSeconds) + leeway
+        let (signingKey, issuerPolicy, jwks) = try TokenServiceKeys.open(service, now: now, retention: retention)
+
+        var usersVerifier: UsersFileVerifier? = nil
+        let credentials: any CredentialVerifier
+        if let users = try TokenServiceUsers.load(service) {
+            let verifier = UsersFileVerifier(users: users, threads: max(1, System.coreCount))
+            usersVerifier = verifier
+            credentials = verifier
+            logger.info("token service: \(users.users.count) user(s) in the users file")
+        } else if let upstreamCredentials {
+            credentials = upstreamCredentials
+        } else {
+            throw ConfigErrors([ConfigError(.missingKey, path: "token_service.users_file", "users_file or login_upstream is required")])
+        }
+
+        let store = try await SessionStores.open(configuration.store)
+        let revocations = RevocationFanout()
+        let settings = SessionService.Settings(
+            accessTokenLifetime: service.accessTokenTTLSeconds,
+            refreshPolicy: RefreshPolicy(
+                absoluteLifetime: Double(service.refreshTokenTTLSeconds), idleLifetime: Double(service.refreshTokenIdleTTLSeconds),
+                reuseGrace: Double(service.refreshReuseGraceSeconds)),
+            leeway: leeway)
+        let limits = service.loginLimits
+        let sessions = SessionService(
+            settings: settings,
+            signer: AccessTokenIssuer(issuer: service.issuer, audience: service.audience, key: signingKey),
+            store: store, credentials: credentials,
+            limiter: LoginRateLimiter(limits: .init(
+                perUsername: limits.perUsername, perAddress: limits.perAddress, window: Double(limits.windowSeconds))),
+            verifier: TokenVerifier(issuers: [issuerPolicy], leeway: leeway),
+            onRevoke: { sessionID, until in revocations.publish(sessionID, until: until) },
+            clock: GatewayServer.wallClock)
+
+        var documents: [String: LocalDocument] = [:]
+        documents["/.well-known/jwks.json"] = LocalDocument(
+            contentType: "application/jwk-set+json", body: Array(jwks.utf8), cacheControl: "public, max-age=300")
+        let (metadataPath, metadata) = metadataDocument(service, scopes: usersVerifier?.users.allScopes ?? [])
+        documents[metadataPath] = LocalDocument(contentType: "application/json", body: metadata, cacheControl: "public, max-age=3600")
+
+        logger.info(
+            "token service: issuer \(service.issuer), signing with \(signingKey.algorithm.rawValue) key \(signingKey.kid), \(issuerPolicy.keys.count) key(s) published, store \(configuration.store.kind.rawValue)")
+        return TokenServiceRuntime(
+            configuration: service, sessions: sessions,
+            endpoints: TokenEndpoints(prefix: service.pathPrefix, service: sessions, realm: configuration.auth.realm),
+            issuerPolicy: issuerPolicy, documents: documents, store: store, revocations: revocations, usersVerifier: usersVerifier)
+    }
+
+    private init(
+        configuration: TokenService, sessions: SessionService, endpoints: TokenEndpoints, issuerPolicy: IssuerPolicy,
+        documents: [String: LocalDocument], store: any SessionStore, revocations: RevocationFanout, usersVerifier: UsersFileVerifier?
+    ) {
+        self.configuration = configuration
+        self.sessions = sessions
+        self.endpoints = endpoints
+        self.issuerPolicy = issuerPolicy
+        self.documents = documents
+        self.store = store
+        self.revocations = revocations
+        self.usersVerifier = usersVerifier
+    }
+
+    /// Connects revocations to the loops, restores the revocations that must survive the restart, and starts the
+    /// background cleanup (every `purgeInterval` seconds).
+    func attach(_ loops: LoopContexts, logger: Logger, purgeInterval: Duration = .seconds(60)) async throws {
+        revocations.attach(loops)
+        let restored = try await sessions.restoreRevocations()
+        if restored > 0 { logger.info("token service: \(restored) recently revoked session(s) restored") }
+        let sessions = self.sessions
+        let task = Task {
+            while !Task.isCancelled {
+                do {
+                    let removed = try await sessions.purge()
+                    if removed > 0 { logger.info("token service: removed \(removed) expired session(s)") }
+                } catch {
+                    logger.warning("token service: session cleanup failed: \(error)")
+                }
+                try? await Task.sleep(for: purgeInterval)
+            }
+        }
+        purgeTask.withLock { $0 = task }
+    }
+
+    func shutdown() async {
+        purgeTask.withLock { $0?.cancel() }
+        await usersVerifier?.shutdown()
+        await store.close()
+    }
+
+    /// RFC 8414 metadata and the path it is served at: `/.well-known/oauth-authorization-server` followed by the
+    /// issuer's own path, if it has one (§3.1).
+    static func metadataDocument(_ service: TokenService, scopes: [String]) -> (String, [UInt8]) {
+        let (origin, issuerPath) = splitIssuer(service.issuer)
+        var object = JSONObject([
+            ("issuer", .string(service.issuer)),
+            ("token_endpoint", .string(origin + service.pathPrefix + "/token")),
+            ("revocation_endpoint", .string(origin + service.pathPrefix + "/revoke")),
+            ("jwks_uri", .string(origin + "/.well-known/jwks.json")),
+            ("grant_types_supported", .array([.string("password"), .string("refresh_token")])),
+            ("response_types_supported", .array([])),
+            ("token_endpoint_auth_methods_supported", .array([.string("none")])),
+            ("revocation_endpoint_auth_methods_supported", .array([.string("none")])),
+        ])
+        if !scopes.isEmpty { object["scopes_supported"] = .array(scopes.map(JSONValue.string)) }
+        let path = "/.well-known/oauth-authorization-server" + (issuerPath == "/" ? "" : issuerPath)
+        return (path, Array((JSONWriter.string(.object(object)) + "\n").utf8))
+    }
+
+    /// `https://host:port/path` → (`https://host:port`, `/path`); the path is `/` when absent.
+    static func splitIssuer(_ issuer: String) -> (origin: String, path: String) {
+        let parts = issuer.split(separator: "/", maxSplits: 3, omittingEmptySubsequences: false)
+        // ["https:", "", "host:port", "path..."]
+        guard parts.count >= 3, parts[0].hasSuffix(":"), parts[1].isEmpty else { return (issuer, "/") }
+        let rest = issuer[parts[2].startIndex...]
+        guard let slash = rest.firstIndex(of: "/") else { return (issuer, "/") }
+        var path = String(rest[slash...])
+        if path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        return (String(issuer[..<slash]), path)
+    }
+}
+
+/// Carries revocations from the token service to every event loop's `RevokedSessions`. Revocations published before
+/// the loops exist are held and applied when they are attached.
+final class RevocationFanout: Sendable {
+    private struct State {
+        var loops: LoopContexts?
+        var held: [(String, Double)] = []
+    }
+
+    private let state = Mutex(State())
+
+    func attach(_ loops: LoopContexts) {
+        let held = state.withLock { state in
+            state.loops = loops
+            defer { state.held = [] }
+            return state.held
+        }
+        for (sessionID, until) in held { apply(sessionID, until: until, to: loops) }
+    }
+
+    func publish(_ sessionID: String, until: Double) {
+        let loops = state.withLock { state in
+            if state.loops == nil { state.held.append((sessionID, until)) }
+            return state.loops
+        }
+        if let loops { apply(sessionID, until: until, to: loops) }
+    }
+
+    private func apply(_ sessionID: String, until: Double, to loops: LoopContexts) {
+        let now = GatewayServer.wallClock()
+        loops.apply { $0.revocations.insert(sessionID, until: until, now: now) }
+    }
+}
+
+/// Opens the configured session store.
+enum SessionStores {
+    static func open(_ store: Store) async throws -> any SessionStore {
+        switch store.kind {
+        case .memory:
+            return MemorySessionStore()
+        case .sqlite, .postgres:
+            throw ConfigErrors([ConfigError(.invalidValue, path: "store.type", "this build has no \(store.kind.rawValue) store yet; use memory")])
+        }
+    }
+}
+
+extension UsersFile {
+    /// Every scope some user has, sorted (RFC 8414 `scopes_supported`).
+    var allScopes: [String] {
+        Array(Set(users.values.flatMap(\.scopes))).sorted()
+    }
+}

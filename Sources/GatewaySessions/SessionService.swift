@@ -1,0 +1,325 @@
+import GatewayJSON
+import GatewayTokens
+import Synchronization
+
+/// The token service's logic (DESIGN §7), independent of HTTP: the password and refresh-token grants, revocation,
+/// logout and introspection over a `SessionStore`. Revocations are reported through `onRevoke`, which the server
+/// wires to every event loop's revoked-session set, so the data path refuses the session's access tokens at once.
+public final class SessionService: Sendable {
+    public struct Settings: Sendable {
+        public var accessTokenLifetime: Int
+        public var refreshPolicy: RefreshPolicy
+        /// The data path's leeway: a revoked session is remembered until its last access token is past `exp` + leeway.
+        public var leeway: Double
+        public var defaultClientID: String
+
+        public init(accessTokenLifetime: Int, refreshPolicy: RefreshPolicy, leeway: Double, defaultClientID: String = "portcullis") {
+            self.accessTokenLifetime = accessTokenLifetime
+            self.refreshPolicy = refreshPolicy
+            self.leeway = leeway
+            self.defaultClientID = defaultClientID
+        }
+
+        /// How long a revocation must be remembered: until every access token minted before it has expired.
+        public var revocationRetention: Double { Double(accessTokenLifetime) + leeway }
+    }
+
+    /// A successful grant: the token response body (RFC 6749 §5.1) and who it is for, for the access log.
+    public struct Grant: Sendable {
+        public var body: [UInt8]
+        public var subject: String
+        public var sessionID: String
+    }
+
+    public let settings: Settings
+    public let signer: AccessTokenIssuer
+    public let store: any SessionStore
+    let credentials: any CredentialVerifier
+    let limiter: LoginRateLimiter
+    /// Verifies the service's own access tokens (revoke, logout, introspection).
+    let verifier: TokenVerifier
+    let onRevoke: @Sendable (_ sessionID: String, _ until: Double) -> Void
+    let clock: @Sendable () -> Double
+    /// Revoked sessions still within `revocationRetention`, for introspection without a store query.
+    private let revoked = Mutex<[String: Double]>([:])
+
+    public init(
+        settings: Settings, signer: AccessTokenIssuer, store: any SessionStore, credentials: any CredentialVerifier,
+        limiter: LoginRateLimiter, verifier: TokenVerifier, onRevoke: @escaping @Sendable (String, Double) -> Void,
+        clock: @escaping @Sendable () -> Double
+    ) {
+        self.settings = settings
+        self.signer = signer
+        self.store = store
+        self.credentials = credentials
+        self.limiter = limiter
+        self.verifier = verifier
+        self.onRevoke = onRevoke
+        self.clock = clock
+    }
+
+    // MARK: - Grants
+
+    /// `/auth/login` and `grant_type=password`. Rate limits are checked before the password; a wrong username and
+    /// a wrong password give the same error (`badCredentials(status: failureStatus)`).
+    public func passwordGrant(
+        username: String, password: String, scope: String?, clientID: String?, clientAddress: String?, failureStatus: Int
+    ) async throws(TokenServiceError) -> Grant {
+        guard !username.isEmpty, username.utf8.count <= 256 else { throw .invalidRequest("username must be 1 to 256 bytes") }
+        guard !password.isEmpty, password.utf8.count <= 1024 else { throw .invalidRequest("password must be 1 to 1024 bytes") }
+        let requested = try Self.parseScope(scope)
+        let client = try clientIDOrDefault(clientID)
+        if let wait = limiter.retryAfter(username: username, address: clientAddress, now: clock()) {
+            throw .tooManyRequests(retryAfter: wait)
+        }
+        guard let user = try await credentials.authenticate(username: username, password: password) else {
+            limiter.recordFailure(username: username, address: clientAddress, now: clock())
+            throw .badCredentials(status: failureStatus)
+        }
+        limiter.recordSuccess(username: username)
+        let scopes = try Self.grantedScopes(requested: requested, allowed: user.scopes)
+
+        let now = clock()
+        let session = SessionRecord(
+            id: Base64URL.encode(randomBytes(16)), subject: user.subject, scopes: scopes, clientID: client,
+            claims: JSONWriter.string(.object(user.claims)), createdAt: now)
+        let refreshToken = RefreshToken.generate()
+        let body = try tokenResponse(session: session, scopes: scopes, refreshToken: refreshToken, now: now)
+        do {
+            try await store.create(session, refreshTokenHash: RefreshToken.hash(refreshToken))
+        } catch {
+            throw .serverError
+        }
+        return Grant(body: body, subject: session.subject, sessionID: session.id)
+    }
+
+    /// `grant_type=refresh_token`: rotation, replay within the grace window, reuse detection (DESIGN §7).
+    public func refreshGrant(refreshToken: String, scope: String?, clientID: String?) async throws(TokenServiceError) -> Grant {
+        guard !refreshToken.isEmpty else { throw .invalidRequest("refresh_token is required") }
+        let requested = try Self.parseScope(scope)
+        if let clientID { _ = try clientIDOrDefault(clientID) }
+        guard RefreshToken.isWellFormed(refreshToken) else {
+            throw .invalidGrant(RefreshDecision.Reason.unknownToken.rawValue, "The refresh token is invalid")
+        }
+        let hash = RefreshToken.hash(refreshToken)
+        // Two rounds at most: a lost race (another refresh rotated the token between our lookup and our update)
+        // is decided again, and then it is a replay of the winner's answer.
+        for _ in 0..<2 {
+            let found: (token: RefreshTokenRecord, session: SessionRecord)?
+            do {
+                found = try await store.lookup(refreshTokenHash: hash)
+            } catch {
+                throw .serverError
+            }
+            let now = clock()
+            let decision = RefreshDecision.decide(
+                token: found?.token, session: found?.session, clientID: clientID, now: now, policy: settings.refreshPolicy)
+            switch decision {
+            case .rotate(let session):
+                let scopes = try Self.grantedScopes(requested: requested, allowed: session.scopes)
+                let successor = RefreshToken.generate()
+                let body = try tokenResponse(session: session, scopes: scopes, refreshToken: successor, now: now)
+                let rotated: Bool
+                do {
+                    let sealed = try SuccessorSeal.seal(body, under: refreshToken)
+                    rotated = try await store.rotate(
+                        oldHash: hash, at: now, sealedSuccessor: sealed, newHash: RefreshToken.hash(successor), session: session)
+                } catch {
+                    throw .serverError
+                }
+                if rotated { return Grant(body: body, subject: session.subject, sessionID: session.id) }
+            case .replay(let sealed):
+                guard let body = SuccessorSeal.open(sealed, with: refreshToken), let session = found?.session else {
+                    throw .invalidGrant("refresh_token_reused", "The refresh token was already used")
+                }
+                return Grant(body: body, subject: session.subject, sessionID: session.id)
+            case .reuseDetected(let sessionID):
+                await revokeSession(sessionID)
+                throw .invalidGrant("refresh_token_reused", "The refresh token was already used; the session is revoked")
+            case .invalid(let reason):
+                throw .invalidGrant(reason.rawValue, Self.describe(reason))
+            }
+        }
+        throw .serverError
+    }
+
+    // MARK: - Revocation
+
+    /// RFC 7009: revokes the session of `token` (a refresh token or one of our access tokens). Unknown, malformed or
+    /// foreign tokens are ignored: the caller answers 200 either way.
+    public func revoke(token: String) async throws(TokenServiceError) {
+        if RefreshToken.isWellFormed(token) {
+            let found: (token: RefreshTokenRecord, session: SessionRecord)?
+            do {
+                found = try await store.lookup(refreshTokenHash: RefreshToken.hash(token))
+            } catch {
+                throw .serverError
+            }
+            if let session = found?.session { await revokeSession(session.id) }
+            return
+        }
+        // An access token: revoke its session if it is one of ours and still valid (an expired one needs nothing).
+        if case .success(let verified) = verifier.verify(token, now: clock()), let sessionID = verified.sessionID {
+            await revokeSession(sessionID)
+        }
+    }
+
+    /// `/auth/logout`: revokes the session of `accessToken`, which must be one of ours and valid. Returns its subject.
+    public func logout(accessToken: String) async -> Result<String, TokenRejection> {
+        switch verifier.verify(accessToken, now: clock()) {
+        case .failure(let rejection):
+            return .failure(rejection)
+        case .success(let verified):
+            if let sessionID = verified.sessionID {
+                // A token of an already revoked session is refused like on the data path.
+                if isRevoked(sessionID, now: clock()) { return .failure(TokenRejection(.tokenRevoked)) }
+                await revokeSession(sessionID)
+            }
+            return .success(verified.subject)
+        }
+    }
+
+    /// Revokes `sessionID` (logout, RFC 7009, reuse detection): its refresh tokens stop working in the store, its
+    /// access tokens on the data path.
+    public func revokeSession(_ sessionID: String) async {
+        let now = clock()
+        let until = now + settings.revocationRetention
+        remember(sessionID, until: until, now: now)
+        onRevoke(sessionID, until)
+        // The data path already refuses the session; the store write makes it stick across restarts. A failure is
+        // retried once, and the in-memory revocation stays in force either way.
+        if (try? await store.revoke(sessionID: sessionID, at: now)) == nil {
+            try? await store.revoke(sessionID: sessionID, at: now)
+        }
+    }
+
+    /// At start: the sessions revoked recently enough that access tokens minted before the revocation may still be
+    /// live, so the revocation set survives a restart. Returns how many.
+    @discardableResult
+    public func restoreRevocations() async throws -> Int {
+        let now = clock()
+        let recent = try await store.revokedSessions(since: now - settings.revocationRetention)
+        for (id, revokedAt) in recent {
+            let until = revokedAt + settings.revocationRetention
+            remember(id, until: until, now: now)
+            onRevoke(id, until)
+        }
+        return recent.count
+    }
+
+    /// Background cleanup (expired and long-revoked sessions, stale successors). Returns how many sessions went.
+    public func purge() async throws -> Int {
+        let now = clock()
+        return try await store.purge(now: now, policy: settings.refreshPolicy, revokedBefore: now - settings.revocationRetention)
+    }
+
+    private func remember(_ sessionID: String, until: Double, now: Double) {
+        revoked.withLock { revoked in
+            revoked[sessionID] = until
+            if revoked.count > 1024 { revoked = revoked.filter { $0.value > now } }
+        }
+    }
+
+    func isRevoked(_ sessionID: String, now: Double) -> Bool {
+        revoked.withLock { ($0[sessionID] ?? 0) > now }
+    }
+
+    // MARK: - Introspection
+
+    /// RFC 7662: `{"active": false}` for anything not currently usable; otherwise what the token stands for.
+    public func introspect(token: String) async -> JSONObject {
+        let inactive = JSONObject([("active", .bool(false))])
+        let now = clock()
+        if RefreshToken.isWellFormed(token) {
+            guard let found = try? await store.lookup(refreshTokenHash: RefreshToken.hash(token)),
+                case .rotate = RefreshDecision.decide(token: found.token, session: found.session, clientID: nil, now: now, policy: settings.refreshPolicy)
+            else { return inactive }
+            let session = found.session
+            let policy = settings.refreshPolicy
+            let expiry = min(session.createdAt + policy.absoluteLifetime, session.lastRefreshedAt + policy.idleLifetime)
+            return JSONObject([
+                ("active", .bool(true)), ("token_type", .string("refresh_token")), ("iss", .string(signer.issuer)),
+                ("sub", .string(session.subject)), ("scope", .string(session.scopes.joined(separator: " "))),
+                ("client_id", .string(session.clientID)), ("exp", .number(expiry.rounded(.down))),
+                ("iat", .number(session.createdAt.rounded(.down))), ("sid", .string(session.id)),
+            ])
+        }
+        guard case .success(let verified) = verifier.verify(token, now: now) else { return inactive }
+        if let sessionID = verified.sessionID, isRevoked(sessionID, now: now) { return inactive }
+        var result = JSONObject([("active", .bool(true)), ("token_type", .string("Bearer"))])
+        for name in ["iss", "sub", "aud", "exp", "iat", "jti", "sid", "client_id", "scope"] {
+            if let value = verified.claims[name] { result[name] = value }
+        }
+        return result
+    }
+
+    // MARK: - Helpers
+
+    /// The token response (RFC 6749 §5.1) for `session`, with a new access token.
+    func tokenResponse(session: SessionRecord, scopes: [String], refreshToken: String, now: Double) throws(TokenServiceError) -> [UInt8] {
+        let claims: JSONObject
+        do {
+            claims = try JSONParser.parse(Array(session.claims.utf8), limits: .document).objectValue ?? JSONObject()
+        } catch {
+            claims = JSONObject()
+        }
+        let accessToken: String
+        do {
+            accessToken = try signer.issue(
+                subject: session.subject, scopes: scopes, lifetime: settings.accessTokenLifetime, now: now,
+                clientID: session.clientID, sessionID: session.id, claims: claims)
+        } catch {
+            throw .serverError
+        }
+        let policy = settings.refreshPolicy
+        let refreshExpiry = min(session.createdAt + policy.absoluteLifetime, now + policy.idleLifetime)
+        let response = JSONObject([
+            ("access_token", .string(accessToken)),
+            ("token_type", .string("Bearer")),
+            ("expires_in", .number(Double(settings.accessTokenLifetime))),
+            ("refresh_token", .string(refreshToken)),
+            ("refresh_token_expires_in", .number(max(0, (refreshExpiry - now).rounded(.down)))),
+            ("scope", .string(scopes.joined(separator: " "))),
+        ])
+        return Array(JSONWriter.string(.object(response)).utf8)
+    }
+
+    func clientIDOrDefault(_ clientID: String?) throws(TokenServiceError) -> String {
+        guard let clientID else { return settings.defaultClientID }
+        guard (1...128).contains(clientID.utf8.count), clientID.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            throw .invalidRequest("client_id must be 1 to 128 visible ASCII characters")
+        }
+        return clientID
+    }
+
+    /// RFC 6749 §3.3 scope: space-separated scope-tokens (%x21 / %x23-5B / %x5D-7E). nil or empty: not requested.
+    static func parseScope(_ scope: String?) throws(TokenServiceError) -> [String]? {
+        guard let scope, !scope.isEmpty else { return nil }
+        guard scope.utf8.count <= 4096 else { throw .invalidRequest("scope is too long") }
+        let tokens = scope.split(separator: " ", omittingEmptySubsequences: true)
+        for token in tokens {
+            guard token.utf8.allSatisfy({ $0 == 0x21 || (0x23...0x5B).contains($0) || (0x5D...0x7E).contains($0) }) else {
+                throw .invalidRequest("scope contains a character outside RFC 6749 scope-token")
+            }
+        }
+        var seen: Set<Substring> = []
+        return tokens.filter { seen.insert($0).inserted }.map(String.init)
+    }
+
+    /// The scopes to grant: all allowed ones when none were requested, else the requested ones if all are allowed.
+    static func grantedScopes(requested: [String]?, allowed: [String]) throws(TokenServiceError) -> [String] {
+        guard let requested else { return allowed }
+        guard requested.allSatisfy(allowed.contains) else { throw .invalidScope }
+        return requested
+    }
+
+    static func describe(_ reason: RefreshDecision.Reason) -> String {
+        switch reason {
+        case .unknownToken: "The refresh token is invalid"
+        case .sessionRevoked: "The session has been revoked"
+        case .sessionExpired: "The session has expired"
+        case .sessionIdle: "The session expired after inactivity"
+        case .clientMismatch: "The refresh token was issued to another client"
+        }
+    }
+}
