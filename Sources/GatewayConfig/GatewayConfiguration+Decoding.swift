@@ -378,9 +378,9 @@ private struct Decoder {
         }
         service.issuer = r.string("issuer") ?? service.issuer
         service.audience = r.string("audience") ?? service.audience
-        service.accessTokenTTLSeconds = r.integer("access_token_ttl_seconds", default: service.accessTokenTTLSeconds, range: 10...86400)
-        service.refreshTokenTTLSeconds = r.integer("refresh_token_ttl_seconds", default: service.refreshTokenTTLSeconds, range: 60...31_536_000)
-        service.refreshTokenIdleTTLSeconds = r.integer("refresh_token_idle_ttl_seconds", default: service.refreshTokenIdleTTLSeconds, range: 60...31_536_000)
+        service.accessTokenTTLSeconds = r.integer("access_token_ttl_seconds", default: service.accessTokenTTLSeconds, range: 1...86400)
+        service.refreshTokenTTLSeconds = r.integer("refresh_token_ttl_seconds", default: service.refreshTokenTTLSeconds, range: 1...31_536_000)
+        service.refreshTokenIdleTTLSeconds = r.integer("refresh_token_idle_ttl_seconds", default: service.refreshTokenIdleTTLSeconds, range: 1...31_536_000)
         service.refreshReuseGraceSeconds = r.integer("refresh_reuse_grace_seconds", default: service.refreshReuseGraceSeconds, range: 0...300)
         if var s = r.child("signing") {
             service.signingAlgorithm = s.oneOf("algorithm", ["ES256", "EdDSA", "RS256", "PS256"], default: service.signingAlgorithm)

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from harness import Gateway, free_port
+from users import write_users
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +30,12 @@ def service(tmp_path_factory, binary, upstream):
             {"path_prefix": "/admin", "upstream": "app", "scopes": ["admin"]},
             {"path_prefix": "/", "upstream": "app"},
         ],
-        "token_service": {"issuer": issuer, "audience": "api", "signing": {"algorithm": "ES256", "key_dir": "keys"}},
+        "token_service": {"issuer": issuer, "audience": "api", "signing": {"algorithm": "ES256", "key_dir": "keys"},
+                          "users_file": "users.json"},
+        "store": {"type": "memory"},
         "log": {"level": "info", "format": "json"},
     }
+    write_users(work)
     config_path = os.path.join(work, "gateway.json")
     with open(config_path, "w") as f:
         json.dump(config, f)
