@@ -66,6 +66,9 @@ public final class LoginRateLimiter: Sendable {
         }
     }
 
+    /// How many usernames and addresses are tracked (tests, metrics).
+    public var keyCount: Int { state.withLock { $0.failures.count } }
+
     public func recordSuccess(username: String) {
         _ = state.withLock { $0.failures.removeValue(forKey: Key(isAddress: false, value: username)) }
     }
