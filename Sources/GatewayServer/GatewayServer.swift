@@ -26,9 +26,11 @@ public enum GatewayServer {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoopCount())
         let drivers = try CurlDriverGroup(group: group)
 
+        let metrics = MetricsRegistry()
         let tokenService: TokenServiceRuntime? =
             if let service = configuration.tokenService {
-                try await TokenServiceRuntime.start(service, configuration: configuration, credentials: nil, logger: logger)
+                try await TokenServiceRuntime.start(
+                    service, configuration: configuration, credentials: nil, metrics: metrics, logger: logger)
             } else {
                 nil
             }

@@ -25,7 +25,7 @@ final class TokenServiceRuntime: Sendable {
     /// Opens the keys, the store and the users file; nothing is served yet.
     static func start(
         _ service: TokenService, configuration: GatewayConfiguration, credentials upstreamCredentials: (any CredentialVerifier)?,
-        logger: Logger
+        metrics: MetricsRegistry, logger: Logger
     ) async throws -> TokenServiceRuntime {
         let now = GatewayServer.wallClock()
         let leeway = Double(configuration.auth.leewaySeconds)
@@ -62,6 +62,13 @@ final class TokenServiceRuntime: Sendable {
                 perUsername: limits.perUsername, perAddress: limits.perAddress, window: Double(limits.windowSeconds))),
             verifier: TokenVerifier(issuers: [issuerPolicy], leeway: leeway),
             onRevoke: { sessionID, until in revocations.publish(sessionID, until: until) },
+            onEvent: { event in
+                switch event {
+                case .login(let result): metrics.increment("portcullis_logins_total", [result])
+                case .refresh(let result): metrics.increment("portcullis_refreshes_total", [result])
+                case .revocation(let cause): metrics.increment("portcullis_revocations_total", [cause])
+                }
+            },
             clock: GatewayServer.wallClock)
 
         var documents: [String: LocalDocument] = [:]

@@ -25,6 +25,14 @@ public final class SessionService: Sendable {
     }
 
     /// A successful grant: the token response body (RFC 6749 §5.1) and who it is for, for the access log.
+    /// What happened, for metrics: `result` is `success` (`rotated` / `replayed` for refreshes) or the error's reason.
+    public enum Event: Sendable, Hashable {
+        case login(result: String)
+        case refresh(result: String)
+        /// `cause`: `logout`, `revoke` or `reuse`.
+        case revocation(cause: String)
+    }
+
     public struct Grant: Sendable {
         public var body: [UInt8]
         public var subject: String
@@ -39,6 +47,7 @@ public final class SessionService: Sendable {
     /// Verifies the service's own access tokens (revoke, logout, introspection).
     let verifier: TokenVerifier
     let onRevoke: @Sendable (_ sessionID: String, _ until: Double) -> Void
+    let onEvent: @Sendable (Event) -> Void
     let clock: @Sendable () -> Double
     /// Revoked sessions still within `revocationRetention`, for introspection without a store query.
     private let revoked = Mutex<[String: Double]>([:])
@@ -46,8 +55,9 @@ public final class SessionService: Sendable {
     public init(
         settings: Settings, signer: AccessTokenIssuer, store: any SessionStore, credentials: any CredentialVerifier,
         limiter: LoginRateLimiter, verifier: TokenVerifier, onRevoke: @escaping @Sendable (String, Double) -> Void,
-        clock: @escaping @Sendable () -> Double
+        onEvent: @escaping @Sendable (Event) -> Void = { _ in }, clock: @escaping @Sendable () -> Double
     ) {
+        self.onEvent = onEvent
         self.settings = settings
         self.signer = signer
         self.store = store
@@ -63,6 +73,21 @@ public final class SessionService: Sendable {
     /// `/auth/login` and `grant_type=password`. Rate limits are checked before the password; a wrong username and
     /// a wrong password give the same error (`badCredentials(status: failureStatus)`).
     public func passwordGrant(
+        username: String, password: String, scope: String?, clientID: String?, clientAddress: String?, failureStatus: Int
+    ) async throws(TokenServiceError) -> Grant {
+        do {
+            let grant = try await checkedPasswordGrant(
+                username: username, password: password, scope: scope, clientID: clientID, clientAddress: clientAddress,
+                failureStatus: failureStatus)
+            onEvent(.login(result: "success"))
+            return grant
+        } catch {
+            onEvent(.login(result: error.reason))
+            throw error
+        }
+    }
+
+    private func checkedPasswordGrant(
         username: String, password: String, scope: String?, clientID: String?, clientAddress: String?, failureStatus: Int
     ) async throws(TokenServiceError) -> Grant {
         guard !username.isEmpty, username.utf8.count <= 256 else { throw .invalidRequest("username must be 1 to 256 bytes") }
@@ -95,6 +120,17 @@ public final class SessionService: Sendable {
 
     /// `grant_type=refresh_token`: rotation, replay within the grace window, reuse detection (DESIGN §7).
     public func refreshGrant(refreshToken: String, scope: String?, clientID: String?) async throws(TokenServiceError) -> Grant {
+        do {
+            let (grant, replayed) = try await rotateOrReplay(refreshToken: refreshToken, scope: scope, clientID: clientID)
+            onEvent(.refresh(result: replayed ? "replayed" : "rotated"))
+            return grant
+        } catch {
+            onEvent(.refresh(result: error.reason))
+            throw error
+        }
+    }
+
+    private func rotateOrReplay(refreshToken: String, scope: String?, clientID: String?) async throws(TokenServiceError) -> (Grant, Bool) {
         guard !refreshToken.isEmpty else { throw .invalidRequest("refresh_token is required") }
         let requested = try Self.parseScope(scope)
         if let clientID { _ = try clientIDOrDefault(clientID) }
@@ -127,14 +163,14 @@ public final class SessionService: Sendable {
                 } catch {
                     throw .serverError
                 }
-                if rotated { return Grant(body: body, subject: session.subject, sessionID: session.id) }
+                if rotated { return (Grant(body: body, subject: session.subject, sessionID: session.id), false) }
             case .replay(let sealed):
                 guard let body = SuccessorSeal.open(sealed, with: refreshToken), let session = found?.session else {
                     throw .invalidGrant("refresh_token_reused", "The refresh token was already used")
                 }
-                return Grant(body: body, subject: session.subject, sessionID: session.id)
+                return (Grant(body: body, subject: session.subject, sessionID: session.id), true)
             case .reuseDetected(let sessionID):
-                await revokeSession(sessionID)
+                await revokeSession(sessionID, cause: "reuse")
                 throw .invalidGrant("refresh_token_reused", "The refresh token was already used; the session is revoked")
             case .invalid(let reason):
                 throw .invalidGrant(reason.rawValue, Self.describe(reason))
@@ -155,12 +191,12 @@ public final class SessionService: Sendable {
             } catch {
                 throw .serverError
             }
-            if let session = found?.session { await revokeSession(session.id) }
+            if let session = found?.session { await revokeSession(session.id, cause: "revoke") }
             return
         }
         // An access token: revoke its session if it is one of ours and still valid (an expired one needs nothing).
         if case .success(let verified) = verifier.verify(token, now: clock()), let sessionID = verified.sessionID {
-            await revokeSession(sessionID)
+            await revokeSession(sessionID, cause: "revoke")
         }
     }
 
@@ -173,7 +209,7 @@ public final class SessionService: Sendable {
             if let sessionID = verified.sessionID {
                 // A token of an already revoked session is refused like on the data path.
                 if isRevoked(sessionID, now: clock()) { return .failure(TokenRejection(.tokenRevoked)) }
-                await revokeSession(sessionID)
+                await revokeSession(sessionID, cause: "logout")
             }
             return .success(verified.subject)
         }
@@ -181,7 +217,8 @@ public final class SessionService: Sendable {
 
     /// Revokes `sessionID` (logout, RFC 7009, reuse detection): its refresh tokens stop working in the store, its
     /// access tokens on the data path.
-    public func revokeSession(_ sessionID: String) async {
+    public func revokeSession(_ sessionID: String, cause: String) async {
+        onEvent(.revocation(cause: cause))
         let now = clock()
         let until = now + settings.revocationRetention
         remember(sessionID, until: until, now: now)
