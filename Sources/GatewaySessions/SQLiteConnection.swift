@@ -29,11 +29,14 @@ public struct SQLiteError: Error, Sendable, Hashable, CustomStringConvertible {
         public var description: String { raw }
     }
 
+    /// What went wrong, stable for callers and logs.
     public var code: Code
+    /// For people: the file concerned and SQLite's reason.
     public var message: String
     /// SQLite's extended result code, 0 when the store itself decided.
     public var resultCode: Int32
 
+    /// An error with `code`; `message` must not contain secrets.
     public init(code: Code, message: String, resultCode: Int32 = 0) {
         self.code = code
         self.message = message
