@@ -27,6 +27,8 @@ let package = Package(
         ),
         // libxcrypt's crypt_r for password hashes.
         .systemLibrary(name: "CCrypt", pkgConfig: "libxcrypt", providers: [.apt(["libcrypt-dev"])]),
+        // SQLite 3 for the embedded session store; the shim header wraps the cast macros (SQLITE_TRANSIENT).
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // Linux facts Swift cannot reach directly (CPU affinity).
         .systemLibrary(name: "CPlatform"),
         // Strict RFC 8259 JSON: duplicate members, depth and size limits, JSON-path errors.
@@ -47,7 +49,7 @@ let package = Package(
         .target(
             name: "GatewaySessions",
             dependencies: [
-                "GatewayTokens", "GatewayJSON", "CCrypt",
+                "GatewayTokens", "GatewayJSON", "CCrypt", "CSQLite",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ],
