@@ -197,8 +197,14 @@ enum SessionStores {
         switch store.kind {
         case .memory:
             return MemorySessionStore()
-        case .sqlite, .postgres:
-            throw ConfigErrors([ConfigError(.invalidValue, path: "store.type", "this build has no \(store.kind.rawValue) store yet; use memory")])
+        case .sqlite:
+            do {
+                return try await SQLiteSessionStore.open(path: store.path)
+            } catch {
+                throw ConfigErrors([ConfigError(.unreadableFile, path: "store.path", "\(error)")])
+            }
+        case .postgres:
+            throw ConfigErrors([ConfigError(.invalidValue, path: "store.type", "the postgres store is not available in this build")])
         }
     }
 }

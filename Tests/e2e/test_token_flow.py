@@ -20,6 +20,9 @@ from authlib.integrations.requests_client import OAuth2Session
 from harness import Gateway, free_port
 from users import PASSWORDS, write_users
 
+STORES = [{"type": "memory"}, {"type": "sqlite", "path": "data/sessions.db"}]
+
+
 def service_config(directory: str, upstream_port: int, port: int | None = None, store: dict | None = None,
                    **overrides) -> dict:
     port = port or free_port()
@@ -215,8 +218,9 @@ def test_refresh_rotates_and_a_replay_within_grace_returns_the_same_pair(make_se
     assert svc.api(t2["access_token"]).status_code == 200
 
 
-def test_replay_after_grace_revokes_the_whole_session(make_service):
-    svc = make_service("flow-reuse", refresh_reuse_grace_seconds=1)
+@pytest.mark.parametrize("store", STORES, ids=["memory", "sqlite"])
+def test_replay_after_grace_revokes_the_whole_session(make_service, store):
+    svc = make_service(f"flow-reuse-{store['type']}", refresh_reuse_grace_seconds=1, store=store)
     t0 = svc.tokens()
     t1 = svc.refresh(t0["refresh_token"]).json()
     t2 = svc.refresh(t1["refresh_token"]).json()
@@ -234,8 +238,9 @@ def test_replay_after_grace_revokes_the_whole_session(make_service):
     assert svc.api(other["access_token"]).status_code == 200
 
 
-def test_twenty_concurrent_refreshes_rotate_exactly_once(make_service):
-    svc = make_service("flow-concurrent")
+@pytest.mark.parametrize("store", STORES, ids=["memory", "sqlite"])
+def test_twenty_concurrent_refreshes_rotate_exactly_once(make_service, store):
+    svc = make_service(f"flow-concurrent-{store['type']}", store=store)
     t0 = svc.tokens()
     barrier = threading.Barrier(20)
 
@@ -252,6 +257,33 @@ def test_twenty_concurrent_refreshes_rotate_exactly_once(make_service):
     successor = answers[0].json()
     assert svc.api(successor["access_token"]).status_code == 200
     assert svc.refresh(successor["refresh_token"]).status_code == 200
+
+
+def test_sessions_and_revocations_survive_a_restart_on_sqlite(make_service, binary):
+    svc = make_service("flow-restart", store={"type": "sqlite", "path": "data/sessions.db"})
+    live = svc.tokens()
+    live = svc.refresh(live["refresh_token"]).json()
+    ended = svc.tokens()
+    assert svc.post("/auth/logout", headers={"Authorization": f"Bearer {ended['access_token']}"}).status_code == 204
+    db = os.path.join(svc.gw.workdir, "data", "sessions.db")
+    assert os.stat(db).st_mode & 0o777 == 0o600
+    svc.gw.stop()
+
+    again = Gateway(binary, svc.gw.workdir, svc.gw.config, name="flow-restart-2")
+    try:
+        again.wait_healthy()
+        svc2 = Service(again, svc.up)
+        # The live session goes on: its access token (same signing key) and its refresh token still work.
+        assert svc2.api(live["access_token"]).status_code == 200
+        r = svc2.refresh(live["refresh_token"])
+        assert r.status_code == 200, r.text
+        assert svc2.api(r.json()["access_token"]).status_code == 200
+        # The logged-out session stays revoked: in the store, and on the data path from the first request.
+        r = svc2.api(ended["access_token"])
+        assert r.status_code == 401 and r.json()["reason"] == "token_revoked"
+        assert_error(svc2.refresh(ended["refresh_token"]), 400, "invalid_grant", "session_revoked")
+    finally:
+        again.stop()
 
 
 # ------------------------------------------------------------------------------------------------------------------
