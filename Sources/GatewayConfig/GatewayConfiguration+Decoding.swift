@@ -320,16 +320,43 @@ private struct Decoder {
             let kid = r.string("kid")
             let caFile = r.string("ca_file").map(resolve)
             let cooldown = r.integer("jwks_refetch_cooldown_seconds", default: 10, range: 1...86400)
+            let minRefresh = r.integer("jwks_min_refresh_seconds", default: 60, range: 1...86400)
+            let maxRefresh = r.integer("jwks_max_refresh_seconds", default: max(900, minRefresh), range: 1...604_800)
+            if maxRefresh < minRefresh {
+                r.record(.invalidValue, "jwks_max_refresh_seconds", "must not be less than jwks_min_refresh_seconds (\(minRefresh))")
+            }
+            let maxStale = r.integer("jwks_max_stale_seconds", default: 86400, range: 0...2_592_000)
+            let fetchTimeout = r.integer("jwks_fetch_timeout_ms", default: 5000, range: 100...60000)
+            if let source = sources.first?.1, sources.count == 1, !Self.isRemote(source) {
+                for key in Self.remoteOnlyKeys where r.object[key] != nil && r.object[key] != .null {
+                    r.record(.invalidValue, key, "only applies to an issuer with jwks_uri or discovery")
+                }
+            }
             r.finish()
             guard let source = sources.first?.1 else { continue }
             issuers.append(Issuer(issuer: name, keySource: source, algorithms: algorithms, audiences: audiences, tokenTypes: tokenTypes,
-                                  requiredClaims: requiredClaims, kid: kid, caFile: caFile, jwksRefetchCooldownSeconds: cooldown))
+                                  requiredClaims: requiredClaims, kid: kid, caFile: caFile, jwksRefetchCooldownSeconds: cooldown,
+                                  jwksMinRefreshSeconds: minRefresh, jwksMaxRefreshSeconds: maxRefresh,
+                                  jwksMaxStaleSeconds: maxStale, jwksFetchTimeoutMs: fetchTimeout))
         }
         return issuers
     }
 
     static func defaultAlgorithmsFor(hmac: Bool) -> [String] {
         hmac ? ["HS256"] : GatewayConfiguration.defaultAlgorithms
+    }
+
+    /// Issuer keys that only mean something for a key set fetched over the network.
+    static let remoteOnlyKeys = [
+        "ca_file", "jwks_refetch_cooldown_seconds", "jwks_min_refresh_seconds", "jwks_max_refresh_seconds",
+        "jwks_max_stale_seconds", "jwks_fetch_timeout_ms",
+    ]
+
+    static func isRemote(_ source: Issuer.KeySource) -> Bool {
+        switch source {
+        case .jwksURI, .discovery: true
+        default: false
+        }
     }
 
     func isJWKSFile(_ source: Issuer.KeySource?) -> Bool {
@@ -511,5 +538,16 @@ func parseURL(_ url: String) -> (String, String, Int, String)? {
 func isAllowedRemoteURL(_ url: String) -> Bool {
     guard let (scheme, host, _, _) = parseURL(url) else { return false }
     if scheme == "https" { return true }
-    return host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    return isLoopbackHost(host)
+}
+
+/// `localhost`, `::1` or a dotted-quad 127.0.0.0/8 address (so `127.example.com` is not loopback).
+func isLoopbackHost(_ host: String) -> Bool {
+    if host == "localhost" || host == "::1" { return true }
+    let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+    guard octets.count == 4, octets[0] == "127" else { return false }
+    return octets.allSatisfy { octet in
+        (1...3).contains(octet.utf8.count) && octet.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+            && Int(octet)! <= 255
+    }
 }

@@ -40,6 +40,11 @@ public enum GatewayServer {
         CurlGlobal.initialize()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoopCount())
         let drivers = try CurlDriverGroup(group: group)
+        let readiness = Readiness()
+        // Remote key sets are fetched on one loop's libcurl driver, never on a request's path.
+        let remoteKeys = loaded.remote.isEmpty ? nil : RemoteKeySets(
+            sources: loaded.remote, policies: loaded.policies, leeway: Double(configuration.auth.leewaySeconds),
+            loop: group.next(), drivers: drivers, readiness: readiness, logger: logger)
 
         var demoChannel: (any Channel)? = nil
         var demoSocket: String? = nil
@@ -53,7 +58,9 @@ public enum GatewayServer {
         for upstream in configuration.upstreams {
             targets[upstream.name] = UpstreamTarget(upstream: upstream, unixSocketOverride: upstream.isEmbeddedDemo ? demoSocket : nil)
         }
-        let policy = ProxyPolicy(configuration: configuration, verifier: loaded.verifier, targets: targets, localDocuments: localDocuments)
+        let policy = ProxyPolicy(
+            configuration: configuration, verifier: loaded.verifier, targets: targets, localDocuments: localDocuments,
+            keyRefetcher: remoteKeys)
         // One LoopContext per loop, created on its loop and reached through NIOLoopBound from channels on it.
         var bound: [(any EventLoop, NIOLoopBound<LoopContext>)] = []
         for loop in group.makeIterator() {
@@ -65,6 +72,8 @@ public enum GatewayServer {
             bound.append((loop, context))
         }
         let loopContexts = LoopContexts(bound)
+        // Listeners open before remote keys have loaded; /readyz says when they have.
+        remoteKeys?.start(installingOn: loopContexts)
 
         let connections = ConnectionRegistry()
         let accessLog: Logger? = configuration.log.accessLog ? Logger(label: "portcullis.access") : nil
@@ -107,7 +116,7 @@ public enum GatewayServer {
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                        try channel.pipeline.syncOperations.addHandler(SimpleResponder { head, body in AdminEndpoints.answer(head, body, ready: true) })
+                        try channel.pipeline.syncOperations.addHandler(SimpleResponder { head, body in AdminEndpoints.answer(head, body, readiness: readiness) })
                     }
                 }
                 .bind(host: adminListen.host, port: adminListen.port)
@@ -126,6 +135,7 @@ public enum GatewayServer {
         try? await admin?.close()
         try? await demoChannel?.close()
         if let demoSocket { unlink(demoSocket) }
+        remoteKeys?.stop()
         // Drivers first: the watcher thread must stop handing readiness to loops before they go away.
         await drivers.shutdown()
         try? await group.shutdownGracefully()
