@@ -179,8 +179,13 @@ final class RemoteKeySet: Sendable {
         _ candidates: [RemoteURL], index: Int, failures: [KeySetFetchError], deadline: NIODeadline
     ) -> EventLoopFuture<RemoteURL> {
         let issuer = source.issuer
-        return get(candidates[index], accept: "application/json", deadline: deadline).flatMapThrowing { response in
-            try IssuerMetadata.jwksURI(from: response.body, issuer: issuer)
+        let url = candidates[index]
+        return get(url, accept: "application/json", deadline: deadline).flatMapThrowing { response in
+            do throws(KeySetFetchError) {
+                return try IssuerMetadata.jwksURI(from: response.body, issuer: issuer)
+            } catch {
+                throw KeySetFetchError(error.code, "\(url): \(error.message)")
+            }
         }.flatMapError { error in
             let failures = failures + [Self.fetchError(error)]
             if index + 1 < candidates.count, failures.last?.code != .timeout {
