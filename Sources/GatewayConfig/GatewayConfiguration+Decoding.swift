@@ -266,7 +266,7 @@ private struct Decoder {
             }
             var sources: [(String, Issuer.KeySource)] = []
             if let uri = r.string("jwks_uri") {
-                if !isAllowedRemoteURL(uri) {
+                if !isAllowedRemoteURL(uri, allowQuery: true) {
                     r.record(.invalidValue, "jwks_uri", "must be an https:// URL (http:// only to a loopback address), found \(JSONWriter.quoted(uri))")
                 }
                 sources.append(("jwks_uri", .jwksURI(uri)))
@@ -534,9 +534,16 @@ func parseURL(_ url: String) -> (String, String, Int, String)? {
     return (scheme, String(rest).lowercased(), defaultPort, path)
 }
 
-/// Remote key-set URLs must be https, except to loopback addresses (tests, sidecars).
-func isAllowedRemoteURL(_ url: String) -> Bool {
-    guard let (scheme, host, _, _) = parseURL(url) else { return false }
+/// Remote key-set URLs must be https, except to loopback addresses (tests, sidecars). A key set's URL may carry a
+/// query (some providers select a policy with one); an issuer identifier may not (RFC 8414 §2).
+func isAllowedRemoteURL(_ url: String, allowQuery: Bool = false) -> Bool {
+    var url = Substring(url)
+    if allowQuery, let mark = url.firstIndex(of: "?") {
+        let query = url[url.index(after: mark)...]
+        guard query.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "#") }) else { return false }
+        url = url[..<mark]
+    }
+    guard let (scheme, host, _, _) = parseURL(String(url)) else { return false }
     if scheme == "https" { return true }
     return isLoopbackHost(host)
 }

@@ -243,7 +243,9 @@ private let minimal = """
                {"issuer": "b", "public_key_file": "k.pem", "algorithms": ["ES256"], "ca_file": "ca.pem",
                 "jwks_refetch_cooldown_seconds": 5},
                {"issuer": "c", "jwks_uri": "http://127.evil.test/keys"},
-               {"issuer": "http://127.0.0.1.nip.io/x", "discovery": true}
+               {"issuer": "http://127.0.0.1.nip.io/x", "discovery": true},
+               {"issuer": "https://b2c.test/t?p=x", "discovery": true},
+               {"issuer": "https://b2c.test/t", "jwks_uri": "https://b2c.test/t/discovery/v2.0/keys?p=b2c_1_signin"}
              ]}
             """)
         #expect(e.contains("issuers[0].jwks_max_refresh_seconds: must not be less than jwks_min_refresh_seconds (100)"))
@@ -252,7 +254,8 @@ private let minimal = """
         #expect(e.contains("issuers[1].jwks_refetch_cooldown_seconds: only applies to an issuer with jwks_uri or discovery"))
         #expect(e.contains { $0.hasPrefix("issuers[2].jwks_uri: must be an https:// URL") })
         #expect(e.contains { $0.hasPrefix("issuers[3].discovery: needs an issuer that is an https:// URL") })
-        #expect(e.count == 6, "\(e)")
+        #expect(e.contains { $0.hasPrefix("issuers[4].discovery: needs an issuer that is an https:// URL") })
+        #expect(e.count == 7, "\(e)")  // a key set URL may have a query
     }
 
     @Test func loopbackIsADottedQuadOrLocalhost() {
