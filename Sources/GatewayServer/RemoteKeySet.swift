@@ -66,6 +66,12 @@ final class RemoteKeySet: Sendable {
 
     private var name: String { "\(source.path) \(JSONWriter.quoted(source.issuer))" }
 
+    private static func seconds(_ value: Double) -> String {
+        value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : String(value)
+    }
+
+    private static func keys(_ count: Int) -> String { count == 1 ? "1 key" : "\(count) keys" }
+
     // MARK: - Events
 
     /// Prefetch: the first fetch starts now; readiness follows its success.
@@ -148,7 +154,7 @@ final class RemoteKeySet: Sendable {
     }
 
     private func dropKeys() -> EventLoopFuture<Void>? {
-        logger.error("\(name): the key set could not be refreshed for \(source.refresh.maxStale) s past its freshness (jwks_max_stale_seconds); its keys are dropped and its tokens refused until a fetch succeeds")
+        logger.error("\(name): the key set could not be refreshed for \(Self.seconds(source.refresh.maxStale)) s past its freshness (jwks_max_stale_seconds); its keys are dropped and its tokens refused until a fetch succeeds")
         return publisher.update(issuer: source.issuer, keys: [], keysRemoved: true)
     }
 
@@ -272,7 +278,7 @@ final class RemoteKeySet: Sendable {
         let change = KeySetChange(old: old, new: fetched.keys)
         var installed: EventLoopFuture<Void>? = nil
         if !change.isEmpty && !stopped {
-            logger.info("\(name): key set \(old.isEmpty ? "loaded" : "changed") from \(fetched.url) (\(fetched.keys.count) keys)\(change.summary)")
+            logger.info("\(name): key set \(old.isEmpty ? "loaded" : "changed") from \(fetched.url) (\(Self.keys(fetched.keys.count)))\(change.summary)")
             installed = publisher.update(issuer: source.issuer, keys: fetched.keys, keysRemoved: !change.removed.isEmpty)
         }
         // The fetch counts as running until its keys are installed, so a request that meets the unknown key in
@@ -297,7 +303,7 @@ final class RemoteKeySet: Sendable {
 
     private func failed(_ error: KeySetFetchError) {
         var drop = false
-        let (done, keyCount, retry) = state.withLock { state -> (EventLoopPromise<Void>?, Int, Double) in
+        let (done, keyCount, retry, stopped) = state.withLock { state -> (EventLoopPromise<Void>?, Int, Double, Bool) in
             let actions = state.refresh.fetchFailed(now: Self.now())
             if case .discovery = source.location { state.jwksURL = nil }
             if actions.contains(.dropKeys) && !state.keys.isEmpty && !state.stopped {
@@ -307,10 +313,13 @@ final class RemoteKeySet: Sendable {
             state.failed[error.code.rawValue, default: 0] += 1
             reschedule(&state)
             defer { state.done = nil }
-            return (state.done, state.keys.count, state.refresh.retryDelay(afterFailures: state.refresh.consecutiveFailures))
+            let retry = state.refresh.retryDelay(afterFailures: state.refresh.consecutiveFailures)
+            return (state.done, state.keys.count, retry, state.stopped)
         }
-        let kept = keyCount > 0 ? "keeping its \(keyCount) keys" : "no keys yet"
-        logger.warning("\(name): fetching the key set failed (\(error.code)): \(error.message); \(kept), next attempt in \(retry) s")
+        if !stopped {  // a fetch cut short by shutdown is not news
+            let kept = keyCount > 0 ? "keeping its \(Self.keys(keyCount))" : "no keys yet"
+            logger.warning("\(name): fetching the key set failed (\(error.code)): \(error.message); \(kept), next attempt in \(Self.seconds(retry)) s")
+        }
         if drop, let dropped = dropKeys() {
             dropped.whenComplete { _ in done?.succeed(()) }
         } else {

@@ -11,7 +11,9 @@
 ///   (counted from the start of the previous fetch of any kind), so a flood of random kids costs at most one fetch
 ///   per cooldown; within the cooldown the token is refused at once.
 /// - **Errors**: a failed fetch keeps the keys (stale-while-error) and is retried after 1 s, 2 s, 4 s, … up to
-///   `maxRetry`; keys that stay stale longer than `maxStale` past their freshness are dropped (fail closed).
+///   `maxRetry`; keys that stay stale longer than `maxStale` past their freshness are dropped (fail closed) — by the
+///   failure that finds them past that limit, or by the timer when no fetch is due then. A running fetch always
+///   gets to finish first (it is bounded by the fetch timeout), so a refresh that succeeds never drops keys.
 public struct KeySetRefreshState: Sendable, Equatable {
     public struct Settings: Sendable, Equatable {
         public var minRefresh: Double
@@ -83,13 +85,9 @@ public struct KeySetRefreshState: Sendable, Equatable {
 
     /// When the caller must call `tick` next (nil: only after the running fetch completes).
     public var nextWakeup: Double? {
-        let due: Double? = fetching ? nil : nextFetch
-        switch (due, dropDeadline) {
-        case (let a?, let b?): return min(a, b)
-        case (let a?, nil): return a
-        case (nil, let b?): return b
-        case (nil, nil): return nil
-        }
+        guard !fetching else { return nil }
+        guard let deadline = dropDeadline else { return nextFetch }
+        return min(nextFetch, deadline)
     }
 
     /// The gateway starts: fetch now (prefetch, before readiness).
@@ -98,18 +96,18 @@ public struct KeySetRefreshState: Sendable, Equatable {
         return tick(now: now)
     }
 
-    /// Time passed (a timer fired): drop keys past the staleness limit, start a due fetch.
+    /// Time passed (a timer fired): start a due fetch, or else drop keys past the staleness limit.
     public mutating func tick(now: Double) -> Actions {
-        var actions: Actions = []
+        guard !fetching else { return [] }
+        if now >= nextFetch {
+            beginFetch(now: now)
+            return .fetch
+        }
         if let deadline = dropDeadline, now >= deadline {
             hasKeys = false
-            actions.insert(.dropKeys)
+            return .dropKeys
         }
-        if !fetching && now >= nextFetch {
-            beginFetch(now: now)
-            actions.insert(.fetch)
-        }
-        return actions
+        return []
     }
 
     /// A token names a key the set lacks.

@@ -106,7 +106,7 @@ import Testing
             t = s.nextFetch
             #expect(s.tick(now: t) == .fetch)
         }
-        #expect(s.nextWakeup == 3701)  // fetching: only the drop deadline is left to watch
+        #expect(s.nextWakeup == nil)  // fetching: its outcome decides
         // The failure that lands past the deadline drops the keys.
         #expect(s.fetchFailed(now: 3701) == .dropKeys)
         #expect(!s.hasKeys)
@@ -116,21 +116,33 @@ import Testing
         #expect(s.hasKeys)
     }
 
-    @Test func theTimerDropsStaleKeysEvenWithoutAFailure() {
-        var s = loaded(lifetime: 100)
-        // A fetch that has not completed (impossible past the fetch timeout, but the deadline must not rely on it).
-        #expect(s.unknownKey(now: 50) == .fetch)
-        #expect(s.nextWakeup == 3701)
-        #expect(s.tick(now: 3701) == .dropKeys)
+    @Test func theTimerDropsStaleKeysWhenNoRetryIsDueBefore() {
+        let slow = KeySetRefreshState.Settings(
+            minRefresh: 60, maxRefresh: 900, refetchCooldown: 10, maxStale: 10, initialRetry: 30, maxRetry: 60)
+        var s = KeySetRefreshState(settings: slow)
+        _ = s.start(now: 0)
+        s.fetchSucceeded(now: 1, lifetime: 100)  // fresh until 101, dropped at 111
+        #expect(s.tick(now: 101) == .fetch)
+        #expect(s.fetchFailed(now: 102) == [])  // next attempt at 132
+        #expect(s.nextWakeup == 111)
+        #expect(s.tick(now: 111) == .dropKeys)
+        #expect(!s.hasKeys && s.nextWakeup == 132)
+        #expect(s.tick(now: 132) == .fetch)
     }
 
-    @Test func wakeupIsTheEarlierOfRefreshAndDrop() {
-        let short = KeySetRefreshState.Settings(minRefresh: 60, maxRefresh: 900, refetchCooldown: 10, maxStale: 0)
-        var s = KeySetRefreshState(settings: short)
+    @Test func aRefreshThatSucceedsNeverDropsKeys() {
+        let strict = KeySetRefreshState.Settings(minRefresh: 60, maxRefresh: 900, refetchCooldown: 10, maxStale: 0)
+        var s = KeySetRefreshState(settings: strict)
         _ = s.start(now: 0)
         s.fetchSucceeded(now: 0, lifetime: 100)
         #expect(s.nextWakeup == 100)
-        #expect(s.tick(now: 100) == [.fetch, .dropKeys])
+        #expect(s.tick(now: 100) == .fetch)  // the deadline is now too, but the fetch gets to finish first
+        #expect(s.hasKeys)
+        #expect(s.tick(now: 100.5) == [])
+        s.fetchSucceeded(now: 101, lifetime: 100)
+        #expect(s.hasKeys)
+        #expect(s.tick(now: 201) == .fetch)
+        #expect(s.fetchFailed(now: 202) == .dropKeys)  // with no staleness allowed, a failed refresh drops them
     }
 
     @Test func settingsAreSane() {

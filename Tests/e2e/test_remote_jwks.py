@@ -273,7 +273,7 @@ def test_known_keys_keep_working_while_the_jwks_server_is_down(make_gateway, ups
     assert time.monotonic() - t0 < 5, "the waiting request is bounded by the fetch timeout"
     for _ in range(3):
         assert_ok(gw, k1.mint(iss))  # fresh tokens: not from the verified-token cache
-    wait_for_log(gw, lambda m: "fetching the key set failed (unreachable)" in m and "keeping its 1 keys" in m)
+    wait_for_log(gw, lambda m: "fetching the key set failed (unreachable)" in m and "keeping its 1 key" in m)
     assert readyz(gw)[0] == 200, "a key set loaded once stays ready"
 
 
