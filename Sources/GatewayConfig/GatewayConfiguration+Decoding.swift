@@ -266,7 +266,7 @@ private struct Decoder {
             }
             var sources: [(String, Issuer.KeySource)] = []
             if let uri = r.string("jwks_uri") {
-                if !isAllowedRemoteURL(uri) {
+                if !isAllowedRemoteURL(uri, allowQuery: true) {
                     r.record(.invalidValue, "jwks_uri", "must be an https:// URL (http:// only to a loopback address), found \(JSONWriter.quoted(uri))")
                 }
                 sources.append(("jwks_uri", .jwksURI(uri)))
@@ -320,16 +320,43 @@ private struct Decoder {
             let kid = r.string("kid")
             let caFile = r.string("ca_file").map(resolve)
             let cooldown = r.integer("jwks_refetch_cooldown_seconds", default: 10, range: 1...86400)
+            let minRefresh = r.integer("jwks_min_refresh_seconds", default: 60, range: 1...86400)
+            let maxRefresh = r.integer("jwks_max_refresh_seconds", default: max(900, minRefresh), range: 1...604_800)
+            if maxRefresh < minRefresh {
+                r.record(.invalidValue, "jwks_max_refresh_seconds", "must not be less than jwks_min_refresh_seconds (\(minRefresh))")
+            }
+            let maxStale = r.integer("jwks_max_stale_seconds", default: 86400, range: 0...2_592_000)
+            let fetchTimeout = r.integer("jwks_fetch_timeout_ms", default: 5000, range: 100...60000)
+            if let source = sources.first?.1, sources.count == 1, !Self.isRemote(source) {
+                for key in Self.remoteOnlyKeys where r.object[key] != nil && r.object[key] != .null {
+                    r.record(.invalidValue, key, "only applies to an issuer with jwks_uri or discovery")
+                }
+            }
             r.finish()
             guard let source = sources.first?.1 else { continue }
             issuers.append(Issuer(issuer: name, keySource: source, algorithms: algorithms, audiences: audiences, tokenTypes: tokenTypes,
-                                  requiredClaims: requiredClaims, kid: kid, caFile: caFile, jwksRefetchCooldownSeconds: cooldown))
+                                  requiredClaims: requiredClaims, kid: kid, caFile: caFile, jwksRefetchCooldownSeconds: cooldown,
+                                  jwksMinRefreshSeconds: minRefresh, jwksMaxRefreshSeconds: maxRefresh,
+                                  jwksMaxStaleSeconds: maxStale, jwksFetchTimeoutMs: fetchTimeout))
         }
         return issuers
     }
 
     static func defaultAlgorithmsFor(hmac: Bool) -> [String] {
         hmac ? ["HS256"] : GatewayConfiguration.defaultAlgorithms
+    }
+
+    /// Issuer keys that only mean something for a key set fetched over the network.
+    static let remoteOnlyKeys = [
+        "ca_file", "jwks_refetch_cooldown_seconds", "jwks_min_refresh_seconds", "jwks_max_refresh_seconds",
+        "jwks_max_stale_seconds", "jwks_fetch_timeout_ms",
+    ]
+
+    static func isRemote(_ source: Issuer.KeySource) -> Bool {
+        switch source {
+        case .jwksURI, .discovery: true
+        default: false
+        }
     }
 
     func isJWKSFile(_ source: Issuer.KeySource?) -> Bool {
@@ -521,9 +548,27 @@ func parseURL(_ url: String) -> (String, String, Int, String)? {
     return (scheme, String(rest).lowercased(), defaultPort, path)
 }
 
-/// Remote key-set URLs must be https, except to loopback addresses (tests, sidecars).
-func isAllowedRemoteURL(_ url: String) -> Bool {
-    guard let (scheme, host, _, _) = parseURL(url) else { return false }
+/// Remote key-set URLs must be https, except to loopback addresses (tests, sidecars). A key set's URL may carry a
+/// query (some providers select a policy with one); an issuer identifier may not (RFC 8414 §2).
+func isAllowedRemoteURL(_ url: String, allowQuery: Bool = false) -> Bool {
+    var url = Substring(url)
+    if allowQuery, let mark = url.firstIndex(of: "?") {
+        let query = url[url.index(after: mark)...]
+        guard query.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "#") }) else { return false }
+        url = url[..<mark]
+    }
+    guard let (scheme, host, _, _) = parseURL(String(url)) else { return false }
     if scheme == "https" { return true }
-    return host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    return isLoopbackHost(host)
+}
+
+/// `localhost`, `::1` or a dotted-quad 127.0.0.0/8 address (so `127.example.com` is not loopback).
+func isLoopbackHost(_ host: String) -> Bool {
+    if host == "localhost" || host == "::1" { return true }
+    let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+    guard octets.count == 4, octets[0] == "127" else { return false }
+    return octets.allSatisfy { octet in
+        (1...3).contains(octet.utf8.count) && octet.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+            && Int(octet)! <= 255
+    }
 }

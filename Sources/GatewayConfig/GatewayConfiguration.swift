@@ -128,8 +128,27 @@ public struct Issuer: Sendable, Hashable {
     public var requiredClaims: [String]
     /// Key id for a single configured key (PEM or HMAC secret).
     public var kid: String?
+    /// Remote key sets only (`jwks_uri`, `discovery`): CA bundle for the key set's and metadata's TLS.
     public var caFile: String?
+    /// Remote key sets only: an unknown `kid` triggers at most one refetch per this many seconds.
     public var jwksRefetchCooldownSeconds = 10
+    /// Remote key sets only: bounds on the refresh interval taken from the response's `Cache-Control: max-age`
+    /// (without one, the maximum applies).
+    public var jwksMinRefreshSeconds = 60
+    public var jwksMaxRefreshSeconds = 900
+    /// Remote key sets only: how long keys stay in use past their freshness while refetching fails; then they are
+    /// dropped (fail closed).
+    public var jwksMaxStaleSeconds = 86400
+    /// Remote key sets only: bound on one whole fetch (metadata and key set), connect to last byte.
+    public var jwksFetchTimeoutMs = 5000
+
+    /// The key set is fetched over the network (`jwks_uri` or `discovery`).
+    public var isRemote: Bool {
+        switch keySource {
+        case .jwksURI, .discovery: true
+        default: false
+        }
+    }
 }
 
 public struct IdentityHeaders: Sendable, Hashable {

@@ -37,8 +37,10 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     private var localResponsePending = false
     /// A request for a `LocalService` whose body is being collected or whose answer is awaited.
     private var local: (service: any LocalService, request: LocalRequest)?
-    /// Tells a late local answer from the current request's.
+    /// Tells a late local answer (or a late key refetch) from the current request's.
     private var exchangeID: UInt64 = 0
+    /// A request whose decision waits for a key-set refetch (`ProxyPolicy.Decision.awaitKeys`).
+    private var held: HeldRequest?
 
     public init(loop: LoopContext, accessLog: Logger? = nil, clock: @escaping @Sendable () -> Double) {
         self.policy = loop.policy
@@ -62,13 +64,25 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         case .head(let head):
             requestHead(head, context: context)
         case .body(let buffer):
-            requestBody(buffer, context: context)
-        case .end:
-            perform(machine.requestEnd(), context: context)
-            if localResponsePending {
-                localResponsePending = false
-                perform(machine.upstreamCompleted(), context: context)
+            if held != nil {
+                held!.parts.append(buffer)
+            } else {
+                requestBody(buffer, context: context)
             }
+        case .end:
+            if held != nil {
+                held!.ended = true
+            } else {
+                requestEnd(context: context)
+            }
+        }
+    }
+
+    private func requestEnd(context: ChannelHandlerContext) {
+        perform(machine.requestEnd(), context: context)
+        if localResponsePending {
+            localResponsePending = false
+            perform(machine.upstreamCompleted(), context: context)
         }
     }
 
@@ -79,17 +93,26 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         upload = UploadBuffer()
         receivePaused = false
         local = nil
+        held = nil
         exchangeID &+= 1
         policy = loop.policy
         let body = policy.requestBody(head.headers)
-        let hasBody = body != .none
         // NIO's decoder stops parsing after a request that asks for an upgrade; we never tunnel, so such a request
         // is answered normally and its connection closed afterwards.
         let keepAlive = head.isKeepAlive && !head.headers.contains(name: "upgrade")
+        decide(head, body: body, keepAlive: keepAlive, mayAwaitKeys: true, context: context)
+    }
+
+    private func decide(
+        _ head: HTTPRequestHead, body: CurlRequestBody, keepAlive: Bool, mayAwaitKeys: Bool, context: ChannelHandlerContext
+    ) {
+        let hasBody = body != .none
         let decision = policy.decide(
             head: head, body: body, requestID: requestID, clientAddress: context.channel.remoteAddress?.ipAddress,
-            cache: loop.tokenCache, revocations: loop.revocations, now: clock())
+            cache: loop.tokenCache, revocations: loop.revocations, now: clock(), mayAwaitKeys: mayAwaitKeys)
         switch decision {
+        case .awaitKeys(let refetched):
+            awaitKeys(refetched, head: head, body: body, keepAlive: keepAlive, context: context)
         case .local(let service, let request):
             let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody)
             guard case .startTransfer = action else { return perform(action, context: context) }
@@ -124,6 +147,35 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
                 perform(action, context: context)
             }
         }
+    }
+
+    // MARK: - Waiting for a key-set refetch
+
+    /// Keeps the request undecided until `refetched` completes, reading nothing more from the client meanwhile: body
+    /// parts already decoded are kept (at most one read's worth) and replayed once the request is decided.
+    private func awaitKeys(
+        _ refetched: EventLoopFuture<Void>, head: HTTPRequestHead, body: CurlRequestBody, keepAlive: Bool,
+        context: ChannelHandlerContext
+    ) {
+        held = HeldRequest(head: head, body: body, keepAlive: keepAlive)
+        readHeld = true
+        let id = exchangeID
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        refetched.hop(to: context.eventLoop).whenComplete { _ in
+            loopBound.value.keysRefetched(exchange: id)
+        }
+    }
+
+    /// Decides the held request again with the loop's current policy (the refetched keys), never waiting twice.
+    private func keysRefetched(exchange id: UInt64) {
+        guard exchangeID == id, let request = held, let context else { return }
+        held = nil
+        policy = loop.policy
+        readHeld = false
+        decide(request.head, body: request.body, keepAlive: request.keepAlive, mayAwaitKeys: false, context: context)
+        for part in request.parts { requestBody(part, context: context) }
+        if request.ended { requestEnd(context: context) }
+        if !readHeld { releaseRead(context: context) }
     }
 
     private func requestBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
@@ -309,11 +361,17 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
+        if held != nil {
+            held = nil
+            access.reason = "client_closed"
+            access.write(to: accessLog, requestID: requestID)
+        }
         perform(machine.clientClosed(), context: context)
         context.fireChannelInactive()
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        held = nil
         // Decoder errors: answer what the client got wrong, then close (the byte stream is no longer trusted).
         guard machine.isIdle else {
             perform(machine.clientClosed(), context: context)
@@ -421,6 +479,15 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
 
 @available(*, unavailable)
 extension GatewayHandler: Sendable {}
+
+/// A request head kept while its keys are refetched, with what the client sent after it meanwhile.
+private struct HeldRequest {
+    var head: HTTPRequestHead
+    var body: CurlRequestBody
+    var keepAlive: Bool
+    var parts: [ByteBuffer] = []
+    var ended = false
+}
 
 /// Sent outbound by `GatewayHandler` when a response has been written completely, so that connection-level
 /// handlers nearer the socket (header and idle clocks) know a new request may start.

@@ -21,11 +21,15 @@ public final class ProxyPolicy: Sendable {
     public let localService: (prefix: String, service: any LocalService)?
     /// The token service's own issuer, whose sessions `RevokedSessions` names.
     public let ownIssuer: String?
+    /// Asked for a refetch when a token names an unknown key (remote key sets); nil when every key set is local.
+    public let keyRefetcher: (any KeyRefetcher)?
 
     public init(
         configuration: GatewayConfiguration, verifier: TokenVerifier, targets: [String: UpstreamTarget],
-        localDocuments: [String: LocalDocument] = [:], localService: (prefix: String, service: any LocalService)? = nil
+        localDocuments: [String: LocalDocument] = [:], localService: (prefix: String, service: any LocalService)? = nil,
+        keyRefetcher: (any KeyRefetcher)? = nil
     ) {
+        self.keyRefetcher = keyRefetcher
         self.localDocuments = localDocuments
         self.localService = localService
         self.ownIssuer = configuration.tokenService?.issuer
@@ -38,6 +42,25 @@ public final class ProxyPolicy: Sendable {
         self.tokenCacheEntries = configuration.auth.tokenCacheEntries
     }
 
+    /// A copy of this policy with another key table (a remote key set changed); every other field is shared.
+    public func replacing(verifier: TokenVerifier) -> ProxyPolicy {
+        ProxyPolicy(copying: self, verifier: verifier)
+    }
+
+    private init(copying other: ProxyPolicy, verifier: TokenVerifier) {
+        self.routes = other.routes
+        self.targets = other.targets
+        self.headers = other.headers
+        self.verifier = verifier
+        self.realm = other.realm
+        self.limits = other.limits
+        self.tokenCacheEntries = other.tokenCacheEntries
+        self.localDocuments = other.localDocuments
+        self.localService = other.localService
+        self.ownIssuer = other.ownIssuer
+        self.keyRefetcher = other.keyRefetcher
+    }
+
     /// What to do with a request, decided from its head alone.
     public enum Decision: Sendable {
         case forward(Forward)
@@ -46,6 +69,9 @@ public final class ProxyPolicy: Sendable {
         case serve(LocalDocument)
         /// Collect the body and let the local service answer.
         case local(any LocalService, LocalRequest)
+        /// The token names a key its (remote) issuer may just have published: decide again, with
+        /// `mayAwaitKeys: false`, once the future completes (a refetch finished and its keys are installed).
+        case awaitKeys(EventLoopFuture<Void>)
     }
 
     public struct Forward: Sendable {
@@ -56,8 +82,10 @@ public final class ProxyPolicy: Sendable {
 
     /// Authorises a request head: framing, path, route, token, scopes — in that order, so that cheap checks run
     /// before any signature is verified — and builds the upstream request when everything passes.
-    /// - Parameter body: the request's framing, `requestBody(head.headers)` (the handler needs it too, so it is
-    ///   computed once).
+    /// - Parameters:
+    ///   - body: the request's framing, `requestBody(head.headers)` (the handler needs it too, so it is computed once).
+    ///   - mayAwaitKeys: whether an unknown key may answer `.awaitKeys` (false when deciding again after a wait, so
+    ///     no request ever waits for two fetches).
     public func decide(
         head: HTTPRequestHead,
         body: CurlRequestBody,
@@ -65,7 +93,8 @@ public final class ProxyPolicy: Sendable {
         clientAddress: String?,
         cache: VerifiedTokenCache,
         revocations: RevokedSessions,
-        now: Double
+        now: Double,
+        mayAwaitKeys: Bool = true
     ) -> Decision {
         let method = head.method.rawValue
         if head.method == .CONNECT || head.method == .TRACE { return .reject(.methodNotAllowed) }
@@ -113,7 +142,11 @@ public final class ProxyPolicy: Sendable {
                         return .reject(.invalidToken(TokenRejection(.tokenRevoked)))
                     }
                     identity = verified
-                case .failure(let rejection): return .reject(.invalidToken(rejection))
+                case .failure(let rejection):
+                    if rejection.reason == .keyUnknown, mayAwaitKeys, let wait = refetchKeys(for: token) {
+                        return .awaitKeys(wait)
+                    }
+                    return .reject(.invalidToken(rejection))
                 }
             }
             if let identity, !route.scopes.isEmpty {
@@ -150,6 +183,15 @@ public final class ProxyPolicy: Sendable {
             if case .success(let verified) = result { cache.insert(raw, verified, now: now) }
             return result
         }
+    }
+
+    /// Asks for the token's issuer's keys again (only reached after `key_unknown`, never for a valid token).
+    func refetchKeys(for token: Substring) -> EventLoopFuture<Void>? {
+        guard let keyRefetcher else { return nil }
+        var token = token
+        let issuer = token.withUTF8 { verifier.unverifiedIssuer(of: UnsafeRawBufferPointer($0)) }
+        guard let issuer else { return nil }
+        return keyRefetcher.refetchKeys(issuer: issuer)
     }
 
     /// The request's body framing as libcurl should send it.

@@ -3,23 +3,22 @@ import GatewaySessions
 import NIOCore
 import NIOHTTP1
 
-/// The admin listener's endpoints (DESIGN §7): liveness and readiness for probes, and RFC 7662 introspection of the
-/// token service's tokens. The admin listener is meant for the pod or host only (`127.0.0.1:9901` by default);
-/// introspection takes no client authentication because of that.
+/// The admin listener's endpoints (DESIGN §7): liveness, readiness for probes (503 with the conditions not met yet,
+/// such as a remote key set that has not loaded), and RFC 7662 introspection of the token service's tokens. The
+/// admin listener is meant for the pod or host only (`127.0.0.1:9901` by default); introspection takes no client
+/// authentication because of that.
 enum AdminEndpoints {
     static let json = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
 
     static func answer(
-        _ head: HTTPRequestHead, _ body: [UInt8], ready: Bool, sessions: SessionService?, on loop: any EventLoop
+        _ head: HTTPRequestHead, _ body: [UInt8], readiness: Readiness, sessions: SessionService?, on loop: any EventLoop
     ) -> EventLoopFuture<SimpleResponder.Response> {
         switch (head.method, head.uri.split(separator: "?", maxSplits: 1).first ?? "") {
         case (.GET, "/healthz"), (.HEAD, "/healthz"):
             return loop.makeSucceededFuture(.init(status: .ok, headers: json, body: Array(#"{"status":"ok"}"#.utf8)))
         case (.GET, "/readyz"), (.HEAD, "/readyz"):
-            return loop.makeSucceededFuture(
-                ready
-                    ? .init(status: .ok, headers: json, body: Array(#"{"status":"ready"}"#.utf8))
-                    : .init(status: .serviceUnavailable, headers: json, body: Array(#"{"status":"not_ready"}"#.utf8)))
+            let (ready, answer) = readiness.body()
+            return loop.makeSucceededFuture(.init(status: ready ? .ok : .serviceUnavailable, headers: json, body: answer))
         case (.POST, "/introspect") where sessions != nil:
             return introspect(head, body, sessions: sessions!, on: loop)
         case (_, "/introspect") where sessions != nil:

@@ -25,7 +25,7 @@ public enum GatewayServer {
         CurlGlobal.initialize()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoopCount())
         let drivers = try CurlDriverGroup(group: group)
-
+        let readiness = Readiness()
         let metrics = MetricsRegistry()
         let tokenService: TokenServiceRuntime? =
             if let service = configuration.tokenService {
@@ -36,6 +36,10 @@ public enum GatewayServer {
             }
         let loaded = try IssuerLoader.load(configuration, additional: tokenService.map { [$0.issuerPolicy] } ?? [])
         for warning in loaded.warnings { logger.warning("\(warning)") }
+        // Remote key sets are fetched on one loop's libcurl driver, never on a request's path.
+        let remoteKeys = loaded.remote.isEmpty ? nil : RemoteKeySets(
+            sources: loaded.remote, policies: loaded.policies, leeway: Double(configuration.auth.leewaySeconds),
+            loop: group.next(), drivers: drivers, readiness: readiness, logger: logger)
 
         var demoChannel: (any Channel)? = nil
         var demoSocket: String? = nil
@@ -51,7 +55,7 @@ public enum GatewayServer {
         }
         let policy = ProxyPolicy(
             configuration: configuration, verifier: loaded.verifier, targets: targets, localDocuments: tokenService?.documents ?? [:],
-            localService: tokenService.map { ($0.configuration.pathPrefix, $0.endpoints) })
+            localService: tokenService.map { ($0.configuration.pathPrefix, $0.endpoints) }, keyRefetcher: remoteKeys)
         // One LoopContext per loop, created on its loop and reached through NIOLoopBound from channels on it.
         var bound: [(any EventLoop, NIOLoopBound<LoopContext>)] = []
         for loop in group.makeIterator() {
@@ -63,7 +67,9 @@ public enum GatewayServer {
             bound.append((loop, context))
         }
         let loopContexts = LoopContexts(bound)
-        try await tokenService?.attach(loopContexts, logger: logger)
+        try await tokenService?.attach(loopContexts, readiness: readiness, logger: logger)
+        // Listeners open before remote keys have loaded; /readyz says when they have.
+        remoteKeys?.start(installingOn: loopContexts)
 
         let connections = ConnectionRegistry()
         let accessLog: Logger? = configuration.log.accessLog ? Logger(label: "portcullis.access") : nil
@@ -107,7 +113,7 @@ public enum GatewayServer {
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                         try channel.pipeline.syncOperations.addHandler(SimpleResponder(respondAsync: { head, body, loop in
-                            AdminEndpoints.answer(head, body, ready: true, sessions: tokenService?.sessions, on: loop)
+                            AdminEndpoints.answer(head, body, readiness: readiness, sessions: tokenService?.sessions, on: loop)
                         }))
                     }
                 }
@@ -127,6 +133,7 @@ public enum GatewayServer {
         try? await admin?.close()
         try? await demoChannel?.close()
         if let demoSocket { unlink(demoSocket) }
+        remoteKeys?.stop()
         // Drivers first: the watcher thread must stop handing readiness to loops before they go away.
         await tokenService?.shutdown()
         await drivers.shutdown()

@@ -3,9 +3,16 @@ import GatewayTokens
 
 /// Builds the verifier's immutable key table from the `issuers` of the configuration. Every problem is a
 /// `ConfigError` naming the issuer's JSON path; a bad key inside a JWKS file is skipped with a warning instead.
+/// Remote key sets (`jwks_uri`, `discovery`) are not fetched here: their issuers start without keys, and
+/// `RemoteKeySets` fills them in.
 public enum IssuerLoader {
     public struct Loaded: Sendable {
+        /// Every issuer; the remote ones without keys yet.
         public var verifier: TokenVerifier
+        /// The policies the verifier was built from, in order (the token service's own first).
+        public var policies: [IssuerPolicy]
+        /// The issuers whose keys are fetched over the network.
+        public var remote: [RemoteKeySource]
         /// Human-readable warnings (skipped JWKS keys), each with its JSON path.
         public var warnings: [String]
     }
@@ -15,6 +22,7 @@ public enum IssuerLoader {
         var policies: [IssuerPolicy] = additional
         var errors: [ConfigError] = []
         var warnings: [String] = []
+        var remote: [RemoteKeySource] = []
         for (index, issuer) in configuration.issuers.enumerated() {
             let path = "issuers[\(index)]"
             let algorithms = Set(issuer.algorithms.compactMap(JWSAlgorithm.init(rawValue:)))
@@ -42,7 +50,8 @@ public enum IssuerLoader {
                     }
                     keys = result.keys
                 case .jwksURI, .discovery:
-                    throw ConfigError(.invalidValue, path: path, "remote key sets (jwks_uri, discovery) are not supported by this build yet; use jwks_file, public_key_file or hmac_secret")
+                    if let caFile = issuer.caFile { _ = try read(caFile, path: "\(path).ca_file") }
+                    remote.append(try RemoteKeySource(issuer, path: path))
                 }
             } catch let error as ConfigError {
                 errors.append(error)
@@ -61,7 +70,7 @@ public enum IssuerLoader {
         }
         guard errors.isEmpty else { throw ConfigErrors(errors) }
         let verifier = TokenVerifier(issuers: policies, leeway: Double(configuration.auth.leewaySeconds))
-        return Loaded(verifier: verifier, warnings: warnings)
+        return Loaded(verifier: verifier, policies: policies, remote: remote, warnings: warnings)
     }
 
     /// A single configured key is pinned to exactly one algorithm (RFC 8725 §3.1), so its issuer lists exactly one.

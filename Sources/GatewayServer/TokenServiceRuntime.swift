@@ -100,21 +100,36 @@ final class TokenServiceRuntime: Sendable {
     }
 
     /// Connects revocations to the loops, restores the revocations that must survive the restart, and starts the
-    /// background cleanup (every `purgeInterval` seconds).
-    func attach(_ loops: LoopContexts, logger: Logger, purgeInterval: Duration = .seconds(60)) async throws {
+    /// background work: a store check every 10 s (readiness condition `store`) and the cleanup every minute.
+    func attach(_ loops: LoopContexts, readiness: Readiness, logger: Logger) async throws {
         revocations.attach(loops)
         let restored = try await sessions.restoreRevocations()
         if restored > 0 { logger.info("token service: \(restored) recently revoked session(s) restored") }
+        readiness.register("store", ready: true)
         let sessions = self.sessions
+        let store = self.store
         let task = Task {
+            var round = 0
             while !Task.isCancelled {
                 do {
-                    let removed = try await sessions.purge()
-                    if removed > 0 { logger.info("token service: removed \(removed) expired session(s)") }
+                    try await store.ping()
+                    readiness.set("store", ready: true)
                 } catch {
-                    logger.warning("token service: session cleanup failed: \(error)")
+                    if readiness.notReady.contains("store") == false {
+                        logger.error("token service: the session store does not answer: \(error)")
+                    }
+                    readiness.set("store", ready: false)
                 }
-                try? await Task.sleep(for: purgeInterval)
+                if round % 6 == 0 {
+                    do {
+                        let removed = try await sessions.purge()
+                        if removed > 0 { logger.info("token service: removed \(removed) expired session(s)") }
+                    } catch {
+                        logger.warning("token service: session cleanup failed: \(error)")
+                    }
+                }
+                round += 1
+                try? await Task.sleep(for: .seconds(10))
             }
         }
         purgeTask.withLock { $0 = task }

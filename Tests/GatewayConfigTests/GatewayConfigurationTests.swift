@@ -205,6 +205,70 @@ private let minimal = """
         #expect(parseHostPort(":80") == nil)
     }
 
+    @Test func remoteKeySetSettingsHaveDefaultsAndBounds() throws {
+        let c = try parse("""
+            {"upstreams": {"app": {"url": "http://127.0.0.1:3000"}}, "routes": [{"path_prefix": "/", "upstream": "app"}],
+             "issuers": [
+               {"issuer": "https://idp.test", "jwks_uri": "https://idp.test/keys"},
+               {"issuer": "https://login.test/realms/a", "discovery": true, "ca_file": "ca.pem",
+                "jwks_refetch_cooldown_seconds": 2, "jwks_min_refresh_seconds": 5, "jwks_max_refresh_seconds": 50,
+                "jwks_max_stale_seconds": 0, "jwks_fetch_timeout_ms": 750}
+             ]}
+            """)
+        let a = c.issuers[0]
+        #expect(a.isRemote)
+        #expect(a.jwksRefetchCooldownSeconds == 10)
+        #expect(a.jwksMinRefreshSeconds == 60)
+        #expect(a.jwksMaxRefreshSeconds == 900)
+        #expect(a.jwksMaxStaleSeconds == 86400)
+        #expect(a.jwksFetchTimeoutMs == 5000)
+        let b = c.issuers[1]
+        #expect(b.keySource == .discovery)
+        #expect(b.caFile == "/etc/portcullis/ca.pem")
+        #expect((b.jwksRefetchCooldownSeconds, b.jwksMinRefreshSeconds, b.jwksMaxRefreshSeconds) == (2, 5, 50))
+        #expect((b.jwksMaxStaleSeconds, b.jwksFetchTimeoutMs) == (0, 750))
+        // A minimum above the default maximum raises the maximum with it.
+        let raised = try parse(minimal.replacingOccurrences(
+            of: #""public_key_file": "keys/idp.pem", "algorithms": ["ES256"]"#,
+            with: #""jwks_uri": "https://idp.test/k", "jwks_min_refresh_seconds": 3600"#))
+        #expect(raised.issuers[0].jwksMaxRefreshSeconds == 3600)
+    }
+
+    @Test func remoteKeySetSettingsAreValidated() {
+        let e = errors("""
+            {"upstreams": {"app": {"url": "http://127.0.0.1:3000"}}, "routes": [{"path_prefix": "/", "upstream": "app"}],
+             "issuers": [
+               {"issuer": "https://a.test", "jwks_uri": "https://a.test/k", "jwks_min_refresh_seconds": 100,
+                "jwks_max_refresh_seconds": 10, "jwks_fetch_timeout_ms": 5},
+               {"issuer": "b", "public_key_file": "k.pem", "algorithms": ["ES256"], "ca_file": "ca.pem",
+                "jwks_refetch_cooldown_seconds": 5},
+               {"issuer": "c", "jwks_uri": "http://127.evil.test/keys"},
+               {"issuer": "http://127.0.0.1.nip.io/x", "discovery": true},
+               {"issuer": "https://b2c.test/t?p=x", "discovery": true},
+               {"issuer": "https://b2c.test/t", "jwks_uri": "https://b2c.test/t/discovery/v2.0/keys?p=b2c_1_signin"}
+             ]}
+            """)
+        #expect(e.contains("issuers[0].jwks_max_refresh_seconds: must not be less than jwks_min_refresh_seconds (100)"))
+        #expect(e.contains("issuers[0].jwks_fetch_timeout_ms: must be between 100 and 60000, found 5"))
+        #expect(e.contains("issuers[1].ca_file: only applies to an issuer with jwks_uri or discovery"))
+        #expect(e.contains("issuers[1].jwks_refetch_cooldown_seconds: only applies to an issuer with jwks_uri or discovery"))
+        #expect(e.contains { $0.hasPrefix("issuers[2].jwks_uri: must be an https:// URL") })
+        #expect(e.contains { $0.hasPrefix("issuers[3].discovery: needs an issuer that is an https:// URL") })
+        #expect(e.contains { $0.hasPrefix("issuers[4].discovery: needs an issuer that is an https:// URL") })
+        #expect(e.count == 7, "\(e)")  // a key set URL may have a query
+    }
+
+    @Test func loopbackIsADottedQuadOrLocalhost() {
+        #expect(isLoopbackHost("127.0.0.1"))
+        #expect(isLoopbackHost("127.1.2.3"))
+        #expect(isLoopbackHost("localhost"))
+        #expect(isLoopbackHost("::1"))
+        #expect(!isLoopbackHost("127.evil.test"))
+        #expect(!isLoopbackHost("127.0.0.1.nip.io"))
+        #expect(!isLoopbackHost("127.0.0.256"))
+        #expect(!isLoopbackHost("128.0.0.1"))
+    }
+
     @Test func theShippedConfigurationIsValid() throws {
         // Tests run from the package root.
         let c = try GatewayConfiguration.load(path: "gateway.json", environment: [:])

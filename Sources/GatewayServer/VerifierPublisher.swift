@@ -1,0 +1,56 @@
+import GatewayProxy
+import GatewayTokens
+import NIOCore
+import Synchronization
+
+/// Builds the data path's `TokenVerifier` from the fixed issuer policies and the current keys of every remote key
+/// set, and installs it on every event loop (a new `ProxyPolicy` sharing everything else). Control plane only.
+final class VerifierPublisher: Sendable {
+    private struct State {
+        var remoteKeys: [String: [VerificationKey]] = [:]
+        var verifier: TokenVerifier
+        var loops: LoopContexts?
+    }
+
+    /// In configured order; remote issuers with the keys they were loaded with (none).
+    private let policies: [IssuerPolicy]
+    private let leeway: Double
+    private let state: Mutex<State>
+
+    init(policies: [IssuerPolicy], leeway: Double) {
+        self.policies = policies
+        self.leeway = leeway
+        self.state = Mutex(State(verifier: TokenVerifier(issuers: policies, leeway: leeway)))
+    }
+
+    /// Where new verifiers go. Set once the loops exist (their policies need the refetcher, which needs this).
+    func attach(_ loops: LoopContexts) {
+        state.withLock { $0.loops = loops }
+    }
+
+    /// The latest verifier.
+    var current: TokenVerifier { state.withLock { $0.verifier } }
+
+    /// Replaces `issuer`'s keys and installs the resulting verifier on every loop; when keys were removed, the loops'
+    /// verified-token caches are emptied too, so a token verified with a removed key stops working at once. The
+    /// future completes once every loop has the new verifier.
+    func update(issuer: String, keys: [VerificationKey], keysRemoved: Bool) -> EventLoopFuture<Void>? {
+        let loops = state.withLock { state -> LoopContexts? in
+            state.remoteKeys[issuer] = keys
+            let current = policies.map { policy -> IssuerPolicy in
+                guard let keys = state.remoteKeys[policy.issuer] else { return policy }
+                var copy = policy
+                copy.keys = keys
+                return copy
+            }
+            state.verifier = TokenVerifier(issuers: current, leeway: leeway)
+            return state.loops
+        }
+        // Each loop installs the latest verifier when its turn comes, so two updates racing can never leave an
+        // older table installed after a newer one.
+        return loops?.apply { context in
+            context.policy = context.policy.replacing(verifier: self.current)
+            if keysRemoved { context.tokenCache.removeAll() }
+        }
+    }
+}
