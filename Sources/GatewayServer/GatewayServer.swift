@@ -27,20 +27,6 @@ public enum GatewayServer {
         let drivers = try CurlDriverGroup(group: group)
         let readiness = Readiness()
         let metrics = MetricsRegistry()
-        let tokenService: TokenServiceRuntime? =
-            if let service = configuration.tokenService {
-                try await TokenServiceRuntime.start(
-                    service, configuration: configuration, credentials: nil, metrics: metrics, logger: logger)
-            } else {
-                nil
-            }
-        let loaded = try IssuerLoader.load(configuration, additional: tokenService.map { [$0.issuerPolicy] } ?? [])
-        for warning in loaded.warnings { logger.warning("\(warning)") }
-        // Remote key sets are fetched on one loop's libcurl driver, never on a request's path.
-        let remoteKeys = loaded.remote.isEmpty ? nil : RemoteKeySets(
-            sources: loaded.remote, policies: loaded.policies, leeway: Double(configuration.auth.leewaySeconds),
-            loop: group.next(), drivers: drivers, readiness: readiness, logger: logger)
-
         var demoChannel: (any Channel)? = nil
         var demoSocket: String? = nil
         if configuration.upstreams.contains(where: \.isEmbeddedDemo) {
@@ -53,6 +39,25 @@ public enum GatewayServer {
         for upstream in configuration.upstreams {
             targets[upstream.name] = UpstreamTarget(upstream: upstream, unixSocketOverride: upstream.isEmbeddedDemo ? demoSocket : nil)
         }
+        let tokenService: TokenServiceRuntime? =
+            if let service = configuration.tokenService {
+                try await TokenServiceRuntime.start(
+                    service, configuration: configuration,
+                    credentials: service.loginUpstream.map { login in
+                        LoginUpstreamVerifier(
+                            target: targets[login.upstream]!, path: login.path, loop: group.next(), drivers: drivers, logger: logger)
+                    },
+                    metrics: metrics, logger: logger)
+            } else {
+                nil
+            }
+        let loaded = try IssuerLoader.load(configuration, additional: tokenService.map { [$0.issuerPolicy] } ?? [])
+        for warning in loaded.warnings { logger.warning("\(warning)") }
+        // Remote key sets are fetched on one loop's libcurl driver, never on a request's path.
+        let remoteKeys = loaded.remote.isEmpty ? nil : RemoteKeySets(
+            sources: loaded.remote, policies: loaded.policies, leeway: Double(configuration.auth.leewaySeconds),
+            loop: group.next(), drivers: drivers, readiness: readiness, logger: logger)
+
         let policy = ProxyPolicy(
             configuration: configuration, verifier: loaded.verifier, targets: targets, localDocuments: tokenService?.documents ?? [:],
             localService: tokenService.map { ($0.configuration.pathPrefix, $0.endpoints) }, keyRefetcher: remoteKeys)

@@ -181,20 +181,33 @@ private let minimal = """
 
     @Test func tokenServiceIssuerIsNotListedAgain() {
         let e = errors("""
-            {"token_service": {"issuer": "https://gw.test"}, "issuers": [{"issuer": "https://gw.test", "jwks_file": "j.json"}]}
+            {"token_service": {"issuer": "https://gw.test", "users_file": "u.json"}, "issuers": [{"issuer": "https://gw.test", "jwks_file": "j.json"}]}
             """)
         #expect(e.first?.hasPrefix("issuers[0].issuer: \"https://gw.test\" is the token service's own issuer") == true)
     }
 
     @Test func tokenServiceDefaults() throws {
-        let c = try parse(#"{"token_service": {}}"#)
+        let c = try parse(#"{"token_service": {"users_file": "users.json"}}"#)
         let service = try #require(c.tokenService)
         #expect(service.issuer == "http://localhost:8080")
         #expect(service.audience == "api")
         #expect(service.signingAlgorithm == "ES256")
         #expect(service.keyDirectory == "/etc/portcullis/data/keys")
         #expect(service.accessTokenTTLSeconds == 900)
+        #expect(service.loginLimits == .init())
+        #expect(c.store.kind == .sqlite && c.store.path == "/etc/portcullis/data/portcullis.db")
+        // Credentials must come from somewhere, and from one place.
+        #expect(errors(#"{"token_service": {}}"#).first?.hasPrefix("token_service.users_file:") == true)
+        #expect(errors(#"{"token_service": {"users_file": "u", "login_upstream": {"upstream": "app"}}, "upstreams": {"app": {"url": "http://a"}}, "routes": [{"path_prefix": "/", "upstream": "app"}]}"#)
+            .contains { $0.hasPrefix("token_service.login_upstream:") })
+        #expect(errors(#"{"store": {"type": "postgres", "url": "postgres://x"}}"#).first?.hasPrefix("store.type:") == true)
         #expect(try parse(#"{"token_service": {"enabled": false}, "routes": [], "upstreams": {}}"#).tokenService == nil)
+    }
+
+    @Test func tokenServiceRanges() {
+        #expect(errors(#"{"token_service": {"users_file": "u", "access_token_ttl_seconds": 0}}"#).first?.hasPrefix("token_service.access_token_ttl_seconds:") == true)
+        #expect(errors(#"{"token_service": {"users_file": "u", "login_limits": {"per_username": 0}}}"#).first?.hasPrefix("token_service.login_limits.per_username:") == true)
+        #expect(errors(#"{"token_service": {"users_file": "u", "login_limits": {"burst": 1}}}"#).first?.hasPrefix("token_service.login_limits.burst:") == true)
     }
 
     @Test func listenAddresses() {

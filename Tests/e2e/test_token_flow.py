@@ -9,6 +9,8 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -17,7 +19,7 @@ import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 
-from harness import Gateway, free_port
+from harness import Gateway, free_port, stop_process
 from users import PASSWORDS, write_users
 
 STORES = [{"type": "memory"}, {"type": "sqlite", "path": "data/sessions.db"}]
@@ -521,3 +523,52 @@ def test_no_secret_reaches_the_logs(make_service):
     lines = [json.loads(l) for l in logs.splitlines() if l.startswith(b"{") and b'"request_id"' in l]
     reasons = {l.get("reason") for l in lines if l.get("path") == "/auth/login"}
     assert "invalid_credentials" in reasons
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# login_upstream
+
+
+@pytest.fixture
+def login_upstream(workdir):
+    port = free_port()
+    log = os.path.join(workdir, f"login-upstream-{port}.jsonl")
+    proc = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "login_upstream.py"),
+                             "--port", str(port), "--log", log], stdout=subprocess.PIPE)
+    assert b"READY" in proc.stdout.readline()
+    yield port, log
+    stop_process(proc, timeout=5)
+
+
+def test_login_upstream_checks_the_credentials(binary, workdir, upstream, login_upstream):
+    port, log = login_upstream
+    d = os.path.join(workdir, "flow-login-upstream")
+    os.makedirs(d, exist_ok=True)
+    config = service_config(d, upstream.port)
+    del config["token_service"]["users_file"]
+    config["upstreams"]["auth"] = {"url": f"http://127.0.0.1:{port}", "timeout_ms": 1500}
+    config["token_service"]["login_upstream"] = {"upstream": "auth", "path": "/login"}
+    config["token_service"]["login_limits"] = {"per_username": 2, "per_address": 100}
+    gw = Gateway(binary, d, config, name="flow-login-upstream")
+    try:
+        gw.wait_healthy()
+        svc = Service(gw, upstream)
+        r = svc.post("/auth/login", data={"username": "ext-alice", "password": "right", "scope": "read"})
+        assert r.status_code == 200, r.text
+        claims = jwt.decode(r.json()["access_token"], options={"verify_signature": False})
+        assert claims["sub"] == "ext-alice-id" and claims["scope"] == "read" and claims["department"] == "research"
+        assert svc.refresh(r.json()["refresh_token"]).status_code == 200
+        # The upstream got JSON with both fields, and nothing of the client's request.
+        seen = [json.loads(line) for line in open(log)]
+        assert seen[0] == {"path": "/login", "content_type": "application/json", "authorization": None,
+                           "username": "ext-alice", "has_password": True}
+        # A 401 from the upstream is a wrong password, counted against the limit.
+        assert_error(svc.post("/auth/login", data={"username": "ext-alice", "password": "wrong"}), 401, "invalid_grant")
+        # An upstream that fails, answers garbage, or is too slow: 503, never "wrong password", never counted.
+        for user in ("broken", "garbage", "no-subject", "slow", "broken", "broken"):
+            r = svc.post("/auth/login", data={"username": user, "password": "x"})
+            assert_error(r, 503, "temporarily_unavailable", "login_upstream_unavailable")
+            assert r.headers["Retry-After"] == "1"
+        assert b"right" not in gw.logs()
+    finally:
+        gw.stop()
