@@ -25,11 +25,16 @@ struct AccessRecord {
         self.written = false
     }
 
-    /// Writes the line once; later calls do nothing.
-    mutating func write(to logger: Logger?, requestID: String) {
-        guard !written, let logger else { return }
+    /// Counts the request in the loop's metrics and writes its log line, once; later calls do nothing.
+    mutating func write(to logger: Logger?, requestID: String, metrics: LoopMetrics) {
+        guard !written else { return }
         written = true
         let end = NIODeadline.now()
+        metrics.request(route: route ?? "-", status: status)
+        metrics.durations(
+            total: Self.seconds(end - start),
+            upstream: upstreamStart.map { Self.seconds((upstreamHead ?? end) - $0) })
+        guard let logger else { return }
         var metadata: Logger.Metadata = [
             "request_id": .string(requestID),
             "method": .string(method),
@@ -42,6 +47,10 @@ struct AccessRecord {
         if let subject { metadata["subject"] = .string(subject) }
         if let upstreamStart { metadata["upstream_ms"] = .string(Self.milliseconds((upstreamHead ?? end) - upstreamStart)) }
         logger.info("request", metadata: metadata)
+    }
+
+    static func seconds(_ amount: TimeAmount) -> Double {
+        Double(amount.nanoseconds) / 1e9
     }
 
     static func milliseconds(_ amount: TimeAmount) -> String {

@@ -130,9 +130,14 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             guard case .startTransfer = action else { return perform(action, context: context) }
             serve(document, head: head, context: context)
         case .reject(let error):
+            // Errors that carry a Bearer challenge are the authorisation decisions (401, 403, 400 on Authorization).
+            if error.challenge != nil { loop.metrics.decision(allowed: false, reason: error.reason) }
             perform(machine.requestHead(rejection: error, keepAlive: keepAlive, hasBody: hasBody), context: context)
         case .forward(let forward):
-            access.route = policy.routes.routes[forward.routeIndex].pathPrefix
+            let route = policy.routes.routes[forward.routeIndex]
+            loop.metrics.decision(
+                allowed: true, reason: forward.identity != nil ? "verified" : route.auth == .none ? "public" : "anonymous")
+            access.route = route.pathPrefix
             access.subject = forward.identity?.subject
             access.upstreamStart = .now()
             let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody)
@@ -223,7 +228,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             break  // written by the curl delegate, which has the head
         case .writeResponseEnd(let close):
             transfer = nil
-            access.write(to: accessLog, requestID: requestID)
+            access.write(to: accessLog, requestID: requestID, metrics: loop.metrics)
             let promise: EventLoopPromise<Void>? = close ? context.eventLoop.makePromise() : nil
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
             context.triggerUserOutboundEvent(ResponseCompleteEvent(), promise: nil)
@@ -235,14 +240,14 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             }
         case .abortConnection:
             if access.reason == nil { access.reason = "response_aborted" }
-            access.write(to: accessLog, requestID: requestID)
+            access.write(to: accessLog, requestID: requestID, metrics: loop.metrics)
             transfer?.cancel()
             transfer = nil
             local = nil
             context.close(promise: nil)
         case .cancelTransfer:
             if access.reason == nil { access.reason = "client_closed" }
-            access.write(to: accessLog, requestID: requestID)
+            access.write(to: accessLog, requestID: requestID, metrics: loop.metrics)
             transfer?.cancel()
             transfer = nil
             local = nil
@@ -259,7 +264,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         local = nil
         access.status = Int(error.status.code)
         access.reason = error.reason
-        access.write(to: accessLog, requestID: requestID)
+        access.write(to: accessLog, requestID: requestID, metrics: loop.metrics)
         let body = error.body(requestID: requestID)
         var headers = HTTPHeaders()
         headers.reserveCapacity(5)
@@ -364,7 +369,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         if held != nil {
             held = nil
             access.reason = "client_closed"
-            access.write(to: accessLog, requestID: requestID)
+            access.write(to: accessLog, requestID: requestID, metrics: loop.metrics)
         }
         perform(machine.clientClosed(), context: context)
         context.fireChannelInactive()
@@ -399,6 +404,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         // A response framed two ways (M-upstream-desync) is refused, not relayed: the client gets a 502 and the
         // cancelled transfer takes the upstream connection out of the pool.
         guard Self.isUnambiguouslyFramed(head) else {
+            loop.metrics.upstreamError(route: access.route ?? "-", reason: GatewayError.upstreamInvalidResponse.reason)
             perform(machine.upstreamFailed(.upstreamInvalidResponse), context: context)
             return
         }
@@ -452,6 +458,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             case .idleTimeout: gatewayError = .upstreamTimeout
             default: gatewayError = .upstreamInvalidResponse
             }
+            loop.metrics.upstreamError(route: access.route ?? "-", reason: gatewayError.reason)
             perform(machine.upstreamFailed(gatewayError), context: context)
         }
     }

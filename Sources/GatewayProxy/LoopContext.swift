@@ -11,6 +11,7 @@ public final class LoopContext {
     public var policy: ProxyPolicy
     public let tokenCache: VerifiedTokenCache
     public let revocations = RevokedSessions()
+    public let metrics = LoopMetrics()
     private let idPrefix: String
     private var counter: UInt64 = 0
 

@@ -3,7 +3,7 @@ import GatewaySessions
 import NIOCore
 import NIOHTTP1
 
-/// The admin listener's endpoints (DESIGN §7): liveness, readiness for probes (503 with the conditions not met yet,
+/// The admin listener's endpoints (DESIGN §7): liveness, Prometheus metrics, readiness for probes (503 with the conditions not met yet,
 /// such as a remote key set that has not loaded), and RFC 7662 introspection of the token service's tokens. The
 /// admin listener is meant for the pod or host only (`127.0.0.1:9901` by default); introspection takes no client
 /// authentication because of that.
@@ -11,7 +11,8 @@ enum AdminEndpoints {
     static let json = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
 
     static func answer(
-        _ head: HTTPRequestHead, _ body: [UInt8], readiness: Readiness, sessions: SessionService?, on loop: any EventLoop
+        _ head: HTTPRequestHead, _ body: [UInt8], readiness: Readiness, sessions: SessionService?,
+        metrics: @escaping @Sendable () -> EventLoopFuture<String>, on loop: any EventLoop
     ) -> EventLoopFuture<SimpleResponder.Response> {
         switch (head.method, head.uri.split(separator: "?", maxSplits: 1).first ?? "") {
         case (.GET, "/healthz"), (.HEAD, "/healthz"):
@@ -19,6 +20,12 @@ enum AdminEndpoints {
         case (.GET, "/readyz"), (.HEAD, "/readyz"):
             let (ready, answer) = readiness.body()
             return loop.makeSucceededFuture(.init(status: ready ? .ok : .serviceUnavailable, headers: json, body: answer))
+        case (.GET, "/metrics"):
+            return metrics().map { text in
+                SimpleResponder.Response(
+                    status: .ok, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Cache-Control", "no-store")],
+                    body: Array(text.utf8))
+            }
         case (.POST, "/introspect") where sessions != nil:
             return introspect(head, body, sessions: sessions!, on: loop)
         case (_, "/introspect") where sessions != nil:

@@ -95,8 +95,13 @@ public enum GatewayServer {
                         channel.close(promise: nil)
                         return
                     }
-                    channel.closeFuture.whenComplete { _ in connections.close(channel) }
                     let loop = loopContexts.context(on: channel.eventLoop)
+                    loop.metrics.connectionOpened()
+                    let bound = NIOLoopBound(loop, eventLoop: channel.eventLoop)
+                    channel.closeFuture.whenComplete { _ in
+                        connections.close(channel)
+                        bound.value.metrics.connectionClosed()
+                    }
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(IdleConnectionHandler(headerTimeout: .milliseconds(Int64(limits.headerTimeoutMs)), idleTimeout: .milliseconds(Int64(limits.idleTimeoutMs))))
                     try sync.configureHTTPServerPipeline(
@@ -110,6 +115,16 @@ public enum GatewayServer {
             .get()
         logger.info("listening on \(describe(server.localAddress, fallback: configuration.listen))")
 
+        // A scrape reads every loop's counters on its own loop and adds them up.
+        let scrape: @Sendable () -> EventLoopFuture<String> = {
+            loopContexts.collect { ($0.metrics.snapshot, $0.revocations.count) }.map { loops in
+                var total = LoopMetrics.Snapshot()
+                for (snapshot, _) in loops { total.merge(snapshot) }
+                return metrics.render(
+                    data: total, keySets: remoteKeys?.status() ?? [], revokedSessions: tokenService == nil ? nil : loops.first?.1)
+            }
+        }
+
         var admin: (any Channel)? = nil
         if let adminListen = configuration.adminListen {
             admin = try await ServerBootstrap(group: group)
@@ -118,7 +133,8 @@ public enum GatewayServer {
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                         try channel.pipeline.syncOperations.addHandler(SimpleResponder(respondAsync: { head, body, loop in
-                            AdminEndpoints.answer(head, body, readiness: readiness, sessions: tokenService?.sessions, on: loop)
+                            AdminEndpoints.answer(
+                                head, body, readiness: readiness, sessions: tokenService?.sessions, metrics: scrape, on: loop)
                         }))
                     }
                 }

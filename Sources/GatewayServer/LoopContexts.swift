@@ -19,6 +19,15 @@ struct LoopContexts: Sendable {
         contexts[ObjectIdentifier(loop)]!.value
     }
 
+    /// `read` of every loop's context, each read on its own loop.
+    func collect<Value: Sendable>(_ read: @escaping @Sendable (LoopContext) -> Value) -> EventLoopFuture<[Value]> {
+        let futures = loops.map { loop in
+            let bound = contexts[ObjectIdentifier(loop)]!
+            return loop.submit { read(bound.value) }
+        }
+        return EventLoopFuture.whenAllSucceed(futures, on: loops[0])
+    }
+
     /// Runs `change` on every loop, each on its own loop; the future completes when all have run.
     @discardableResult
     func apply(_ change: @escaping @Sendable (LoopContext) -> Void) -> EventLoopFuture<Void> {

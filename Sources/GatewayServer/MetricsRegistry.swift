@@ -17,7 +17,6 @@ final class MetricsRegistry: Sendable {
 
     private struct State {
         var counters: [String: Counter] = [:]
-        var gauges: [String: [[String]: Double]] = [:]
     }
 
     private let state = Mutex(State())
@@ -27,19 +26,15 @@ final class MetricsRegistry: Sendable {
         ("portcullis_logins_total", "Password logins (/auth/login and the password grant) by result", ["result"]),
         ("portcullis_refreshes_total", "Refresh-token grants by result", ["result"]),
         ("portcullis_revocations_total", "Sessions revoked, by cause (logout, revoke, reuse)", ["cause"]),
-        ("portcullis_jwks_fetches_total", "Remote key-set fetches by issuer and result", ["issuer", "result"]),
     ]
 
     func increment(_ name: String, _ labels: [String]) {
         state.withLock { $0.counters[name, default: Counter()].values[labels, default: 0] += 1 }
     }
 
-    func set(gauge name: String, _ labels: [String], _ value: Double) {
-        state.withLock { $0.gauges[name, default: [:]][labels] = value }
-    }
-
-    /// The exposition of `data` (the summed loop snapshots) and the control-plane families.
-    func render(data: LoopMetrics.Snapshot, gaugeHelp: [String: (help: String, labels: [String])] = [:]) -> String {
+    /// The exposition of `data` (the summed loop snapshots), the remote key sets, the revoked-session count and the
+    /// control-plane families.
+    func render(data: LoopMetrics.Snapshot, keySets: [KeySetStatus], revokedSessions: Int?) -> String {
         var out = ""
         family(&out, "portcullis_requests_total", "Requests answered, by route and status", "counter")
         for (key, value) in data.requests.sorted(by: { ($0.key.route, $0.key.status) < ($1.key.route, $1.key.status) }) {
@@ -64,18 +59,32 @@ final class MetricsRegistry: Sendable {
         family(&out, "portcullis_connections_open", "Client connections open now", "gauge")
         sample(&out, "portcullis_connections_open", [], Double(data.connectionsOpen))
 
-        let (counters, gauges) = state.withLock { ($0.counters, $0.gauges) }
+        if !keySets.isEmpty {
+            family(&out, "portcullis_jwks_fetches_total", "Remote key-set fetches by issuer and result (success or the error code)", "counter")
+            for set in keySets {
+                sample(&out, "portcullis_jwks_fetches_total", [("issuer", set.issuer), ("result", "success")], Double(set.fetchesSucceeded))
+                for (code, count) in set.fetchesFailed.sorted(by: { $0.key < $1.key }) {
+                    sample(&out, "portcullis_jwks_fetches_total", [("issuer", set.issuer), ("result", code)], Double(count))
+                }
+            }
+            family(&out, "portcullis_jwks_keys", "Usable keys in each remote key set", "gauge")
+            for set in keySets { sample(&out, "portcullis_jwks_keys", [("issuer", set.issuer)], Double(set.keyCount)) }
+            family(&out, "portcullis_jwks_age_seconds", "Seconds since each remote key set was last fetched successfully", "gauge")
+            for set in keySets {
+                if let age = set.ageSeconds { sample(&out, "portcullis_jwks_age_seconds", [("issuer", set.issuer)], age) }
+            }
+        }
+
+        let counters = state.withLock { $0.counters }
         for (name, help, labels) in Self.controlFamilies {
             family(&out, name, help, "counter")
             for (values, count) in (counters[name]?.values ?? [:]).sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
                 sample(&out, name, Array(zip(labels, values)), Double(count))
             }
         }
-        for (name, meta) in gaugeHelp.sorted(by: { $0.key < $1.key }) {
-            family(&out, name, meta.help, "gauge")
-            for (values, value) in (gauges[name] ?? [:]).sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
-                sample(&out, name, Array(zip(meta.labels, values)), value)
-            }
+        if let revokedSessions {
+            family(&out, "portcullis_revoked_sessions", "Revoked sessions whose access tokens the data path still refuses", "gauge")
+            sample(&out, "portcullis_revoked_sessions", [], Double(revokedSessions))
         }
         return out
     }
