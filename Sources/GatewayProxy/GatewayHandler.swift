@@ -107,9 +107,12 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         _ head: HTTPRequestHead, body: CurlRequestBody, keepAlive: Bool, mayAwaitKeys: Bool, context: ChannelHandlerContext
     ) {
         let hasBody = body != .none
+        var matchedRoute: Int? = nil
         let decision = policy.decide(
             head: head, body: body, requestID: requestID, clientAddress: context.channel.remoteAddress?.ipAddress,
-            cache: loop.tokenCache, revocations: loop.revocations, now: clock(), mayAwaitKeys: mayAwaitKeys)
+            cache: loop.tokenCache, revocations: loop.revocations, now: clock(), mayAwaitKeys: mayAwaitKeys,
+            matchedRoute: &matchedRoute)
+        if let matchedRoute { access.route = policy.routes.routes[matchedRoute].pathPrefix }
         switch decision {
         case .awaitKeys(let refetched):
             awaitKeys(refetched, head: head, body: body, keepAlive: keepAlive, context: context)

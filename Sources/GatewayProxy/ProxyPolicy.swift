@@ -94,7 +94,8 @@ public final class ProxyPolicy: Sendable {
         cache: VerifiedTokenCache,
         revocations: RevokedSessions,
         now: Double,
-        mayAwaitKeys: Bool = true
+        mayAwaitKeys: Bool = true,
+        matchedRoute: inout Int?
     ) -> Decision {
         let method = head.method.rawValue
         if head.method == .CONNECT || head.method == .TRACE { return .reject(.methodNotAllowed) }
@@ -124,6 +125,7 @@ public final class ProxyPolicy: Sendable {
             return .reject(.routeNotFound)
         }
         let route = routes.routes[routeIndex]
+        matchedRoute = routeIndex
 
         var identity: VerifiedToken? = nil
         if route.auth != .none {

@@ -79,9 +79,10 @@ import Testing
     // MARK: - ProxyPolicy
 
     func decide(_ policy: ProxyPolicy, mayAwaitKeys: Bool = true, token: String? = Self.token) -> ProxyPolicy.Decision {
-        policy.decide(
+        var route: Int? = nil
+        return policy.decide(
             head: Self.head(token), body: .none, requestID: "r", clientAddress: nil, cache: VerifiedTokenCache(capacity: 16),
-            revocations: RevokedSessions(), now: 1000, mayAwaitKeys: mayAwaitKeys)
+            revocations: RevokedSessions(), now: 1000, mayAwaitKeys: mayAwaitKeys, matchedRoute: &route)
     }
 
     func rejection(_ decision: ProxyPolicy.Decision) -> String? {

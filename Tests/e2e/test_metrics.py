@@ -67,6 +67,7 @@ def test_metrics_move_with_traffic(metered):
     assert delta("portcullis_requests_total", route="/admin", status="200") == 1
     assert delta("portcullis_requests_total", route="/public", status="200") == 1
     assert delta("portcullis_requests_total", route="/broken", status="502") == 1
+    assert delta("portcullis_requests_total", route="/", status="401") == 3  # missing, malformed, revoked
     assert delta("portcullis_requests_total", route="/auth", status="200") == 2  # login + refresh
     assert delta("portcullis_requests_total", route="/auth", status="401") == 1
     assert delta("portcullis_requests_total", route="/auth", status="204") == 1
