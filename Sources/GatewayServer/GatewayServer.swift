@@ -20,13 +20,14 @@ import Glibc
 /// until SIGTERM or SIGINT, then drains.
 public enum GatewayServer {
     /// Runs the gateway until a termination signal. Throws `ConfigErrors` for problems in the configuration's
-    /// referenced files (keys, secrets) and other errors for runtime failures (ports in use).
-    public static func run(configuration: GatewayConfiguration, logger: Logger) async throws {
+    /// referenced files (keys, secrets) and other errors for runtime failures (ports in use). With `configPath`, SIGHUP
+    /// and changes of that file reload the configuration.
+    public static func run(
+        configuration: GatewayConfiguration, configPath: String? = nil, environment: [String: String] = [:], logger: Logger
+    ) async throws {
         CurlGlobal.initialize()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoopCount())
         let drivers = try CurlDriverGroup(group: group)
-        let readiness = Readiness()
-        let metrics = MetricsRegistry()
         var demoChannel: (any Channel)? = nil
         var demoSocket: String? = nil
         if configuration.upstreams.contains(where: \.isEmbeddedDemo) {
@@ -35,46 +36,27 @@ public enum GatewayServer {
             demoSocket = path
             logger.info("no upstream configured: serving the embedded demo upstream")
         }
-        var targets: [String: UpstreamTarget] = [:]
-        for upstream in configuration.upstreams {
-            targets[upstream.name] = UpstreamTarget(upstream: upstream, unixSocketOverride: upstream.isEmbeddedDemo ? demoSocket : nil)
-        }
-        let tokenService: TokenServiceRuntime? =
-            if let service = configuration.tokenService {
-                try await TokenServiceRuntime.start(
-                    service, configuration: configuration,
-                    credentials: service.loginUpstream.map { login in
-                        LoginUpstreamVerifier(
-                            target: targets[login.upstream]!, path: login.path, loop: group.next(), drivers: drivers, logger: logger)
-                    },
-                    metrics: metrics, logger: logger)
-            } else {
-                nil
-            }
-        let loaded = try IssuerLoader.load(configuration, additional: tokenService.map { [$0.issuerPolicy] } ?? [])
-        for warning in loaded.warnings { logger.warning("\(warning)") }
-        // Remote key sets are fetched on one loop's libcurl driver, never on a request's path.
-        let remoteKeys = loaded.remote.isEmpty ? nil : RemoteKeySets(
-            sources: loaded.remote, policies: loaded.policies, leeway: Double(configuration.auth.leewaySeconds),
-            loop: group.next(), drivers: drivers, readiness: readiness, logger: logger)
+        let metrics = MetricsRegistry()
+        let shared = GatewayGeneration.Shared(
+            group: group, drivers: drivers, readiness: Readiness(), metrics: metrics, demoSocket: demoSocket, logger: logger)
+        let readiness = shared.readiness
+        let first = try await GatewayGeneration.build(configuration, shared: shared, previous: nil)
 
-        let policy = ProxyPolicy(
-            configuration: configuration, verifier: loaded.verifier, targets: targets, localDocuments: tokenService?.documents ?? [:],
-            localService: tokenService.map { ($0.configuration.pathPrefix, $0.endpoints) }, keyRefetcher: remoteKeys)
         // One LoopContext per loop, created on its loop and reached through NIOLoopBound from channels on it.
         var bound: [(any EventLoop, NIOLoopBound<LoopContext>)] = []
         for loop in group.makeIterator() {
             let context = try await loop.submit {
                 NIOLoopBound(LoopContext(
-                    driver: drivers.driver(for: loop), policy: policy, tokenCacheEntries: configuration.auth.tokenCacheEntries,
+                    driver: drivers.driver(for: loop), policy: first.policy, tokenCacheEntries: configuration.auth.tokenCacheEntries,
                     leeway: Double(configuration.auth.leewaySeconds)), eventLoop: loop)
             }.get()
             bound.append((loop, context))
         }
         let loopContexts = LoopContexts(bound)
-        try await tokenService?.attach(loopContexts, readiness: readiness, logger: logger)
         // Listeners open before remote keys have loaded; /readyz says when they have.
-        remoteKeys?.start(installingOn: loopContexts)
+        try await first.activate(on: loopContexts, shared: shared, previous: nil)
+        let reloader = ConfigReloader(
+            path: configPath ?? "", environment: environment, shared: shared, loops: loopContexts, current: first)
 
         let connections = ConnectionRegistry()
         let accessLog: Logger? = configuration.log.accessLog ? Logger(label: "portcullis.access") : nil
@@ -117,12 +99,18 @@ public enum GatewayServer {
 
         // A scrape reads every loop's counters on its own loop and adds them up.
         let scrape: @Sendable () -> EventLoopFuture<String> = {
-            loopContexts.collect { ($0.metrics.snapshot, $0.revocations.count) }.map { loops in
+            let loop = group.next()
+            let promise = loop.makePromise(of: String.self)
+            promise.completeWithTask {
+                let generation = await reloader.current
+                let loops = try await loopContexts.collect { ($0.metrics.snapshot, $0.revocations.count) }.get()
                 var total = LoopMetrics.Snapshot()
                 for (snapshot, _) in loops { total.merge(snapshot) }
                 return metrics.render(
-                    data: total, keySets: remoteKeys?.status() ?? [], revokedSessions: tokenService == nil ? nil : loops.first?.1)
+                    data: total, keySets: generation.remoteKeys?.status() ?? [],
+                    revokedSessions: generation.tokenService == nil ? nil : loops.first?.1)
             }
+            return promise.futureResult
         }
 
         var admin: (any Channel)? = nil
@@ -133,8 +121,13 @@ public enum GatewayServer {
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                         try channel.pipeline.syncOperations.addHandler(SimpleResponder(respondAsync: { head, body, loop in
-                            AdminEndpoints.answer(
-                                head, body, readiness: readiness, sessions: tokenService?.sessions, metrics: scrape, on: loop)
+                            let promise = loop.makePromise(of: SimpleResponder.Response.self)
+                            promise.completeWithTask {
+                                let sessions = await reloader.current.tokenService?.sessions
+                                return try await AdminEndpoints.answer(
+                                    head, body, readiness: readiness, sessions: sessions, metrics: scrape, on: loop).get()
+                            }
+                            return promise.futureResult
                         }))
                     }
                 }
@@ -143,20 +136,27 @@ public enum GatewayServer {
             logger.info("admin listening on \(describe(admin?.localAddress, fallback: adminListen))")
         }
 
+        if let configPath, !configPath.isEmpty {
+            await reloader.watchFile()
+            onHangup { Task { await reloader.reload(reason: "SIGHUP") } }
+        }
+
         let signal = await waitForTerminationSignal()
-        logger.info("received \(signal), draining for up to \(limits.drainSeconds) s")
+        await reloader.stop()
+        let generation = await reloader.current
+        let drainSeconds = generation.configuration.limits.drainSeconds
+        logger.info("received \(signal), draining for up to \(drainSeconds) s")
         try? await server.close()
         connections.quiesceAll()
-        let deadline = NIODeadline.now() + .seconds(Int64(limits.drainSeconds))
+        let deadline = NIODeadline.now() + .seconds(Int64(drainSeconds))
         while connections.count > 0 && NIODeadline.now() < deadline {
             try? await Task.sleep(for: .milliseconds(50))
         }
         try? await admin?.close()
         try? await demoChannel?.close()
         if let demoSocket { unlink(demoSocket) }
-        remoteKeys?.stop()
+        await generation.retire(replacedBy: nil, readiness: readiness, grace: .zero)
         // Drivers first: the watcher thread must stop handing readiness to loops before they go away.
-        await tokenService?.shutdown()
         await drivers.shutdown()
         try? await group.shutdownGracefully()
         logger.info("stopped")
@@ -179,6 +179,15 @@ public enum GatewayServer {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// Calls `handler` on every SIGHUP (on a dispatch queue).
+    static func onHangup(_ handler: @escaping @Sendable () -> Void) {
+        signal(SIGHUP, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "portcullis.sighup"))
+        source.setEventHandler(handler: handler)
+        source.resume()
+        SignalSources.keep([source])
     }
 
     /// Suspends until SIGTERM or SIGINT and returns its name.

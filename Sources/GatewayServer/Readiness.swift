@@ -20,6 +20,10 @@ public final class Readiness: Sendable {
         }
     }
 
+    public func unregister(_ name: String) {
+        conditions.withLock { list in list.removeAll { $0.name == name } }
+    }
+
     public func set(_ name: String, ready: Bool) {
         conditions.withLock { list in
             if let i = list.firstIndex(where: { $0.name == name }) { list[i].ready = ready }

@@ -35,9 +35,22 @@ public final class RemoteKeySets: KeyRefetcher {
         for set in ordered { set.start() }
     }
 
-    /// Stops timers and fetching (shutdown).
+    /// Stops timers and fetching (shutdown, or a reload that replaces these key sets); a fetch in flight installs
+    /// nothing.
     func stop() {
         for set in ordered { set.stop() }
+    }
+
+    /// The issuers' readiness condition names (a reload that drops these sets unregisters them).
+    var readinessNames: [String] { ordered.map(\.source.readinessName) }
+
+    /// See `VerifierPublisher.replacePolicies`.
+    func replacePolicies(_ policies: [IssuerPolicy]) -> TokenVerifier {
+        publisher.replacePolicies(policies)
+    }
+
+    func republish() {
+        publisher.republish()
     }
 
     public func refetchKeys(issuer: String) -> EventLoopFuture<Void>? {

@@ -22,10 +22,12 @@ final class TokenServiceRuntime: Sendable {
     private let usersVerifier: UsersFileVerifier?
     private let purgeTask = Mutex<Task<Void, Never>?>(nil)
 
-    /// Opens the keys, the store and the users file; nothing is served yet.
+    /// Opens the keys, the store and the users file; nothing is served yet. A reload passes the running runtime as
+    /// `previous`: its session store and revocation fan-out carry over (the store configuration cannot change
+    /// without a restart), everything else is read anew (keys, users, lifetimes, limits).
     static func start(
         _ service: TokenService, configuration: GatewayConfiguration, credentials upstreamCredentials: (any CredentialVerifier)?,
-        metrics: MetricsRegistry, logger: Logger
+        metrics: MetricsRegistry, logger: Logger, previous: TokenServiceRuntime? = nil
     ) async throws -> TokenServiceRuntime {
         let now = GatewayServer.wallClock()
         let leeway = Double(configuration.auth.leewaySeconds)
@@ -45,8 +47,8 @@ final class TokenServiceRuntime: Sendable {
             throw ConfigErrors([ConfigError(.missingKey, path: "token_service.users_file", "users_file or login_upstream is required")])
         }
 
-        let store = try await SessionStores.open(configuration.store)
-        let revocations = RevocationFanout()
+        let store = if let previous { previous.store } else { try await SessionStores.open(configuration.store) }
+        let revocations = previous?.revocations ?? RevocationFanout()
         let settings = SessionService.Settings(
             accessTokenLifetime: service.accessTokenTTLSeconds,
             refreshPolicy: RefreshPolicy(
@@ -135,10 +137,11 @@ final class TokenServiceRuntime: Sendable {
         purgeTask.withLock { $0 = task }
     }
 
-    func shutdown() async {
+    /// Stops the background work and the password workers; closes the store unless a newer runtime took it over.
+    func shutdown(closingStore: Bool = true) async {
         purgeTask.withLock { $0?.cancel() }
         await usersVerifier?.shutdown()
-        await store.close()
+        if closingStore { await store.close() }
     }
 
     /// RFC 8414 metadata and the path it is served at: `/.well-known/oauth-authorization-server` followed by the

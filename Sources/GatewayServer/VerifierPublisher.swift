@@ -7,20 +7,46 @@ import Synchronization
 /// set, and installs it on every event loop (a new `ProxyPolicy` sharing everything else). Control plane only.
 final class VerifierPublisher: Sendable {
     private struct State {
+        /// In configured order; remote issuers with the keys they were loaded with (none). A reload replaces them.
+        var policies: [IssuerPolicy]
         var remoteKeys: [String: [VerificationKey]] = [:]
         var verifier: TokenVerifier
         var loops: LoopContexts?
     }
 
-    /// In configured order; remote issuers with the keys they were loaded with (none).
-    private let policies: [IssuerPolicy]
     private let leeway: Double
     private let state: Mutex<State>
 
     init(policies: [IssuerPolicy], leeway: Double) {
-        self.policies = policies
         self.leeway = leeway
-        self.state = Mutex(State(verifier: TokenVerifier(issuers: policies, leeway: leeway)))
+        self.state = Mutex(State(policies: policies, verifier: TokenVerifier(issuers: policies, leeway: leeway)))
+    }
+
+    /// A reload with the same remote key sources: the other issuers' policies (and the remote ones' audiences, types,
+    /// claims) change, the fetched keys stay. Returns the verifier to build the new `ProxyPolicy` with.
+    func replacePolicies(_ policies: [IssuerPolicy]) -> TokenVerifier {
+        state.withLock { state in
+            state.policies = policies
+            state.verifier = Self.verifier(policies: policies, remoteKeys: state.remoteKeys, leeway: leeway)
+            return state.verifier
+        }
+    }
+
+    /// Installs the latest verifier on every loop again (after a reload installed a policy built a moment earlier, so
+    /// a key-set change in between is not lost).
+    func republish() {
+        let loops = state.withLock { $0.loops }
+        loops?.apply { context in context.policy = context.policy.replacing(verifier: self.current) }
+    }
+
+    private static func verifier(policies: [IssuerPolicy], remoteKeys: [String: [VerificationKey]], leeway: Double) -> TokenVerifier {
+        let current = policies.map { policy -> IssuerPolicy in
+            guard let keys = remoteKeys[policy.issuer] else { return policy }
+            var copy = policy
+            copy.keys = keys
+            return copy
+        }
+        return TokenVerifier(issuers: current, leeway: leeway)
     }
 
     /// Where new verifiers go. Set once the loops exist (their policies need the refetcher, which needs this).
@@ -37,13 +63,7 @@ final class VerifierPublisher: Sendable {
     func update(issuer: String, keys: [VerificationKey], keysRemoved: Bool) -> EventLoopFuture<Void>? {
         let loops = state.withLock { state -> LoopContexts? in
             state.remoteKeys[issuer] = keys
-            let current = policies.map { policy -> IssuerPolicy in
-                guard let keys = state.remoteKeys[policy.issuer] else { return policy }
-                var copy = policy
-                copy.keys = keys
-                return copy
-            }
-            state.verifier = TokenVerifier(issuers: current, leeway: leeway)
+            state.verifier = Self.verifier(policies: state.policies, remoteKeys: state.remoteKeys, leeway: leeway)
             return state.loops
         }
         // Each loop installs the latest verifier when its turn comes, so two updates racing can never leave an

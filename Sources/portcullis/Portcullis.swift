@@ -68,7 +68,8 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "portcullis")
         do {
-            try await GatewayServer.run(configuration: configuration, logger: logger)
+            try await GatewayServer.run(
+                configuration: configuration, configPath: options.config, environment: environment(), logger: logger)
         } catch let errors as ConfigErrors {
             throw options.fail(errors)
         } catch {

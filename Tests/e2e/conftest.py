@@ -18,6 +18,7 @@ import harness
 import tokens as tokens_mod
 from configs import main_config, small_config
 from harness import Gateway, UpstreamProcess, free_port
+from token_service import Service, service_config
 
 _session_gateways: list[Gateway] = []
 
@@ -180,3 +181,22 @@ def env(gateway, upstream, unix_upstream, keys) -> Env:
 @pytest.fixture
 def env2(gw2, upstream, unix_upstream, keys) -> Env:
     return Env(gw2, upstream, unix_upstream, keys)
+
+
+@pytest.fixture
+def make_service(binary, workdir, upstream):
+    """Factory for gateways with the token service on (users alice and bob), stopped at the end of the test."""
+    started: list[Gateway] = []
+
+    def make(name: str, port: int | None = None, **overrides) -> Service:
+        d = os.path.join(workdir, name)
+        os.makedirs(d, exist_ok=True)
+        config = service_config(d, upstream.port, port=port, **overrides)
+        gw = Gateway(binary, d, config, name=name)
+        started.append(gw)
+        gw.wait_healthy()
+        return Service(gw, upstream)
+
+    yield make
+    for gw in started:
+        gw.stop()

@@ -10,7 +10,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import Gateway, free_port
-from test_token_flow import Service, service_config
+from token_service import Service, service_config
 from users import PASSWORDS
 
 

@@ -1,0 +1,148 @@
+import CurlNIO
+import GatewayConfig
+import GatewayProxy
+import GatewaySessions
+import GatewayTokens
+import Logging
+import NIOCore
+
+/// Everything one configuration builds and a reload replaces: the token service, the key tables (static keys and
+/// remote key sets) and the data path's `ProxyPolicy`. What lives longer — event loops, libcurl drivers, listeners,
+/// the session store, revoked sessions, metrics — is in `Shared`.
+final class GatewayGeneration: Sendable {
+    let configuration: GatewayConfiguration
+    let tokenService: TokenServiceRuntime?
+    let remoteKeys: RemoteKeySets?
+    let policy: ProxyPolicy
+
+    /// What every generation uses.
+    struct Shared: Sendable {
+        let group: any EventLoopGroup
+        let drivers: CurlDriverGroup
+        let readiness: Readiness
+        let metrics: MetricsRegistry
+        /// The embedded demo upstream's socket, when one was started.
+        let demoSocket: String?
+        let logger: Logger
+    }
+
+    private init(configuration: GatewayConfiguration, tokenService: TokenServiceRuntime?, remoteKeys: RemoteKeySets?, policy: ProxyPolicy) {
+        self.configuration = configuration
+        self.tokenService = tokenService
+        self.remoteKeys = remoteKeys
+        self.policy = policy
+    }
+
+    /// Builds a generation. On a reload `previous` is the running one: its session store carries over, and so do its
+    /// remote key sets (with their fetched keys) when the remote issuers' entries are unchanged. Nothing is installed
+    /// on the loops here; throws `ConfigErrors` for problems in referenced files.
+    static func build(_ configuration: GatewayConfiguration, shared: Shared, previous: GatewayGeneration?) async throws -> GatewayGeneration {
+        let logger = shared.logger
+        var targets: [String: UpstreamTarget] = [:]
+        for upstream in configuration.upstreams {
+            if upstream.isEmbeddedDemo && shared.demoSocket == nil {
+                throw ConfigErrors([ConfigError(.invalidValue, path: "upstreams", "the embedded demo upstream only starts with the gateway; restart to use it")])
+            }
+            targets[upstream.name] = UpstreamTarget(upstream: upstream, unixSocketOverride: upstream.isEmbeddedDemo ? shared.demoSocket : nil)
+        }
+
+        var tokenService: TokenServiceRuntime? = nil
+        if let service = configuration.tokenService {
+            tokenService = try await TokenServiceRuntime.start(
+                service, configuration: configuration,
+                credentials: service.loginUpstream.map { login in
+                    LoginUpstreamVerifier(
+                        target: targets[login.upstream]!, path: login.path, loop: shared.group.next(), drivers: shared.drivers,
+                        logger: logger)
+                },
+                metrics: shared.metrics, logger: logger, previous: previous?.tokenService)
+        }
+        let loaded: IssuerLoader.Loaded
+        do {
+            loaded = try IssuerLoader.load(configuration, additional: tokenService.map { [$0.issuerPolicy] } ?? [])
+        } catch {
+            // A half-built token service of a refused reload must not keep its workers (its store is the running one's).
+            await tokenService?.shutdown(closingStore: previous?.tokenService == nil)
+            throw error
+        }
+        for warning in loaded.warnings { logger.warning("\(warning)") }
+
+        let leeway = Double(configuration.auth.leewaySeconds)
+        var verifier = loaded.verifier
+        var remoteKeys: RemoteKeySets? = nil
+        if let previous, let running = previous.remoteKeys, Self.remoteIssuers(of: previous.configuration) == Self.remoteIssuers(of: configuration),
+            previous.configuration.auth.leewaySeconds == configuration.auth.leewaySeconds
+        {
+            // Same key sources: keep the fetched keys and their schedules; only the issuer policies around them change.
+            verifier = running.replacePolicies(loaded.policies)
+            remoteKeys = running
+        } else if !loaded.remote.isEmpty {
+            // Fetched on one loop's libcurl driver, never on a request's path.
+            remoteKeys = RemoteKeySets(
+                sources: loaded.remote, policies: loaded.policies, leeway: leeway, loop: shared.group.next(), drivers: shared.drivers,
+                readiness: shared.readiness, logger: logger)
+        }
+
+        let policy = ProxyPolicy(
+            configuration: configuration, verifier: verifier, targets: targets, localDocuments: tokenService?.documents ?? [:],
+            localService: tokenService.map { ($0.configuration.pathPrefix, $0.endpoints) }, keyRefetcher: remoteKeys)
+        return GatewayGeneration(configuration: configuration, tokenService: tokenService, remoteKeys: remoteKeys, policy: policy)
+    }
+
+    /// Starts what runs in the background (revocations, the store check, key-set fetches), once the loops have the
+    /// policy. `previous` is the generation this one replaces.
+    func activate(on loops: LoopContexts, shared: Shared, previous: GatewayGeneration?) async throws {
+        try await tokenService?.attach(loops, readiness: shared.readiness, logger: shared.logger)
+        if let remoteKeys {
+            if remoteKeys === previous?.remoteKeys {
+                remoteKeys.republish()
+            } else {
+                remoteKeys.start(installingOn: loops)
+            }
+        }
+    }
+
+    /// Stops what this generation runs that `next` does not take over. Requests still in flight keep their policy
+    /// (and so this generation's token endpoints) until they finish: the token service's workers are stopped only
+    /// after `grace`.
+    func retire(replacedBy next: GatewayGeneration?, readiness: Readiness, grace: Duration) async {
+        if let remoteKeys, remoteKeys !== next?.remoteKeys {
+            remoteKeys.stop()
+            let kept = Set(next?.remoteKeys?.readinessNames ?? [])
+            for name in remoteKeys.readinessNames where !kept.contains(name) { readiness.unregister(name) }
+        }
+        if let tokenService {
+            let storeTakenOver = next?.tokenService != nil
+            if grace > .zero { try? await Task.sleep(for: grace) }
+            await tokenService.shutdown(closingStore: !storeTakenOver)
+        }
+    }
+
+    /// The configuration entries of the issuers whose keys come over the network.
+    static func remoteIssuers(of configuration: GatewayConfiguration) -> [Issuer] {
+        configuration.issuers.filter { issuer in
+            switch issuer.keySource {
+            case .jwksURI, .discovery: true
+            default: false
+            }
+        }
+    }
+
+    /// The settings a reload cannot change (they shape listeners, connections and logging, which outlive a
+    /// generation); a reload that changes one is refused.
+    static func restartOnlyDifferences(_ old: GatewayConfiguration, _ new: GatewayConfiguration) -> [String] {
+        var changed: [String] = []
+        if old.listen != new.listen { changed.append("listen") }
+        if old.adminListen != new.adminListen { changed.append("admin_listen") }
+        if old.store != new.store { changed.append("store") }
+        if old.log != new.log { changed.append("log") }
+        if old.limits.maxHeaderBytes != new.limits.maxHeaderBytes { changed.append("limits.max_header_bytes") }
+        if old.limits.headerTimeoutMs != new.limits.headerTimeoutMs { changed.append("limits.header_timeout_ms") }
+        if old.limits.idleTimeoutMs != new.limits.idleTimeoutMs { changed.append("limits.idle_timeout_ms") }
+        if old.limits.maxConnections != new.limits.maxConnections { changed.append("limits.max_connections") }
+        if old.auth.tokenCacheEntries != new.auth.tokenCacheEntries { changed.append("auth.token_cache_entries") }
+        if old.auth.leewaySeconds != new.auth.leewaySeconds { changed.append("auth.leeway_seconds") }
+        if (old.tokenService == nil) != (new.tokenService == nil) { changed.append("token_service") }
+        return changed
+    }
+}
