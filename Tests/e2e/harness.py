@@ -89,6 +89,55 @@ class RssSampler:
 # ------------------------------------------------------------------------------------------------------------------
 # upstream
 
+def read_json_lines(path: str) -> list[dict]:
+    """The complete JSON lines of a log another process appends to (a line being written right now is skipped)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+class InFlight:
+    """A request sent on its own thread and held by the upstream (`/public/slow?ms=N`): `start()` returns once its
+    head reached the upstream, `finish()` waits for the answer and returns it (or raises what the client raised)."""
+
+    def __init__(self, gateway: "Gateway", upstream: "UpstreamProcess", target: str):
+        self.gateway, self.upstream, self.target = gateway, upstream, target
+        self.result: dict = {}
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self):
+        try:
+            with self.gateway.raw(timeout=30) as c:
+                self.result["response"] = c.request("GET", self.target)
+        except Exception as e:  # noqa: BLE001
+            self.result["error"] = e
+
+    def start(self) -> "InFlight":
+        mark = self.upstream.log.mark()
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not [q for q in self.upstream.log.since(mark) if q["target"] == self.target]:
+            assert time.monotonic() < deadline, f"{self.target} never reached the upstream"
+            time.sleep(0.02)
+        return self
+
+    def finish(self) -> "RawResponse":
+        self.thread.join(30)
+        if "error" in self.result:
+            raise AssertionError(f"the in-flight request failed: {self.result['error']!r}")
+        assert "response" in self.result, "the in-flight request did not finish"
+        return self.result["response"]
+
+
 class UpstreamLog:
     """Reads the JSON-lines log written by upstream.py. Requests are merged from their head + body events."""
 
@@ -96,18 +145,7 @@ class UpstreamLog:
         self.path = path
 
     def _events(self) -> list[dict]:
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in lines:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass  # a line being written right now
-        return out
+        return read_json_lines(self.path)
 
     def requests(self) -> list[dict]:
         reqs: dict[int, dict] = {}

@@ -6,14 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 import urllib.request
 
 import pytest
 
 from configs import main_config, small_config
-from harness import free_port
+from harness import InFlight, free_port
 
 
 def _write(dirpath: str, config, raw: str | None = None) -> str:
@@ -112,27 +111,9 @@ def test_default_command_serves(make_gateway, keys, upstream):
 def test_sigterm_drains_in_flight_and_exits_0(make_gateway, keys, upstream):
     """DESIGN §3: SIGTERM stops accepting, lets the in-flight request finish, exits 0."""
     gw = make_gateway(lambda d: small_config(d, keys, upstream.port), "sigterm")
-    mark = upstream.log.mark()
-    result = {}
-
-    def slow_request():
-        try:
-            with gw.raw(timeout=30) as c:
-                result["r"] = c.request("GET", "/public/slow?ms=1500")
-        except Exception as e:  # noqa: BLE001
-            result["e"] = e
-
-    t = threading.Thread(target=slow_request)
-    t.start()
-    # Wait until the request is really in flight (its head reached the upstream), then signal.
-    deadline = time.monotonic() + 20
-    while not [q for q in upstream.log.since(mark) if q["target"] == "/public/slow?ms=1500"]:
-        assert time.monotonic() < deadline, "slow request never reached the upstream"
-        time.sleep(0.02)
+    in_flight = InFlight(gw, upstream, "/public/slow?ms=1500").start()
     gw.proc.send_signal(signal.SIGTERM)
-    t.join(30)
-    assert "r" in result, f"in-flight request failed during drain: {result.get('e')}"
-    assert result["r"].status == 200
+    assert in_flight.finish().status == 200
     assert gw.proc.wait(timeout=30) == 0
 
 

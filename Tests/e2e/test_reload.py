@@ -8,13 +8,13 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 
 import jwt
 import requests
 
 from configs import small_config
+from harness import InFlight
 from users import PASSWORDS
 
 
@@ -64,19 +64,7 @@ def test_sighup_with_a_broken_config_keeps_serving_the_old_one(make_gateway, key
 def test_sighup_with_a_changed_route_keeps_the_request_in_flight(make_gateway, keys, upstream):
     gw = make_gateway(lambda d: small_config(d, keys, upstream.port), "reload-route")
     assert status(gw, "/open/x") == 404
-    mark = upstream.log.mark()
-    result = {}
-
-    def slow():
-        try:
-            with gw.raw(timeout=30) as c:
-                result["r"] = c.request("GET", "/public/slow?ms=1500")
-        except Exception as e:  # noqa: BLE001
-            result["e"] = e
-
-    t = threading.Thread(target=slow)
-    t.start()
-    wait_for(lambda: any(q["target"] == "/public/slow?ms=1500" for q in upstream.log.since(mark)), what="slow request upstream")
+    in_flight = InFlight(gw, upstream, "/public/slow?ms=1500").start()
     config = json.loads(json.dumps(gw.config))
     config["routes"].insert(0, {"path_prefix": "/open", "upstream": "app", "auth": "none"})
     config["routes"] = [r for r in config["routes"] if r["path_prefix"] != "/public"]
@@ -85,9 +73,8 @@ def test_sighup_with_a_changed_route_keeps_the_request_in_flight(make_gateway, k
     wait_for(lambda: status(gw, "/open/x") == 200, what="the new route")
     # The old route is gone for new requests; the one in flight still finishes normally.
     assert status(gw, "/public/x") == 404
-    t.join(30)
-    assert "r" in result, f"the in-flight request failed during the reload: {result.get('e')}"
-    assert result["r"].status == 200 and result["r"].body
+    r = in_flight.finish()
+    assert r.status == 200 and r.body
     assert any("configuration reloaded (SIGHUP)" in l for l in log_lines(gw))
 
 
