@@ -60,3 +60,16 @@ struct AccessRecord {
         return "\(whole).\(fraction < 10 ? "00" : fraction < 100 ? "0" : "")\(fraction)"
     }
 }
+
+extension LoopContext {
+    /// A request head that did not arrive within `header_timeout_ms` (answered 408 before any handler saw a request):
+    /// counted and logged like every other request. Returns the request id to answer with.
+    public func recordHeadTimeout(accessLog: Logger?) -> String {
+        let requestID = nextRequestID()
+        var record = AccessRecord(method: "-", uri: "-")
+        record.status = 408
+        record.reason = GatewayError.requestTimeout.reason
+        record.write(to: accessLog, requestID: requestID, metrics: metrics)
+        return requestID
+    }
+}

@@ -85,7 +85,9 @@ public enum GatewayServer {
                         bound.value.metrics.connectionClosed()
                     }
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(IdleConnectionHandler(headerTimeout: .milliseconds(Int64(limits.headerTimeoutMs)), idleTimeout: .milliseconds(Int64(limits.idleTimeoutMs))))
+                    try sync.addHandler(IdleConnectionHandler(
+                        headerTimeout: .milliseconds(Int64(limits.headerTimeoutMs)), idleTimeout: .milliseconds(Int64(limits.idleTimeoutMs)),
+                        loop: loop, accessLog: accessLog))
                     try sync.configureHTTPServerPipeline(
                         withPipeliningAssistance: true, withErrorHandling: false,
                         withOutboundHeaderValidation: true, withEncoderConfiguration: .init(),

@@ -1,4 +1,5 @@
 import GatewayProxy
+import Logging
 import NIOCore
 import NIOHTTP1
 
@@ -22,9 +23,15 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
     /// Requests whose response has not finished yet; no clock runs while one is in flight.
     private var inFlight = 0
 
-    init(headerTimeout: TimeAmount, idleTimeout: TimeAmount) {
+    /// Where a 408 is counted and logged.
+    private let loop: LoopContext
+    private let accessLog: Logger?
+
+    init(headerTimeout: TimeAmount, idleTimeout: TimeAmount, loop: LoopContext, accessLog: Logger?) {
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
+        self.loop = loop
+        self.accessLog = accessLog
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -47,7 +54,8 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
         if inFlight == 0 {
             if !inHead && buffer.readableBytes > 0 {
                 inHead = true
-                arm(headerTimeout, context: context) { ctx in Self.timeOutHead(ctx) }
+                let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+                arm(headerTimeout, context: context) { ctx in handler.value.timeOutHead(ctx) }
             }
             if inHead && containsHeadEnd(buffer) {
                 inHead = false
@@ -81,11 +89,13 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
         timer = context.eventLoop.scheduleTask(in: amount) { fire(loopBound.value) }
     }
 
-    private static func timeOutHead(_ context: ChannelHandlerContext) {
+    private func timeOutHead(_ context: ChannelHandlerContext) {
         // Answer 408 ourselves: the decoder has not produced a head, so the gateway handler knows nothing yet.
-        let body = GatewayError.requestTimeout.body(requestID: "-")
+        let requestID = loop.recordHeadTimeout(accessLog: accessLog)
+        let body = GatewayError.requestTimeout.body(requestID: requestID)
         var out = context.channel.allocator.buffer(capacity: 256 + body.count)
-        out.writeString("HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: \(body.count)\r\n\r\n")
+        out.writeString(
+            "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\nX-Request-Id: \(requestID)\r\nContent-Length: \(body.count)\r\n\r\n")
         out.writeBytes(body)
         let channel = context.channel
         context.writeAndFlush(NIOAny(out)).whenComplete { _ in channel.close(promise: nil) }

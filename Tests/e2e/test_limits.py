@@ -118,6 +118,11 @@ def test_slow_header_408_and_close(env2):
         assert r.status == 408, r
         assert c.closed_by_peer(5.0), "connection not closed after 408"
     env2.assert_nothing_forwarded(mark)
+    # Like every answer, the 408 has a request id, and an access-log line with its reason.
+    request_id = r.header("X-Request-Id")
+    assert request_id and r.json()["request_id"] == request_id
+    lines = [line for line in env2.gw.logs().decode(errors="replace").splitlines() if request_id in line]
+    assert len(lines) == 1 and "request_timeout" in lines[0] and "408" in lines[0], lines
 
 
 def test_slowloris_trickle_408_other_clients_unaffected(env2):
