@@ -399,8 +399,8 @@ private struct Decoder {
         var service = TokenService(keyDirectory: resolve("data/keys"))
         let enabled = r.bool("enabled", default: true)
         if let prefix = r.string("path_prefix") {
-            if prefix.hasPrefix("/") && isCanonicalPrefix(prefix) { service.pathPrefix = prefix } else {
-                r.record(.invalidValue, "path_prefix", "must be a canonical absolute path")
+            if prefix.hasPrefix("/") && prefix != "/" && isCanonicalPrefix(prefix) { service.pathPrefix = prefix } else {
+                r.record(.invalidValue, "path_prefix", "must be a canonical absolute path other than /")
             }
         }
         service.issuer = r.string("issuer") ?? service.issuer

@@ -26,7 +26,7 @@ final class TokenEndpoints: LocalService {
     }
 
     func respond(to request: LocalRequest, on eventLoop: any EventLoop) -> EventLoopFuture<LocalResponse> {
-        let name = request.path.dropFirst(prefix == "/" ? 1 : prefix.utf8.count + 1)
+        let name = request.path.dropFirst(prefix.count + 1)
         guard request.path != prefix, let endpoint = Endpoint(rawValue: String(name)) else {
             return eventLoop.makeSucceededFuture(Self.error(
                 TokenServiceError(error: "not_found", reason: "route_not_found", description: "No such token endpoint", status: 404),

@@ -208,6 +208,7 @@ private let minimal = """
         #expect(errors(#"{"token_service": {"users_file": "u", "access_token_ttl_seconds": 0}}"#).first?.hasPrefix("token_service.access_token_ttl_seconds:") == true)
         #expect(errors(#"{"token_service": {"users_file": "u", "login_limits": {"per_username": 0}}}"#).first?.hasPrefix("token_service.login_limits.per_username:") == true)
         #expect(errors(#"{"token_service": {"users_file": "u", "login_limits": {"burst": 1}}}"#).first?.hasPrefix("token_service.login_limits.burst:") == true)
+        #expect(errors(#"{"token_service": {"users_file": "u", "path_prefix": "/"}}"#).first?.hasPrefix("token_service.path_prefix:") == true)
     }
 
     @Test func listenAddresses() {
