@@ -26,15 +26,24 @@ struct AccessRecord {
     }
 
     /// Counts the request in the loop's metrics and writes its log line, once; later calls do nothing.
-    mutating func write(to logger: Logger?, requestID: String, metrics: LoopMetrics) {
+    mutating func write(to sink: AccessLogSink, requestID: String, loop: LoopContext) {
         guard !written else { return }
         written = true
         let end = NIODeadline.now()
-        metrics.request(route: route ?? "-", status: status)
-        metrics.durations(
-            total: Self.seconds(end - start),
-            upstream: upstreamStart.map { Self.seconds((upstreamHead ?? end) - $0) })
-        guard let logger else { return }
+        let total = Self.seconds(end - start)
+        let upstream = upstreamStart.map { Self.seconds((upstreamHead ?? end) - $0) }
+        loop.metrics.request(route: route ?? "-", status: status)
+        loop.metrics.durations(total: total, upstream: upstream)
+        let logger: Logger
+        switch sink {
+        case .off:
+            return
+        case .json:
+            loop.accessLogWriter.write(self, requestID: requestID, durationMs: total * 1000, upstreamMs: upstream.map { $0 * 1000 })
+            return
+        case .logger(let l):
+            logger = l
+        }
         var metadata: Logger.Metadata = [
             "request_id": .string(requestID),
             "method": .string(method),
@@ -64,12 +73,12 @@ struct AccessRecord {
 extension LoopContext {
     /// A request head that did not arrive within `header_timeout_ms` (answered 408 before any handler saw a request):
     /// counted and logged like every other request. Returns the request id to answer with.
-    public func recordHeadTimeout(accessLog: Logger?) -> String {
+    public func recordHeadTimeout(accessLog: AccessLogSink) -> String {
         let requestID = nextRequestID()
         var record = AccessRecord(method: "-", uri: "-")
         record.status = 408
         record.reason = GatewayError.requestTimeout.reason
-        record.write(to: accessLog, requestID: requestID, metrics: metrics)
+        record.write(to: accessLog, requestID: requestID, loop: self)
         return requestID
     }
 }

@@ -18,7 +18,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     private var policy: ProxyPolicy
     private let clock: @Sendable () -> Double
     /// Where access-log lines go; nil when `log.access_log` is off.
-    private let accessLog: Logger?
+    private let accessLog: AccessLogSink
     private var access = AccessRecord()
     private var machine = ProxyRequestStateMachine()
     private var context: ChannelHandlerContext?
@@ -42,7 +42,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     /// A request whose decision waits for a key-set refetch (`ProxyPolicy.Decision.awaitKeys`).
     private var held: HeldRequest?
 
-    public init(loop: LoopContext, accessLog: Logger? = nil, clock: @escaping @Sendable () -> Double) {
+    public init(loop: LoopContext, accessLog: AccessLogSink = .off, clock: @escaping @Sendable () -> Double) {
         self.policy = loop.policy
         self.loop = loop
         self.accessLog = accessLog
@@ -231,7 +231,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             break  // written by the curl delegate, which has the head
         case .writeResponseEnd(let close):
             transfer = nil
-            access.write(to: accessLog, requestID: requestID, metrics: loop.metrics)
+            access.write(to: accessLog, requestID: requestID, loop: loop)
             let promise: EventLoopPromise<Void>? = close ? context.eventLoop.makePromise() : nil
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
             context.triggerUserOutboundEvent(ResponseCompleteEvent(), promise: nil)
@@ -243,14 +243,16 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             }
         case .abortConnection:
             if access.reason == nil { access.reason = "response_aborted" }
-            access.write(to: accessLog, requestID: requestID, metrics: loop.metrics)
+            access.write(to: accessLog, requestID: requestID, loop: loop)
             transfer?.cancel()
             transfer = nil
             local = nil
             context.close(promise: nil)
         case .cancelTransfer:
             if access.reason == nil { access.reason = "client_closed" }
-            access.write(to: accessLog, requestID: requestID, metrics: loop.metrics)
+            // No response status was sent: log nginx's 499, "client closed request".
+            if access.status == 0 { access.status = 499 }
+            access.write(to: accessLog, requestID: requestID, loop: loop)
             transfer?.cancel()
             transfer = nil
             local = nil
@@ -267,7 +269,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         local = nil
         access.status = Int(error.status.code)
         access.reason = error.reason
-        access.write(to: accessLog, requestID: requestID, metrics: loop.metrics)
+        access.write(to: accessLog, requestID: requestID, loop: loop)
         let body = error.body(requestID: requestID)
         var headers = HTTPHeaders()
         headers.reserveCapacity(5)
@@ -372,7 +374,8 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         if held != nil {
             held = nil
             access.reason = "client_closed"
-            access.write(to: accessLog, requestID: requestID, metrics: loop.metrics)
+            access.status = 499
+            access.write(to: accessLog, requestID: requestID, loop: loop)
         }
         perform(machine.clientClosed(), context: context)
         context.fireChannelInactive()

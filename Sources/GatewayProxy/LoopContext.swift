@@ -12,12 +12,14 @@ public final class LoopContext {
     public let tokenCache: VerifiedTokenCache
     public let revocations = RevokedSessions()
     public let metrics = LoopMetrics()
+    public let accessLogWriter: AccessLogWriter
     private let idPrefix: String
     private var counter: UInt64 = 0
 
     /// - Parameter leeway: the verifier's leeway: a cached entry lives exactly as long as the verifier would accept it.
     public init(driver: CurlLoopDriver, policy: ProxyPolicy, tokenCacheEntries: Int, leeway: Double) {
         self.driver = driver
+        self.accessLogWriter = AccessLogWriter(eventLoop: driver.eventLoop)
         self.policy = policy
         self.tokenCache = VerifiedTokenCache(capacity: tokenCacheEntries, leeway: leeway)
         self.idPrefix = hex(UInt64.random(in: .min ... .max))

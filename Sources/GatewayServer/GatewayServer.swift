@@ -59,7 +59,8 @@ public enum GatewayServer {
             path: configPath ?? "", environment: environment, shared: shared, loops: loopContexts, current: first)
 
         let connections = ConnectionRegistry()
-        let accessLog: Logger? = configuration.log.accessLog ? Logger(label: "portcullis.access") : nil
+        let accessLog: AccessLogSink =
+            !configuration.log.accessLog ? .off : configuration.log.format == .json ? .json : .logger(Logger(label: "portcullis.access"))
         let limits = configuration.limits
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
         decoderLimits.maxHeaderFieldSize = limits.maxHeaderBytes
@@ -157,6 +158,7 @@ public enum GatewayServer {
         try? await admin?.close()
         try? await demoChannel?.close()
         if let demoSocket { unlink(demoSocket) }
+        try? await loopContexts.apply { $0.accessLogWriter.flush() }.get()
         await generation.retire(replacedBy: nil, readiness: readiness, grace: .zero)
         // Drivers first: the watcher thread must stop handing readiness to loops before they go away.
         await drivers.shutdown()

@@ -1,5 +1,4 @@
 import GatewayProxy
-import Logging
 import NIOCore
 import NIOHTTP1
 
@@ -25,9 +24,9 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
 
     /// Where a 408 is counted and logged.
     private let loop: LoopContext
-    private let accessLog: Logger?
+    private let accessLog: AccessLogSink
 
-    init(headerTimeout: TimeAmount, idleTimeout: TimeAmount, loop: LoopContext, accessLog: Logger?) {
+    init(headerTimeout: TimeAmount, idleTimeout: TimeAmount, loop: LoopContext, accessLog: AccessLogSink) {
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
         self.loop = loop

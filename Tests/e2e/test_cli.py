@@ -170,6 +170,8 @@ def test_json_log_format(make_gateway, keys, upstream):
     # One access line per request, with its reason; never the token or the query string.
     access = [e for e in entries if e.get("logger") == "portcullis.access"]
     assert [(e["path"], e["status"], e.get("reason")) for e in access] == [
-        ("/public/x", "200", None), ("/private/y", "401", "signature_invalid")]
+        ("/public/x", 200, None), ("/private/y", 401, "signature_invalid")]
     assert all({"request_id", "method", "duration_ms"} <= e.keys() for e in access)
+    assert all(isinstance(e["duration_ms"], float) and e["duration_ms"] >= 0 for e in access)
+    assert isinstance(access[0]["upstream_ms"], float) and "upstream_ms" not in access[1]
     assert bad_token.split(".")[1] not in text and "query-secret" not in text
