@@ -56,12 +56,15 @@ final class TokenServiceRuntime: Sendable {
                 reuseGrace: Double(service.refreshReuseGraceSeconds)),
             leeway: leeway)
         let limits = service.loginLimits
+        let wanted = LoginRateLimiter.Limits(
+            perUsername: limits.perUsername, perAddress: limits.perAddress, window: Double(limits.windowSeconds))
+        // A reload keeps the failures counted so far, unless the limits themselves changed.
+        let limiter = previous.map(\.sessions.limiter).flatMap { $0.limits == wanted ? $0 : nil } ?? LoginRateLimiter(limits: wanted)
         let sessions = SessionService(
             settings: settings,
             signer: AccessTokenIssuer(issuer: service.issuer, audience: service.audience, key: signingKey),
             store: store, credentials: credentials,
-            limiter: LoginRateLimiter(limits: .init(
-                perUsername: limits.perUsername, perAddress: limits.perAddress, window: Double(limits.windowSeconds))),
+            limiter: limiter,
             verifier: TokenVerifier(issuers: [issuerPolicy], leeway: leeway),
             onRevoke: { sessionID, until in revocations.publish(sessionID, until: until) },
             onEvent: { event in

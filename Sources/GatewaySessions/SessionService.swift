@@ -43,7 +43,8 @@ public final class SessionService: Sendable {
     public let signer: AccessTokenIssuer
     public let store: any SessionStore
     let credentials: any CredentialVerifier
-    let limiter: LoginRateLimiter
+    /// Failed-login counts; a reload with the same limits hands it to the next service.
+    public let limiter: LoginRateLimiter
     /// Verifies the service's own access tokens (revoke, logout, introspection).
     let verifier: TokenVerifier
     let onRevoke: @Sendable (_ sessionID: String, _ until: Double) -> Void

@@ -101,8 +101,8 @@ def test_restart_only_settings_are_refused(make_gateway, keys, upstream):
 
 
 def test_token_service_follows_a_reload(binary, workdir, upstream, make_service):
-    """Sessions carry over (same store); a new signing key from `keys generate` signs after SIGHUP while tokens of the
-    old key still verify; a user added to the users file can log in."""
+    """Sessions carry over (same store) and so do failed-login counts; a new signing key from `keys generate` signs
+    after SIGHUP while tokens of the old key still verify; a user added to the users file can log in."""
     svc = make_service("reload-tokens", store={"type": "sqlite", "path": "data/sessions.db"})
     gw = svc.gw
     before = svc.tokens()
@@ -114,9 +114,15 @@ def test_token_service_follows_a_reload(binary, workdir, upstream, make_service)
     users["users"].append({**users["users"][1], "username": "carol", "subject": "carol"})
     with open(os.path.join(gw.workdir, "users.json"), "w") as f:
         json.dump(users, f)
+    for _ in range(3):
+        assert svc.login("bob", "wrong").status_code == 401
     gw.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: len(requests.get(gw.url("/.well-known/jwks.json"), timeout=10).json()["keys"]) == 2,
              what="the new key in the JWKS")
+    # Failed logins counted before the reload still count (limit 5 per username).
+    for _ in range(2):
+        assert svc.login("bob", "wrong").status_code == 401
+    assert svc.login("bob").status_code == 429
     after = svc.tokens()
 
     assert jwt.get_unverified_header(after["access_token"])["alg"] == "EdDSA"
