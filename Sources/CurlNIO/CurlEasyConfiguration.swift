@@ -27,10 +27,7 @@ enum CurlEasyConfiguration {
             }
             if Self.equalsIgnoringCase(header.name, "accept") { hasAccept = true }
             if Self.equalsIgnoringCase(header.name, "expect") { hasExpect = true }
-            // "Name:" would make curl *remove* the header; "Name;" sends it with an empty value.
-            let trimmed = CurlEasyConfiguration.trimmedValue(header.value)
-            let line = trimmed.isEmpty ? header.name + ";" : header.name + ": " + trimmed
-            list = curl_slist_append(list, line)
+            list = Self.appendHeaderLine(to: list, name: header.name, value: CurlEasyConfiguration.trimmedValue(header.value))
         }
         // Suppress curl's own inventions.
         if !hasExpect { list = curl_slist_append(list, "Expect:") }
@@ -106,6 +103,30 @@ enum CurlEasyConfiguration {
         }
         _ = ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, list)
         return nil
+    }
+
+    /// Appends "Name: value" to curl's list, formatted in a stack buffer (curl copies it), so no Swift string is
+    /// built per header. "Name:" would make curl *remove* the header; "Name;" sends it with an empty value.
+    static func appendHeaderLine(
+        to list: UnsafeMutablePointer<curl_slist>?, name: String, value: String
+    ) -> UnsafeMutablePointer<curl_slist>? {
+        let nameCount = name.utf8.count
+        let valueCount = value.utf8.count
+        let total = nameCount + (valueCount == 0 ? 1 : 2 + valueCount) + 1
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: total) { buffer in
+            var i = UnsafeMutableBufferPointer(rebasing: buffer[0...]).initialize(from: name.utf8).1
+            if valueCount == 0 {
+                buffer[i] = UInt8(ascii: ";")
+                i += 1
+            } else {
+                buffer[i] = UInt8(ascii: ":")
+                buffer[i + 1] = UInt8(ascii: " ")
+                i += 2
+                i += UnsafeMutableBufferPointer(rebasing: buffer[i...]).initialize(from: value.utf8).1
+            }
+            buffer[i] = 0
+            return buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: total) { curl_slist_append(list, $0) }
+        }
     }
 
     static func equalsIgnoringCase(_ a: String, _ lowercaseB: String) -> Bool {

@@ -11,7 +11,7 @@ public enum BearerCredential: Equatable, Sendable {
 
     public static func extract(from headers: HTTPHeaders) -> BearerCredential {
         var found: String? = nil
-        for (name, value) in headers where name.utf8.count == 13 && name.lowercased() == "authorization" {
+        for (name, value) in headers where name.equalsIgnoringASCIICase("authorization") {
             if found != nil { return .invalidRequest }
             found = value
         }

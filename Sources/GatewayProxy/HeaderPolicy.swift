@@ -38,15 +38,20 @@ public struct HeaderPolicy: Sendable {
     /// Header names compare case-insensitively, and many upstream stacks (CGI, WSGI, PHP, nginx) read `_` and `.`
     /// as `-`: compare in that folded form so `X_Auth.Subject` is caught like `X-Auth-Subject`.
     static func normalise(_ name: String) -> String {
-        var bytes = Array(name.utf8)
-        for i in bytes.indices {
-            switch bytes[i] {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"): bytes[i] |= 0x20
-            case UInt8(ascii: "_"), UInt8(ascii: "."): bytes[i] = UInt8(ascii: "-")
-            default: break
+        // Written straight into the new string (no intermediate array): names up to 15 bytes stay inline.
+        let utf8 = name.utf8
+        return String(unsafeUninitializedCapacity: utf8.count) { out in
+            var i = 0
+            for byte in utf8 {
+                switch byte {
+                case UInt8(ascii: "A")...UInt8(ascii: "Z"): out[i] = byte | 0x20
+                case UInt8(ascii: "_"), UInt8(ascii: "."): out[i] = UInt8(ascii: "-")
+                default: out[i] = byte
+                }
+                i += 1
             }
+            return i
         }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// Checks framing before anything is forwarded: a request with both `Content-Length` and
@@ -146,6 +151,23 @@ public struct HeaderPolicy: Sendable {
     }
 }
 
+extension String {
+    /// ASCII case-insensitive equality with an all-lower-case `lower`, without allocating (`lowercased()` would, for
+    /// every header on the hot path).
+    func equalsIgnoringASCIICase(_ lower: StaticString) -> Bool {
+        let a = self.utf8
+        guard a.count == lower.utf8CodeUnitCount else { return false }
+        return lower.withUTF8Buffer { b in
+            var i = 0
+            for x in a {
+                if (x >= 0x41 && x <= 0x5A ? x | 0x20 : x) != b[i] { return false }
+                i += 1
+            }
+            return true
+        }
+    }
+}
+
 extension StringProtocol {
     var trimmingSpaces: Substring {
         var s = Substring(self)
@@ -173,14 +195,14 @@ struct MessageFraming {
 
     mutating func add(name: String, value: String) {
         switch name.utf8.count {
-        case 14 where name.lowercased() == "content-length":
+        case 14 where name.equalsIgnoringASCIICase("content-length"):
             for part in value.split(separator: ",", omittingEmptySubsequences: false) {
                 let trimmed = part.trimmingSpaces
                 if trimmed.isEmpty || !trimmed.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) { malformed = true }
                 if let length, length != trimmed { malformed = true }
                 length = trimmed
             }
-        case 17 where name.lowercased() == "transfer-encoding":
+        case 17 where name.equalsIgnoringASCIICase("transfer-encoding"):
             if strictTransferEncoding && (chunked || value.trimmingSpaces.lowercased() != "chunked") { malformed = true }
             chunked = true
         default:
