@@ -60,7 +60,9 @@ public struct HeaderPolicy: Sendable {
     public static func validateFraming(_ headers: HTTPHeaders) -> Bool {
         var framing = MessageFraming(strictTransferEncoding: true)
         for (name, value) in headers {
-            for byte in value.utf8 where (byte < 0x20 && byte != 0x09) || byte == 0x7F { return false }
+            var bytes = value
+            let clean = bytes.withUTF8 { utf8 in !utf8.contains { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F } }
+            if !clean { return false }
             framing.add(name: name, value: value)
         }
         return framing.isUnambiguous

@@ -184,6 +184,12 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
         var found = false
         var window = tail
         buffer.withUnsafeReadableBytes { bytes in
+            // A request without a body usually arrives as exactly one read ending with its blank line: no scan.
+            // (`tail` only matters while the end has not been found.)
+            if bytes.count >= 4, UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: bytes.count - 4, as: UInt32.self)) == 0x0A0D_0A0D {
+                found = true
+                return
+            }
             for byte in bytes {
                 window = window << 8 | UInt32(byte)
                 if window == 0x0D0A_0D0A {
