@@ -198,11 +198,16 @@ struct MessageFraming {
     mutating func add(name: String, value: String) {
         switch name.utf8.count {
         case 14 where name.equalsIgnoringASCIICase("content-length"):
-            for part in value.split(separator: ",", omittingEmptySubsequences: false) {
-                let trimmed = part.trimmingSpaces
+            // Each comma-separated part (empty ones included), without building an array of them.
+            var rest = Substring(value)
+            while true {
+                let comma = rest.utf8.firstIndex(of: UInt8(ascii: ","))
+                let trimmed = rest[..<(comma ?? rest.endIndex)].trimmingSpaces
                 if trimmed.isEmpty || !trimmed.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) { malformed = true }
                 if let length, length != trimmed { malformed = true }
                 length = trimmed
+                guard let comma else { break }
+                rest = rest[rest.utf8.index(after: comma)...]
             }
         case 17 where name.equalsIgnoringASCIICase("transfer-encoding"):
             if strictTransferEncoding && (chunked || value.trimmingSpaces.lowercased() != "chunked") { malformed = true }
