@@ -100,7 +100,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         requestID = head.headers.first(name: "x-request-id").flatMap { isAcceptableRequestID($0[...]) ? $0 : nil } ?? loop.nextRequestID()
         access = AccessRecord(method: head.method.rawValue, uri: head.uri)
         requestBodyBytes = 0
-        upload = UploadBuffer()
+        upload.reset()
         receivePaused = false
         local = nil
         held = nil

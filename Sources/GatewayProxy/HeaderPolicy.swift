@@ -109,7 +109,7 @@ public struct HeaderPolicy: Sendable {
         if let forwardedHost { out.append(CurlHeader(name: "X-Forwarded-Host", value: Self.encodeValue(forwardedHost))) }
         if let verified {
             out.append(CurlHeader(name: identity.subject, value: Self.encodeValue(verified.subject)))
-            out.append(CurlHeader(name: identity.scopes, value: Self.encodeValue(verified.scopes.joined(separator: " "))))
+            out.append(CurlHeader(name: identity.scopes, value: Self.encodeValue(verified.scopeText)))
             out.append(CurlHeader(name: identity.issuer, value: Self.encodeValue(verified.issuer)))
             for mapping in identity.claims {
                 guard let value = verified.claims[mapping.claim], let text = Self.claimText(value) else { continue }
