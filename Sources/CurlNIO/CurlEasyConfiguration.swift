@@ -12,29 +12,19 @@ enum CurlEasyConfiguration {
         guard !request.requestTarget.isEmpty, request.requestTarget.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
             return "invalid request target"
         }
-        // Build the header list first: it is the only part that can be refused.
-        var list: UnsafeMutablePointer<curl_slist>?
+        // Check the headers first: they are the only part that can be refused.
         var hasAccept = false
         var hasExpect = false
         for header in request.headers {
             guard !header.name.isEmpty, header.name.utf8.allSatisfy(CurlHeaderParser.isTokenByte) else {
-                curl_slist_free_all(list)
                 return "invalid request header name"
             }
             guard header.value.utf8.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }) else {
-                curl_slist_free_all(list)
                 return "invalid request header value"
             }
             if Self.equalsIgnoringCase(header.name, "accept") { hasAccept = true }
             if Self.equalsIgnoringCase(header.name, "expect") { hasExpect = true }
-            // "Name:" would make curl *remove* the header; "Name;" sends it with an empty value.
-            let trimmed = CurlEasyConfiguration.trimmedValue(header.value)
-            let line = trimmed.isEmpty ? header.name + ";" : header.name + ": " + trimmed
-            list = curl_slist_append(list, line)
         }
-        // Suppress curl's own inventions.
-        if !hasExpect { list = curl_slist_append(list, "Expect:") }
-        if !hasAccept { list = curl_slist_append(list, "Accept:") }
 
         let isHead = request.method == "HEAD"
         var upload = false
@@ -44,10 +34,17 @@ enum CurlEasyConfiguration {
         case .length, .chunked:
             upload = !isHead
         }
-        if upload, case .chunked = request.body {
-            list = curl_slist_append(list, "Transfer-Encoding: chunked")
+        var list = CurlHeaderList(capacity: request.headers.count + 3)
+        for header in request.headers {
+            list.append(name: header.name, value: CurlEasyConfiguration.trimmedValue(header.value))
         }
-        transfer.headerList = list
+        // Suppress curl's own inventions.
+        if !hasExpect { list.append(line: "Expect:") }
+        if !hasAccept { list.append(line: "Accept:") }
+        if upload, case .chunked = request.body {
+            list.append(line: "Transfer-Encoding: chunked")
+        }
+        transfer.headerList = list.finish()
 
         let me = Unmanaged.passUnretained(transfer).toOpaque()
         _ = ccurl_easy_setopt_ptr(easy, CURLOPT_PRIVATE, me)
@@ -104,7 +101,7 @@ enum CurlEasyConfiguration {
         } else if request.method != "GET" {
             _ = ccurl_easy_setopt_str(easy, CURLOPT_CUSTOMREQUEST, request.method)
         }
-        _ = ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, list)
+        _ = ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, transfer.headerList?.first)
         return nil
     }
 
@@ -130,6 +127,67 @@ enum CurlEasyConfiguration {
             end = before
         }
         return String(value[start..<end])
+    }
+}
+
+/// A request's header lines as a `curl_slist` that lives in one allocation: `curl_slist_append` would make two
+/// allocations per line (node and copy) and `curl_slist_free_all` free them all again, for every request. curl only
+/// reads the list (CURLOPT_HTTPHEADER), so it may be laid out by us; it must outlive the transfer and is released
+/// with `deallocate()`, never `curl_slist_free_all`.
+struct CurlHeaderList {
+    /// The lines, each written as it will be sent, NUL-terminated.
+    private var bytes: [UInt8] = []
+    /// Where each line starts in `bytes`.
+    private var starts: [Int] = []
+
+    init(capacity: Int) {
+        self.bytes.reserveCapacity(capacity * 48)
+        self.starts.reserveCapacity(capacity)
+    }
+
+    /// "Name: value"; "Name;" for an empty value ("Name:" would make curl *remove* the header).
+    mutating func append(name: String, value: String) {
+        self.starts.append(self.bytes.count)
+        self.bytes.append(contentsOf: name.utf8)
+        if value.isEmpty {
+            self.bytes.append(UInt8(ascii: ";"))
+        } else {
+            self.bytes.append(UInt8(ascii: ":"))
+            self.bytes.append(UInt8(ascii: " "))
+            self.bytes.append(contentsOf: value.utf8)
+        }
+        self.bytes.append(0)
+    }
+
+    mutating func append(line: StaticString) {
+        self.starts.append(self.bytes.count)
+        line.withUTF8Buffer { self.bytes.append(contentsOf: $0) }
+        self.bytes.append(0)
+    }
+
+    /// The list in its own allocation (nodes first, then the text), or nil when it is empty.
+    func finish() -> Allocated? {
+        guard !self.starts.isEmpty else { return nil }
+        let nodeBytes = self.starts.count * MemoryLayout<curl_slist>.stride
+        let raw = UnsafeMutableRawPointer.allocate(
+            byteCount: nodeBytes + self.bytes.count, alignment: MemoryLayout<curl_slist>.alignment)
+        let text = (raw + nodeBytes).assumingMemoryBound(to: CChar.self)
+        self.bytes.withUnsafeBytes { (raw + nodeBytes).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        let nodes = raw.bindMemory(to: curl_slist.self, capacity: self.starts.count)
+        for (i, start) in self.starts.enumerated() {
+            let next = i + 1 < self.starts.count ? nodes + (i + 1) : nil
+            (nodes + i).initialize(to: curl_slist(data: text + start, next: next))
+        }
+        return Allocated(first: nodes, raw: raw)
+    }
+
+    struct Allocated {
+        let first: UnsafeMutablePointer<curl_slist>
+        fileprivate let raw: UnsafeMutableRawPointer
+
+        func deallocate() {
+            self.raw.deallocate()
+        }
     }
 }
 

@@ -51,6 +51,8 @@ struct CurlHeaderParser {
             }
             self.status = status
             self.headers.removeAll(keepingCapacity: true)
+            // One allocation for a typical head instead of growing 1 → 2 → 4 → 8 → 16.
+            self.headers.reserveCapacity(16)
             self.state = .headers
             return .none
         case .headers:

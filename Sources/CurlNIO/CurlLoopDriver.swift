@@ -293,7 +293,7 @@ public final class CurlLoopDriver {
         }
         if let list = transfer.headerList {
             transfer.headerList = nil
-            curl_slist_free_all(list)
+            list.deallocate()
         }
         let delegate = transfer.delegate
         transfer.delegate = nil

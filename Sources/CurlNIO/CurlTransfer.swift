@@ -17,7 +17,7 @@ public final class CurlTransfer {
     public let eventLoop: any EventLoop
     var delegate: (any CurlTransferDelegate)?
     var easy: UnsafeMutableRawPointer?
-    var headerList: UnsafeMutablePointer<curl_slist>?
+    var headerList: CurlHeaderList.Allocated?
 
     var phase: Phase = .pending
     var pause: CurlPauseState = []

@@ -6,7 +6,8 @@ import NIOCore
 struct AccessRecord {
     var start: NIODeadline = .now()
     var method = "-"
-    var path = "-"
+    /// The request target as received; only the log needs `path`, so it is cut from this only when a line is written.
+    var uri = "-"
     var route: String?
     var subject: String?
     var status = 0
@@ -19,10 +20,14 @@ struct AccessRecord {
 
     init(method: String, uri: String) {
         self.method = method
-        // The path only: a query string may hold tokens (`?access_token=`) and must never reach the log.
-        let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        self.path = path.count > 512 ? String(path.prefix(512)) + "…" : String(path)
+        self.uri = uri
         self.written = false
+    }
+
+    /// The path only: a query string may hold tokens (`?access_token=`) and must never reach the log.
+    var path: String {
+        let path = uri[..<(uri.utf8.firstIndex(of: UInt8(ascii: "?")) ?? uri.endIndex)]
+        return path.count > 512 ? String(path.prefix(512)) + "…" : String(path)
     }
 
     /// Counts the request in the loop's metrics and writes its log line, once; later calls do nothing.

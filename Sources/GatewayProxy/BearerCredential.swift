@@ -11,7 +11,7 @@ public enum BearerCredential: Equatable, Sendable {
 
     public static func extract(from headers: HTTPHeaders) -> BearerCredential {
         var found: String? = nil
-        for (name, value) in headers where name.utf8.count == 13 && name.lowercased() == "authorization" {
+        for (name, value) in headers where name.equalsIgnoringASCIICase("authorization") {
             if found != nil { return .invalidRequest }
             found = value
         }
@@ -20,27 +20,33 @@ public enum BearerCredential: Equatable, Sendable {
     }
 
     static func parse(_ value: String) -> BearerCredential {
-        let utf8 = value.utf8
-        // Scheme: case-insensitive "bearer" (RFC 9110 §11.1).
-        guard utf8.count >= 6, utf8.prefix(6).elementsEqual("bearer".utf8, by: { $0 | 0x20 == $1 }) else {
-            return .absent
-        }
-        let afterScheme = value.utf8.dropFirst(6)
-        if afterScheme.isEmpty { return .invalidRequest }
-        guard afterScheme.first == UInt8(ascii: " ") else {
-            // "Bearerx ..." is another scheme; "Bearer\t..." is not the 1*SP the grammar allows.
-            return afterScheme.first == UInt8(ascii: "\t") ? .invalidRequest : .absent
-        }
-        let token = afterScheme.drop { $0 == UInt8(ascii: " ") }
-        if token.isEmpty { return .invalidRequest }
-        // b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" — anything else, such as ","
-        // or a space before a second credential, means the header does not hold exactly one Bearer token.
-        for byte in token {
-            switch byte {
-            case UInt8(ascii: ","), UInt8(ascii: " "), UInt8(ascii: "\t"): return .invalidRequest
-            default: continue
+        // On the UTF-8 bytes directly (the generic `UTF8View` slices cost more than the check itself).
+        var bytes = value
+        let tokenStart: Int? = bytes.withUTF8 { utf8 in
+            // Scheme: case-insensitive "bearer" (RFC 9110 §11.1).
+            guard utf8.count >= 6, zip(utf8.prefix(6), "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 }) else {
+                return -1
             }
+            if utf8.count == 6 { return nil }
+            guard utf8[6] == UInt8(ascii: " ") else {
+                // "Bearerx ..." is another scheme; "Bearer\t..." is not the 1*SP the grammar allows.
+                return utf8[6] == UInt8(ascii: "\t") ? nil : -1
+            }
+            var start = 7
+            while start < utf8.count, utf8[start] == UInt8(ascii: " ") { start += 1 }
+            if start == utf8.count { return nil }
+            // b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" — anything else, such as ","
+            // or a space before a second credential, means the header does not hold exactly one Bearer token.
+            for i in start..<utf8.count {
+                switch utf8[i] {
+                case UInt8(ascii: ","), UInt8(ascii: " "), UInt8(ascii: "\t"): return nil
+                default: continue
+                }
+            }
+            return start
         }
-        return .token(Substring(token))
+        guard let tokenStart else { return .invalidRequest }
+        if tokenStart < 0 { return .absent }
+        return .token(Substring(value.utf8[value.utf8.index(value.utf8.startIndex, offsetBy: tokenStart)...]))
     }
 }

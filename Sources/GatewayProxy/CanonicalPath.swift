@@ -28,6 +28,11 @@ public struct CanonicalPath: Sendable, Hashable {
 
     /// Canonicalises an origin-form request target (`/a/b?c`).
     public static func parse(_ target: String, maxLength: Int = 8192) -> Result<CanonicalPath, Rejection> {
+        parsePlain(target, maxLength: maxLength) ?? parseFull(target, maxLength: maxLength)
+    }
+
+    /// Every rule, step by step (`parsePlain` answers the common case without building anything).
+    static func parseFull(_ target: String, maxLength: Int) -> Result<CanonicalPath, Rejection> {
         var utf8 = Array(target.utf8)
         guard utf8.count <= maxLength else { return .failure(.tooLong) }
         guard utf8.first == UInt8(ascii: "/") else { return .failure(.notOriginForm) }
@@ -111,6 +116,55 @@ public struct CanonicalPath: Sendable, Hashable {
             matchPath += "/"
         }
         return .success(CanonicalPath(path: path, matchPath: matchPath, query: query))
+    }
+}
+
+extension CanonicalPath {
+    /// The common case without building anything: a path that is already canonical (no escapes, no `;`, no empty,
+    /// `.` or `..` segments, nothing forbidden) is its own canonical and match path. Returns nil when the full parse
+    /// is needed, and the full parse's answer for everything it does return.
+    static func parsePlain(_ target: String, maxLength: Int) -> Result<CanonicalPath, Rejection>? {
+        var target = target
+        let scan: (pathEnd: Int, plain: Bool)? = target.withUTF8 { utf8 in
+            guard utf8.count <= maxLength, utf8.first == UInt8(ascii: "/") else { return nil }
+            var i = 1
+            var segmentLength = 0
+            var segmentDots = 0
+            while i < utf8.count {
+                let byte = utf8[i]
+                switch byte {
+                case UInt8(ascii: "?"):
+                    if segmentLength > 0 && segmentLength <= 2 && segmentDots == segmentLength { return nil }
+                    // The query: what the full parse accepts unchanged.
+                    for q in utf8[(i + 1)...] where q <= 0x20 || q >= 0x7F || q == UInt8(ascii: "#") { return nil }
+                    return (i, true)
+                case UInt8(ascii: "/"):
+                    // "//" is merged, "." and ".." segments are resolved: not plain.
+                    if segmentLength == 0 || (segmentLength <= 2 && segmentDots == segmentLength) { return nil }
+                    segmentLength = 0
+                    segmentDots = 0
+                case UInt8(ascii: "."):
+                    segmentLength += 1
+                    segmentDots += 1
+                case UInt8(ascii: "%"), UInt8(ascii: ";"), UInt8(ascii: "\\"), UInt8(ascii: "#"), 0...0x20, 0x7F...0xFF:
+                    return nil
+                default:
+                    segmentLength += 1
+                }
+                i += 1
+            }
+            if segmentLength > 0 && segmentLength <= 2 && segmentDots == segmentLength { return nil }
+            return (utf8.count, true)
+        }
+        guard let scan, scan.plain else { return nil }
+        let utf8 = target.utf8
+        if scan.pathEnd == utf8.count {
+            return .success(CanonicalPath(path: target, matchPath: target, query: nil))
+        }
+        let queryMark = utf8.index(utf8.startIndex, offsetBy: scan.pathEnd)
+        let path = String(target[..<queryMark])
+        let query = String(target[utf8.index(after: queryMark)...])
+        return .success(CanonicalPath(path: path, matchPath: path, query: query))
     }
 }
 

@@ -42,6 +42,16 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     /// A request whose decision waits for a key-set refetch (`ProxyPolicy.Decision.awaitKeys`).
     private var held: HeldRequest?
 
+    /// The peer's address as text, formatted once per connection rather than for every request.
+    private var cachedClientAddress: String??
+
+    private func clientAddress(_ context: ChannelHandlerContext) -> String? {
+        if let cached = cachedClientAddress { return cached }
+        let address = context.channel.remoteAddress?.ipAddress
+        cachedClientAddress = .some(address)
+        return address
+    }
+
     public init(loop: LoopContext, accessLog: AccessLogSink = .off, clock: @escaping @Sendable () -> Double) {
         self.policy = loop.policy
         self.loop = loop
@@ -90,7 +100,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         requestID = head.headers.first(name: "x-request-id").flatMap { isAcceptableRequestID($0[...]) ? $0 : nil } ?? loop.nextRequestID()
         access = AccessRecord(method: head.method.rawValue, uri: head.uri)
         requestBodyBytes = 0
-        upload = UploadBuffer()
+        upload.reset()
         receivePaused = false
         local = nil
         held = nil
@@ -109,7 +119,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         let hasBody = body != .none
         var matchedRoute: Int? = nil
         let decision = policy.decide(
-            head: head, body: body, requestID: requestID, clientAddress: context.channel.remoteAddress?.ipAddress,
+            head: head, body: body, requestID: requestID, clientAddress: clientAddress(context),
             cache: loop.tokenCache, revocations: loop.revocations, now: clock(), mayAwaitKeys: mayAwaitKeys,
             matchedRoute: &matchedRoute)
         if let matchedRoute { access.route = policy.routes.routes[matchedRoute].pathPrefix }
@@ -486,7 +496,15 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     ]
 
     static func isHopByHopResponseHeader(_ name: String) -> Bool {
-        name.utf8.count <= 17 && hopByHopResponseHeaders.contains(name.lowercased())
+        // Called for every upstream response header: compare by length first, and without `lowercased()`.
+        switch name.utf8.count {
+        case 2: return name.equalsIgnoringASCIICase("te")
+        case 7: return name.equalsIgnoringASCIICase("trailer") || name.equalsIgnoringASCIICase("upgrade")
+        case 10: return name.equalsIgnoringASCIICase("connection") || name.equalsIgnoringASCIICase("keep-alive")
+        case 16: return name.equalsIgnoringASCIICase("proxy-connection")
+        case 17: return name.equalsIgnoringASCIICase("transfer-encoding")
+        default: return false
+        }
     }
 }
 

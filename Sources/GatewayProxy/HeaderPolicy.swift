@@ -38,15 +38,20 @@ public struct HeaderPolicy: Sendable {
     /// Header names compare case-insensitively, and many upstream stacks (CGI, WSGI, PHP, nginx) read `_` and `.`
     /// as `-`: compare in that folded form so `X_Auth.Subject` is caught like `X-Auth-Subject`.
     static func normalise(_ name: String) -> String {
-        var bytes = Array(name.utf8)
-        for i in bytes.indices {
-            switch bytes[i] {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"): bytes[i] |= 0x20
-            case UInt8(ascii: "_"), UInt8(ascii: "."): bytes[i] = UInt8(ascii: "-")
-            default: break
+        // Written straight into the new string (no intermediate array): names up to 15 bytes stay inline.
+        let utf8 = name.utf8
+        return String(unsafeUninitializedCapacity: utf8.count) { out in
+            var i = 0
+            for byte in utf8 {
+                switch byte {
+                case UInt8(ascii: "A")...UInt8(ascii: "Z"): out[i] = byte | 0x20
+                case UInt8(ascii: "_"), UInt8(ascii: "."): out[i] = UInt8(ascii: "-")
+                default: out[i] = byte
+                }
+                i += 1
             }
+            return i
         }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// Checks framing before anything is forwarded: a request with both `Content-Length` and
@@ -55,7 +60,9 @@ public struct HeaderPolicy: Sendable {
     public static func validateFraming(_ headers: HTTPHeaders) -> Bool {
         var framing = MessageFraming(strictTransferEncoding: true)
         for (name, value) in headers {
-            for byte in value.utf8 where (byte < 0x20 && byte != 0x09) || byte == 0x7F { return false }
+            var bytes = value
+            let clean = bytes.withUTF8 { utf8 in !utf8.contains { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F } }
+            if !clean { return false }
             framing.add(name: name, value: value)
         }
         return framing.isUnambiguous
@@ -102,7 +109,7 @@ public struct HeaderPolicy: Sendable {
         if let forwardedHost { out.append(CurlHeader(name: "X-Forwarded-Host", value: Self.encodeValue(forwardedHost))) }
         if let verified {
             out.append(CurlHeader(name: identity.subject, value: Self.encodeValue(verified.subject)))
-            out.append(CurlHeader(name: identity.scopes, value: Self.encodeValue(verified.scopes.joined(separator: " "))))
+            out.append(CurlHeader(name: identity.scopes, value: Self.encodeValue(verified.scopeText)))
             out.append(CurlHeader(name: identity.issuer, value: Self.encodeValue(verified.issuer)))
             for mapping in identity.claims {
                 guard let value = verified.claims[mapping.claim], let text = Self.claimText(value) else { continue }
@@ -146,6 +153,23 @@ public struct HeaderPolicy: Sendable {
     }
 }
 
+extension String {
+    /// ASCII case-insensitive equality with an all-lower-case `lower`, without allocating (`lowercased()` would, for
+    /// every header on the hot path).
+    func equalsIgnoringASCIICase(_ lower: StaticString) -> Bool {
+        let a = self.utf8
+        guard a.count == lower.utf8CodeUnitCount else { return false }
+        return lower.withUTF8Buffer { b in
+            var i = 0
+            for x in a {
+                if (x >= 0x41 && x <= 0x5A ? x | 0x20 : x) != b[i] { return false }
+                i += 1
+            }
+            return true
+        }
+    }
+}
+
 extension StringProtocol {
     var trimmingSpaces: Substring {
         var s = Substring(self)
@@ -173,14 +197,19 @@ struct MessageFraming {
 
     mutating func add(name: String, value: String) {
         switch name.utf8.count {
-        case 14 where name.lowercased() == "content-length":
-            for part in value.split(separator: ",", omittingEmptySubsequences: false) {
-                let trimmed = part.trimmingSpaces
+        case 14 where name.equalsIgnoringASCIICase("content-length"):
+            // Each comma-separated part (empty ones included), without building an array of them.
+            var rest = Substring(value)
+            while true {
+                let comma = rest.utf8.firstIndex(of: UInt8(ascii: ","))
+                let trimmed = rest[..<(comma ?? rest.endIndex)].trimmingSpaces
                 if trimmed.isEmpty || !trimmed.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) { malformed = true }
                 if let length, length != trimmed { malformed = true }
                 length = trimmed
+                guard let comma else { break }
+                rest = rest[rest.utf8.index(after: comma)...]
             }
-        case 17 where name.lowercased() == "transfer-encoding":
+        case 17 where name.equalsIgnoringASCIICase("transfer-encoding"):
             if strictTransferEncoding && (chunked || value.trimmingSpaces.lowercased() != "chunked") { malformed = true }
             chunked = true
         default:

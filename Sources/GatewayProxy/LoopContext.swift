@@ -13,7 +13,7 @@ public final class LoopContext {
     public let revocations = RevokedSessions()
     public let metrics = LoopMetrics()
     public let accessLogWriter: AccessLogWriter
-    private let idPrefix: String
+    private let idPrefix: UInt64
     private var counter: UInt64 = 0
 
     /// - Parameter leeway: the verifier's leeway: a cached entry lives exactly as long as the verifier would accept it.
@@ -22,28 +22,34 @@ public final class LoopContext {
         self.accessLogWriter = AccessLogWriter(eventLoop: driver.eventLoop)
         self.policy = policy
         self.tokenCache = VerifiedTokenCache(capacity: tokenCacheEntries, leeway: leeway)
-        self.idPrefix = hex(UInt64.random(in: .min ... .max))
+        self.idPrefix = UInt64.random(in: .min ... .max)
     }
 
     /// A new request id: a random per-loop prefix and a counter, unique without a random draw per request.
     public func nextRequestID() -> String {
         counter &+= 1
-        return idPrefix + hex(counter)
+        // 32 hex digits written straight into one string allocation (this runs for every request).
+        let prefix = idPrefix
+        let value = counter
+        return String(unsafeUninitializedCapacity: 32) { out in
+            writeHex(prefix, into: out, at: 0)
+            writeHex(value, into: out, at: 16)
+            return 32
+        }
     }
 }
 
 @available(*, unavailable)
 extension LoopContext: Sendable {}
 
-private func hex(_ value: UInt64) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var out = [UInt8](repeating: 0, count: 16)
+/// 16 lower-case hex digits of `value` at `out[offset...]`.
+private func writeHex(_ value: UInt64, into out: UnsafeMutableBufferPointer<UInt8>, at offset: Int) {
     var v = value
-    for i in stride(from: 15, through: 0, by: -1) {
-        out[i] = digits[Int(v & 0xF)]
+    for i in stride(from: offset + 15, through: offset, by: -1) {
+        let nibble = UInt8(truncatingIfNeeded: v & 0xF)
+        out[i] = nibble < 10 ? 0x30 + nibble : 0x57 + nibble
         v >>= 4
     }
-    return String(decoding: out, as: UTF8.self)
 }
 
 /// A client-supplied `X-Request-Id` is kept only if it is short and plain, so it is safe in logs and headers.

@@ -73,38 +73,71 @@ public final class LoopMetrics {
         }
     }
 
-    public private(set) var snapshot = Snapshot()
+    /// Everything counted so far.
+    public var snapshot: Snapshot {
+        var snapshot = counted
+        requests.addPending(to: &snapshot.requests)
+        decisions.addPending(to: &snapshot.decisions)
+        return snapshot
+    }
+
+    private var counted = Snapshot()
+    /// The two counters bumped on every request; see `Tally`.
+    private var requests = Tally<RequestKey>()
+    private var decisions = Tally<DecisionKey>()
 
     public init() {}
 
     public func request(route: String, status: Int) {
-        snapshot.requests[RequestKey(route: route, status: status), default: 0] += 1
+        requests.add(RequestKey(route: route, status: status), into: &counted.requests)
     }
 
     public func decision(allowed: Bool, reason: String) {
-        snapshot.decisions[DecisionKey(result: allowed ? "allow" : "deny", reason: reason), default: 0] += 1
+        decisions.add(DecisionKey(result: allowed ? "allow" : "deny", reason: reason), into: &counted.decisions)
     }
 
     public func upstreamError(route: String, reason: String) {
-        snapshot.upstreamErrors[UpstreamErrorKey(route: route, reason: reason), default: 0] += 1
+        counted.upstreamErrors[UpstreamErrorKey(route: route, reason: reason), default: 0] += 1
     }
 
     public func durations(total: Double, upstream: Double?) {
         if let upstream {
-            snapshot.upstreamDuration.record(upstream)
-            snapshot.gatewayDuration.record(max(0, total - upstream))
+            counted.upstreamDuration.record(upstream)
+            counted.gatewayDuration.record(max(0, total - upstream))
         } else {
-            snapshot.gatewayDuration.record(total)
+            counted.gatewayDuration.record(total)
         }
     }
 
     public func connectionOpened() {
-        snapshot.connectionsOpened += 1
-        snapshot.connectionsOpen += 1
+        counted.connectionsOpened += 1
+        counted.connectionsOpen += 1
     }
 
     public func connectionClosed() {
-        snapshot.connectionsOpen -= 1
+        counted.connectionsOpen -= 1
+    }
+}
+
+/// A counter by key that keeps a run of the same key aside and adds it to the dictionary only when another key
+/// comes: under load most requests repeat the previous one's route and status, and comparing with the last key
+/// (usually the very same strings) is much cheaper than hashing two strings for every request.
+struct Tally<Key: Hashable> {
+    private var last: Key?
+    private var pending = 0
+
+    mutating func add(_ key: Key, into counts: inout [Key: Int]) {
+        if pending > 0, key == last {
+            pending += 1
+            return
+        }
+        addPending(to: &counts)
+        last = key
+        pending = 1
+    }
+
+    func addPending(to counts: inout [Key: Int]) {
+        if pending > 0, let last { counts[last, default: 0] += pending }
     }
 }
 

@@ -100,7 +100,7 @@ public final class ProxyPolicy: Sendable {
         let method = head.method.rawValue
         if head.method == .CONNECT || head.method == .TRACE { return .reject(.methodNotAllowed) }
         guard HeaderPolicy.validateFraming(head.headers) else { return .reject(.requestMalformed) }
-        let hosts = head.headers[canonicalForm: "host"]
+        let hosts = Self.hostField(head.headers)
         if hosts.count > 1 { return .reject(.requestMalformed) }
         if case .length(let n) = body, n > limits.maxBodyBytes { return .reject(.bodyTooLarge) }
 
@@ -203,6 +203,25 @@ public final class ProxyPolicy: Sendable {
             return n == 0 ? .none : .length(n)
         }
         return .none
+    }
+
+    /// The number of values and the first value of `headers[canonicalForm: "host"]`, without building that array
+    /// (and the arrays behind it) in the usual case of one plain `Host` line.
+    static func hostField(_ headers: HTTPHeaders) -> (count: Int, first: Substring?) {
+        var lines = 0
+        var only: String? = nil
+        for (name, value) in headers where name.equalsIgnoringASCIICase("host") {
+            lines += 1
+            only = value
+        }
+        if lines == 0 { return (0, nil) }
+        if lines == 1, let value = only, let first = value.utf8.first, let last = value.utf8.last, first > 0x20,
+            last > 0x20, !value.utf8.contains(UInt8(ascii: ","))
+        {
+            return (1, value[...])
+        }
+        let hosts = headers[canonicalForm: "host"]
+        return (hosts.count, hosts.first)
     }
 
     func hostWithoutPort(_ host: some StringProtocol) -> Substring {

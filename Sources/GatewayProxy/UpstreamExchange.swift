@@ -17,6 +17,14 @@ struct UploadBuffer {
     var isAboveHighWatermark: Bool { bufferedBytes >= Self.highWatermark }
     var isBelowLowWatermark: Bool { bufferedBytes <= Self.lowWatermark }
 
+    /// Empties the buffer for the next request, keeping its storage (a new one would allocate for every request).
+    mutating func reset() {
+        parts.removeAll(keepingCapacity: true)
+        bufferedBytes = 0
+        finished = false
+        curlWaiting = false
+    }
+
     mutating func append(_ buffer: ByteBuffer) {
         guard buffer.readableBytes > 0 else { return }
         bufferedBytes += buffer.readableBytes

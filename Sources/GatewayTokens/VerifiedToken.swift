@@ -6,7 +6,12 @@ public struct VerifiedToken: Sendable, Hashable {
     public var subject: String
     public var audiences: [String]
     /// From `scope` (space-separated string) or else `scp` (array of strings).
-    public var scopes: [String]
+    public var scopes: [String] {
+        didSet { self.scopeText = self.scopes.joined(separator: " ") }
+    }
+    /// `scopes` joined with spaces, as the identity header carries them: made once when the token is verified (a
+    /// cached token is forwarded many times).
+    public private(set) var scopeText: String
     public var expiresAt: Double
     public var notBefore: Double?
     public var issuedAt: Double?
@@ -25,6 +30,7 @@ public struct VerifiedToken: Sendable, Hashable {
         self.subject = subject
         self.audiences = audiences
         self.scopes = scopes
+        self.scopeText = scopes.joined(separator: " ")
         self.expiresAt = expiresAt
         self.notBefore = notBefore
         self.issuedAt = issuedAt

@@ -60,4 +60,27 @@ import Testing
     @Test func boundsLength() {
         #expect(rejected("/" + String(repeating: "a", count: 9000)))
     }
+
+    /// The shortcut for already-canonical paths answers exactly like the full parse wherever it answers at all.
+    @Test func plainShortcutAgreesWithFullParse() {
+        let pieces = ["a", "b1", ".", "..", "...", ".x", "x.", "a;b", "%41", "%2F", "", "~-_", "A", "!$&'()*+,=:@", "é", " "]
+        var targets = ["/", "/?", "/?q=1", "/a?b?c", "/a?x y", "/a?#", "/a/?q", "//", "/a//b", "/a/.", "/a/..?x"]
+        for a in pieces {
+            for b in pieces {
+                targets.append("/\(a)/\(b)")
+                targets.append("/\(a)/\(b)/")
+                targets.append("/\(a)/\(b)?k=\(a)")
+            }
+        }
+        targets.append("/" + String(repeating: "a", count: 100))
+        var shortcuts = 0
+        for target in targets {
+            let full = CanonicalPath.parseFull(target, maxLength: 64)
+            if let plain = CanonicalPath.parsePlain(target, maxLength: 64) {
+                shortcuts += 1
+                #expect(plain == full, "\(target)")
+            }
+        }
+        #expect(shortcuts > 50)
+    }
 }
