@@ -199,11 +199,11 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     private func requestBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
         guard case .forwardBody = machine.requestBodyPart() else { return }
         requestBodyBytes += Int64(buffer.readableBytes)
-        if local != nil {
-            if requestBodyBytes > local!.service.maxBodyBytes {
+        if let service = local?.service {
+            if requestBodyBytes > service.maxBodyBytes {
                 perform(machine.requestBodyTooLarge(), context: context)
             } else {
-                local!.request.body.append(contentsOf: buffer.readableBytesView)
+                local?.request.body.append(contentsOf: buffer.readableBytesView)
             }
             return
         }

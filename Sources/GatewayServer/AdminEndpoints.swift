@@ -29,7 +29,8 @@ enum AdminEndpoints {
         case (.POST, "/introspect") where sessions != nil:
             return introspect(head, body, sessions: sessions!, on: loop)
         case (_, "/introspect") where sessions != nil:
-            return loop.makeSucceededFuture(error(405, "invalid_request", "method_not_allowed", "Introspection takes POST"))
+            return loop.makeSucceededFuture(error(TokenServiceError(
+                error: "invalid_request", reason: "method_not_allowed", description: "Introspection takes POST", status: 405)))
         default:
             return loop.makeSucceededFuture(.init(status: .notFound, headers: json, body: Array(#"{"error":"not_found","reason":"route_not_found"}"#.utf8)))
         }
@@ -40,15 +41,12 @@ enum AdminEndpoints {
         _ head: HTTPRequestHead, _ body: [UInt8], sessions: SessionService, on loop: any EventLoop
     ) -> EventLoopFuture<SimpleResponder.Response> {
         let token: String
-        do {
+        do throws(TokenServiceError) {
             let parameters = try OAuthParameters.parse(headers: head.headers, body: body)
-            guard let value = parameters["token"], !value.isEmpty else {
-                return loop.makeSucceededFuture(error(400, "invalid_request", "invalid_request", "token is required"))
-            }
+            guard let value = parameters["token"], !value.isEmpty else { throw TokenServiceError.invalidRequest("token is required") }
             token = value
         } catch {
-            return loop.makeSucceededFuture(SimpleResponder.Response(
-                status: .badRequest, headers: json, body: errorBody(error.error, error.reason, error.errorDescription)))
+            return loop.makeSucceededFuture(self.error(error))
         }
         let promise = loop.makePromise(of: SimpleResponder.Response.self)
         promise.completeWithTask {
@@ -58,12 +56,7 @@ enum AdminEndpoints {
         return promise.futureResult
     }
 
-    static func error(_ status: Int, _ code: String, _ reason: String, _ description: String) -> SimpleResponder.Response {
-        SimpleResponder.Response(status: HTTPResponseStatus(statusCode: status), headers: json, body: errorBody(code, reason, description))
-    }
-
-    static func errorBody(_ code: String, _ reason: String, _ description: String) -> [UInt8] {
-        let object = JSONObject([("error", .string(code)), ("error_description", .string(description)), ("reason", .string(reason))])
-        return Array((JSONWriter.string(.object(object)) + "\n").utf8)
+    static func error(_ error: TokenServiceError) -> SimpleResponder.Response {
+        SimpleResponder.Response(status: HTTPResponseStatus(statusCode: error.status), headers: json, body: error.body(requestID: nil))
     }
 }

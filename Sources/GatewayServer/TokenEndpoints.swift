@@ -120,12 +120,8 @@ final class TokenEndpoints: LocalService {
     static func error(_ error: TokenServiceError, requestID: String) -> LocalResponse {
         var headers = noStore(contentType: "application/json")
         if let retryAfter = error.retryAfter { headers.add(name: "Retry-After", value: String(retryAfter)) }
-        let body = JSONObject([
-            ("error", .string(error.error)), ("error_description", .string(error.errorDescription)), ("reason", .string(error.reason)),
-            ("request_id", .string(requestID)),
-        ])
         return LocalResponse(
-            status: HTTPResponseStatus(statusCode: error.status), headers: headers, body: Array((JSONWriter.string(.object(body)) + "\n").utf8),
+            status: HTTPResponseStatus(statusCode: error.status), headers: headers, body: error.body(requestID: requestID),
             reason: error.reason)
     }
 

@@ -1,3 +1,5 @@
+import GatewayJSON
+
 /// A token-endpoint error (RFC 6749 §5.2): `error` is the RFC code clients act on, `reason` the finer stable code for
 /// logs and metrics, `errorDescription` a fixed sentence (never a token, password or stored value).
 public struct TokenServiceError: Error, Sendable, Hashable, CustomStringConvertible {
@@ -19,6 +21,13 @@ public struct TokenServiceError: Error, Sendable, Hashable, CustomStringConverti
     }
 
     public var description: String { "\(reason): \(errorDescription)" }
+
+    /// The JSON body: `{"error", "error_description", "reason"}` and `request_id` when there is one.
+    public func body(requestID: String?) -> [UInt8] {
+        var object = JSONObject([("error", .string(error)), ("error_description", .string(errorDescription)), ("reason", .string(reason))])
+        if let requestID { object["request_id"] = .string(requestID) }
+        return Array((JSONWriter.string(.object(object)) + "\n").utf8)
+    }
 
     public static func invalidRequest(_ description: String) -> TokenServiceError {
         TokenServiceError(error: "invalid_request", description: description)
