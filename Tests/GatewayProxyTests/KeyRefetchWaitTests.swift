@@ -188,12 +188,24 @@ import Testing
         return (status, reason, closes, ended)
     }
 
-    @Test func heldRequestIsDecidedAgainWithTheRefetchedKeys() throws {
-        let harness = try Harness(policy: try Self.policy(nil))
-        defer { harness.finish() }
+    /// A connection whose policy's refetcher hands out `refetched`, a promise on the channel's loop that the test
+    /// completes when the "fetch" is done.
+    static func awaitingRefetch() throws -> (harness: Harness, refetched: EventLoopPromise<Void>, refetcher: FakeRefetcher) {
+        let harness = try Harness(policy: try policy(nil))
         let refetched = harness.channel.embeddedEventLoop.makePromise(of: Void.self)
         let refetcher = FakeRefetcher(future: refetched.futureResult)
-        harness.context.policy = try Self.policy(refetcher)
+        do {
+            harness.context.policy = try policy(refetcher)
+        } catch {
+            harness.finish()
+            throw error
+        }
+        return (harness, refetched, refetcher)
+    }
+
+    @Test func heldRequestIsDecidedAgainWithTheRefetchedKeys() throws {
+        let (harness, refetched, refetcher) = try Self.awaitingRefetch()
+        defer { harness.finish() }
 
         try harness.send(.head(Self.head()))
         try harness.send(.end(nil))
@@ -216,11 +228,8 @@ import Testing
     }
 
     @Test func heldRequestNeverWaitsTwice() throws {
-        let harness = try Harness(policy: try Self.policy(nil))
+        let (harness, refetched, refetcher) = try Self.awaitingRefetch()
         defer { harness.finish() }
-        let refetched = harness.channel.embeddedEventLoop.makePromise(of: Void.self)
-        let refetcher = FakeRefetcher(future: refetched.futureResult)
-        harness.context.policy = try Self.policy(refetcher)
 
         try harness.send(.head(Self.head()))
         try harness.send(.end(nil))
@@ -232,10 +241,8 @@ import Testing
     }
 
     @Test func bodyThatArrivedWhileWaitingIsReplayed() throws {
-        let harness = try Harness(policy: try Self.policy(nil))
+        let (harness, refetched, _) = try Self.awaitingRefetch()
         defer { harness.finish() }
-        let refetched = harness.channel.embeddedEventLoop.makePromise(of: Void.self)
-        harness.context.policy = try Self.policy(FakeRefetcher(future: refetched.futureResult))
 
         try harness.send(.head(Self.head(contentLength: 5)))
         try harness.send(.body(ByteBuffer(string: "hello")))
@@ -249,10 +256,8 @@ import Testing
     }
 
     @Test func clientGoneWhileWaiting() throws {
-        let harness = try Harness(policy: try Self.policy(nil))
+        let (harness, refetched, _) = try Self.awaitingRefetch()
         defer { harness.finish() }
-        let refetched = harness.channel.embeddedEventLoop.makePromise(of: Void.self)
-        harness.context.policy = try Self.policy(FakeRefetcher(future: refetched.futureResult))
 
         try harness.send(.head(Self.head()))
         try harness.channel.close().wait()
