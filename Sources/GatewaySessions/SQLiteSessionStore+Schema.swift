@@ -1,6 +1,6 @@
 extension SQLiteSessionStore {
     /// The schema version this build writes and understands, kept in `PRAGMA user_version`.
-    public static let schemaVersion: Int32 = 1
+    public static let schemaVersion: Int32 = 2
 
     /// The statements that take a database from version `n` to `n + 1`, at index `n`. Append; never edit a shipped
     /// step. Each step is written to be harmless when re-run (`IF NOT EXISTS`).
@@ -32,7 +32,23 @@ extension SQLiteSessionStore {
         CREATE INDEX IF NOT EXISTS refresh_tokens_session_id ON refresh_tokens (session_id);
         -- Only tokens still holding a successor, so purge finds the ones past the grace without a scan.
         CREATE INDEX IF NOT EXISTS refresh_tokens_successor ON refresh_tokens (retired_at) WHERE successor IS NOT NULL;
+        """,
+        // 2: the revocation log (DESIGN §9), which revocation-feed followers catch up from. Every write holds
+        // SQLite's single write lock, so sequence order is commit order. AUTOINCREMENT: a purged number is never
+        // handed out again, or a follower past it would skip the new entry. Revocations made before this version
+        // join the log in the order they happened.
         """
+        CREATE TABLE IF NOT EXISTS revocations (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id TEXT NOT NULL,
+            revoked_at REAL NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS revocations_revoked_at ON revocations (revoked_at);
+        INSERT INTO revocations (session_id, revoked_at)
+            SELECT id, revoked_at FROM sessions
+            WHERE revoked_at IS NOT NULL AND id NOT IN (SELECT session_id FROM revocations)
+            ORDER BY revoked_at, id;
+        """,
     ]
 
     /// Connection settings, and a refusal of databases this build must not touch. Runs before `migrate`.

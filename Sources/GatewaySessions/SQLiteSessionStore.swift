@@ -108,8 +108,26 @@ public final class SQLiteSessionStore: SessionStore {
     public func revoke(sessionID: String, at: Double) async throws {
         try await withConnection { db in
             // The first revocation's time stands (the revocation set and purge count from it).
-            _ = try db.immediateTransaction {
-                try db.run("UPDATE sessions SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL", [.real(at), .text(sessionID)])
+            try db.immediateTransaction {
+                let revoked = try db.run(
+                    "UPDATE sessions SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL", [.real(at), .text(sessionID)])
+                if revoked == 1 {
+                    try db.run("INSERT INTO revocations (session_id, revoked_at) VALUES (?1, ?2)", [.text(sessionID), .real(at)])
+                }
+            }
+        }
+    }
+
+    public func revocations(after sequence: Int64, limit: Int) async throws -> [RevocationEntry] {
+        try await withConnection { db in
+            try db.query(
+                "SELECT seq, session_id, revoked_at FROM revocations WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                [.integer(sequence), .integer(Int64(max(0, limit)))]
+            ) { row in
+                guard let seq = row.integer(0), let id = row.text(1), let revokedAt = row.double(2) else {
+                    throw Self.malformed("revocations", db.path)
+                }
+                return RevocationEntry(sequence: seq, sessionID: id, revokedAt: revokedAt)
             }
         }
     }
@@ -131,6 +149,7 @@ public final class SQLiteSessionStore: SessionStore {
                     "DELETE FROM sessions WHERE created_at <= ?1",
                     [.real(Self.cutoff(now: now, lifetime: policy.absoluteLifetime))])
                 removed += try db.run("DELETE FROM sessions WHERE revoked_at < ?1", [.real(revokedBefore)])
+                try db.run("DELETE FROM revocations WHERE revoked_at < ?1", [.real(revokedBefore)])
                 removed += try db.run(
                     "DELETE FROM sessions WHERE revoked_at IS NULL AND last_refreshed_at <= ?1",
                     [.real(Self.cutoff(now: now, lifetime: policy.idleLifetime))])
@@ -248,7 +267,7 @@ public final class SQLiteSessionStore: SessionStore {
 
     /// Creates missing parent directories (0700) and the file itself (0600) before SQLite opens it, so it never
     /// exists with the umask's wider mode. Existing directories and files are left as they are.
-    private static func createFile(_ path: String) throws {
+    static func createFile(_ path: String) throws {
         if let slash = path.lastIndex(of: "/") {
             var prefix = path.hasPrefix("/") ? "/" : ""
             for component in path[..<slash].split(separator: "/") {

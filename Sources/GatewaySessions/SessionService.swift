@@ -114,7 +114,7 @@ public final class SessionService: Sendable {
         do {
             try await store.create(session, refreshTokenHash: RefreshToken.hash(refreshToken))
         } catch {
-            throw .serverError
+            throw .storeFailure(error)
         }
         return Grant(body: body, subject: session.subject, sessionID: session.id)
     }
@@ -146,7 +146,7 @@ public final class SessionService: Sendable {
             do {
                 found = try await store.lookup(refreshTokenHash: hash)
             } catch {
-                throw .serverError
+                throw .storeFailure(error)
             }
             let now = clock()
             let decision = RefreshDecision.decide(
@@ -162,7 +162,7 @@ public final class SessionService: Sendable {
                     rotated = try await store.rotate(
                         oldHash: hash, at: now, sealedSuccessor: sealed, newHash: RefreshToken.hash(successor), session: session)
                 } catch {
-                    throw .serverError
+                    throw .storeFailure(error)
                 }
                 if rotated { return (Grant(body: body, subject: session.subject, sessionID: session.id), false) }
             case .replay(let sealed):
@@ -190,7 +190,7 @@ public final class SessionService: Sendable {
             do {
                 found = try await store.lookup(refreshTokenHash: RefreshToken.hash(token))
             } catch {
-                throw .serverError
+                throw .storeFailure(error)
             }
             if let session = found?.session { await revokeSession(session.id, cause: "revoke") }
             return

@@ -13,14 +13,22 @@ public protocol SessionStore: Sendable {
     /// the token was no longer active — another refresh won the race.
     func rotate(oldHash: [UInt8], at: Double, sealedSuccessor: [UInt8], newHash: [UInt8], session: SessionRecord) async throws -> Bool
 
-    /// Revokes the session and so every refresh token of it (logout, RFC 7009 revoke, reuse detection).
+    /// Revokes the session and so every refresh token of it (logout, RFC 7009 revoke, reuse detection), and appends
+    /// it to the revocation log in the same transaction. Revoking an already revoked session changes nothing: the
+    /// first revocation's time stands and the log gets one entry per session.
     func revoke(sessionID: String, at: Double) async throws
+
+    /// The revocation log after `sequence`, in sequence order, at most `limit` entries (DESIGN §9). Sequence order is
+    /// commit order, so a reader that has applied every entry up to `n` misses nothing by asking for the entries
+    /// after `n`: this is what replicas and revocation-feed followers catch up with.
+    func revocations(after sequence: Int64, limit: Int) async throws -> [RevocationEntry]
 
     /// Sessions revoked at or after `since`, for the data path's in-memory revocation set.
     func revokedSessions(since: Double) async throws -> [(id: String, revokedAt: Double)]
 
     /// Background cleanup at `now`: removes sessions whose absolute or idle lifetime has ended, and revoked sessions
-    /// revoked before `revokedBefore` (their access tokens have expired), each with all its tokens; and forgets the
+    /// revoked before `revokedBefore` (their access tokens have expired), each with all its tokens, and the log
+    /// entries of revocations before `revokedBefore`; and forgets the
     /// sealed successors of tokens retired more than `policy.reuseGrace` ago (the token stays, retired, so a late
     /// replay is still detected as reuse). Returns how many sessions were removed.
     func purge(now: Double, policy: RefreshPolicy, revokedBefore: Double) async throws -> Int
@@ -37,6 +45,9 @@ public protocol SessionStore: Sendable {
 public actor MemorySessionStore: SessionStore {
     private var sessions: [String: SessionRecord] = [:]
     private var tokens: [[UInt8]: RefreshTokenRecord] = [:]
+    /// The revocation log, in sequence order.
+    private var log: [RevocationEntry] = []
+    private var lastSequence: Int64 = 0
 
     public init() {}
 
@@ -63,6 +74,19 @@ public actor MemorySessionStore: SessionStore {
         guard var session = sessions[sessionID], session.revokedAt == nil else { return }
         session.revokedAt = at
         sessions[sessionID] = session
+        lastSequence += 1
+        log.append(RevocationEntry(sequence: lastSequence, sessionID: sessionID, revokedAt: at))
+    }
+
+    public func revocations(after sequence: Int64, limit: Int) -> [RevocationEntry] {
+        // The log is sorted by sequence: find the first entry after `sequence` by bisection.
+        var low = 0
+        var high = log.count
+        while low < high {
+            let mid = (low + high) / 2
+            if log[mid].sequence <= sequence { low = mid + 1 } else { high = mid }
+        }
+        return Array(log[low..<min(log.count, low + max(0, limit))])
     }
 
     public func revokedSessions(since: Double) -> [(id: String, revokedAt: Double)] {
@@ -74,6 +98,7 @@ public actor MemorySessionStore: SessionStore {
     public func purge(now: Double, policy: RefreshPolicy, revokedBefore: Double) -> Int {
         let expired = Set(sessions.values.filter { $0.isPurgeable(now: now, policy: policy, revokedBefore: revokedBefore) }.map(\.id))
         for id in expired { sessions[id] = nil }
+        log.removeAll { $0.revokedAt < revokedBefore }
         tokens = tokens.filter { !expired.contains($0.value.sessionID) }
         for (hash, token) in tokens {
             if case .retired(let at, let successor) = token.state, !successor.isEmpty, at < now - policy.reuseGrace {
@@ -86,6 +111,22 @@ public actor MemorySessionStore: SessionStore {
     public func ping() {}
 
     public func close() {}
+}
+
+/// One entry of a store's revocation log: a session revoked (logout, RFC 7009 revoke, refresh-token reuse).
+public struct RevocationEntry: Sendable, Hashable {
+    /// The entry's place in the log. Entries commit in sequence order, so a reader that has applied every entry up
+    /// to `n` and then asks for the entries after `n` misses none. Numbers may have gaps.
+    public var sequence: Int64
+    public var sessionID: String
+    /// When the session was revoked (seconds since 1970); its access tokens are refused until the last one expires.
+    public var revokedAt: Double
+
+    public init(sequence: Int64, sessionID: String, revokedAt: Double) {
+        self.sequence = sequence
+        self.sessionID = sessionID
+        self.revokedAt = revokedAt
+    }
 }
 
 extension SessionRecord {

@@ -62,6 +62,16 @@ public struct TokenServiceError: Error, Sendable, Hashable, CustomStringConverti
     public static let serverError = TokenServiceError(
         error: "server_error", description: "The token service failed to complete the request", status: 500)
 
+    /// The session store cannot be reached (DESIGN §9): the request may be retried.
+    public static let storeUnavailable = TokenServiceError(
+        error: "temporarily_unavailable", reason: "store_unavailable",
+        description: "The session store is unavailable; try again shortly", status: 503, retryAfter: 2)
+
+    /// What a failed store call means for the client: 503 when the store is unreachable, else 500.
+    public static func storeFailure(_ error: any Error) -> TokenServiceError {
+        error is SessionStoreError ? .storeUnavailable : .serverError
+    }
+
     public static let loginUpstreamFailed = TokenServiceError(
         error: "temporarily_unavailable", reason: "login_upstream_unavailable",
         description: "The credential check could not be completed", status: 503, retryAfter: 1)

@@ -120,8 +120,32 @@ import Testing
             let tables = try inspect(path) { db in
                 try db.query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") { $0.text(0) }
             }
-            #expect(tables == ["refresh_tokens", "sessions"])
+            #expect(tables == ["refresh_tokens", "revocations", "sessions", "sqlite_sequence"])
             #expect(try inspect(path) { try SQLiteSessionStore.userVersion($0) } == SQLiteSessionStore.schemaVersion)
+        }
+    }
+
+    @Test func versionOneRevocationsJoinTheLogOnUpgrade() async throws {
+        try await withPath { path in
+            // A version-1 file, as the previous release wrote it, with two revoked sessions and a live one.
+            try SQLiteSessionStore.createFile(path)
+            try inspect(path) { db in
+                try db.execute(SQLiteSessionStore.migrations[0])
+                try db.execute("PRAGMA user_version = 1")
+                for (id, revoked) in [("late", "\(t0 + 9)"), ("live", "NULL"), ("early", "\(t0 + 1)")] {
+                    try db.execute(
+                        "INSERT INTO sessions VALUES ('\(id)', 'alice', 'read', 'portcullis', '{}', \(t0), \(t0), \(revoked))")
+                }
+            }
+            let store = try await SQLiteSessionStore.open(path: path)
+            let log = try await store.revocations(after: 0, limit: 10)
+            #expect(log.map(\.sessionID) == ["early", "late"])
+            #expect(log.map(\.revokedAt) == [t0 + 1, t0 + 9])
+            await store.close()
+            // Opening it again migrates nothing twice.
+            let again = try await SQLiteSessionStore.open(path: path)
+            #expect(try await again.revocations(after: 0, limit: 10) == log)
+            await again.close()
         }
     }
 

@@ -42,6 +42,8 @@ struct TemporaryDirectory: Sendable {
 
 @Suite struct SessionStoreConformanceTests {
     let t0 = 1_767_225_600.0
+    /// Lifetimes no test outlives, so purge removes only what revocation makes purgeable.
+    static let longLived = RefreshPolicy(absoluteLifetime: 1e9, idleLifetime: 1e9, reuseGrace: 10)
 
     func session(_ id: String = "s1", at: Double? = nil) -> SessionRecord {
         SessionRecord(id: id, subject: "alice", scopes: ["read"], clientID: "portcullis", createdAt: at ?? t0)
@@ -150,6 +152,46 @@ struct TemporaryDirectory: Sendable {
             #expect(try await listed(since: t0 + 5) == ["a": t0 + 5, "b": t0 + 10])  // `since` is inclusive
             #expect(try await listed(since: t0 + 5.5) == ["b": t0 + 10])
             #expect(try await listed(since: t0 + 10.5) == [:])
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func revocationLogHasOneEntryPerSessionInOrder(kind: StoreKind) async throws {
+        try await kind.withStore { store in
+            for id in ["a", "b", "c"] { try await store.create(session(id), refreshTokenHash: Array(id.utf8)) }
+            #expect(try await store.revocations(after: 0, limit: 10).isEmpty)
+            try await store.revoke(sessionID: "b", at: t0 + 1)
+            try await store.revoke(sessionID: "a", at: t0 + 2)
+            // A second revocation of a session, and one of an unknown session, append nothing.
+            try await store.revoke(sessionID: "b", at: t0 + 3)
+            try await store.revoke(sessionID: "nobody", at: t0 + 3)
+            try await store.revoke(sessionID: "c", at: t0 + 4)
+            let all = try await store.revocations(after: 0, limit: 10)
+            #expect(all.map(\.sessionID) == ["b", "a", "c"])
+            #expect(all.map(\.revokedAt) == [t0 + 1, t0 + 2, t0 + 4])
+            #expect(zip(all, all.dropFirst()).allSatisfy { $0.sequence < $1.sequence })
+            #expect(try await store.revocations(after: all[0].sequence, limit: 10) == Array(all[1...]))
+            #expect(try await store.revocations(after: 0, limit: 2) == Array(all[..<2]))
+            #expect(try await store.revocations(after: all[2].sequence, limit: 10).isEmpty)
+            #expect(try await store.revocations(after: 0, limit: 0).isEmpty)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func purgeDropsOldLogEntriesAndNeverReusesTheirNumbers(kind: StoreKind) async throws {
+        try await kind.withStore { store in
+            for id in ["a", "b"] { try await store.create(session(id), refreshTokenHash: Array(id.utf8)) }
+            try await store.revoke(sessionID: "a", at: t0 + 1)
+            try await store.revoke(sessionID: "b", at: t0 + 10)
+            let before = try await store.revocations(after: 0, limit: 10)
+            _ = try await store.purge(now: t0 + 20, policy: Self.longLived, revokedBefore: t0 + 5)
+            #expect(try await store.revocations(after: 0, limit: 10) == [before[1]])
+            // A follower that had read everything must see what comes next, even after the newest entry was purged.
+            _ = try await store.purge(now: t0 + 30, policy: Self.longLived, revokedBefore: t0 + 15)
+            try await store.create(session("c"), refreshTokenHash: Array("c".utf8))
+            try await store.revoke(sessionID: "c", at: t0 + 31)
+            let next = try await store.revocations(after: before[1].sequence, limit: 10)
+            #expect(next.map(\.sessionID) == ["c"])
         }
     }
 
