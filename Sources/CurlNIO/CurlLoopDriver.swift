@@ -22,13 +22,17 @@ public final class CurlLoopDriver {
     let watcher: CurlReadinessWatcher
     private(set) var index: UInt16 = 0
     private var multi: UnsafeMutableRawPointer?
-    private var sockets: CurlSocketTable
+    private(set) var sockets: CurlSocketTable
     private var timer = CurlTimerState()
     private var timerTask: Scheduled<Void>?
     private var sweepTask: Scheduled<Void>?
     private var sweepDeadline: NIODeadline?
     /// Transfers in the multi handle (swap-remove; `CurlTransfer.liveIndex`).
     private var live: [CurlTransfer] = []
+    /// The same transfers by `ownerID`: how the socket table's owners are resolved, so a socket whose owner has
+    /// finished resolves to nothing instead of to freed memory.
+    private(set) var owners: [UInt: CurlTransfer] = [:]
+    private var lastOwnerID: UInt = 0
     private var busy = false
     private var intents: [Intent] = []
     private var intentsScratch: [Intent] = []
@@ -134,6 +138,13 @@ public final class CurlLoopDriver {
         self.busy = false
     }
 
+    /// A fresh owner id for a new transfer (0 means "no transfer" in the socket table).
+    func nextOwnerID() -> UInt {
+        self.lastOwnerID &+= 1
+        if self.lastOwnerID == 0 { self.lastOwnerID = 1 }
+        return self.lastOwnerID
+    }
+
     // MARK: - intents from CurlTransfer
 
     func requestResume(_ transfer: CurlTransfer, direction: CurlPauseState) {
@@ -220,6 +231,7 @@ public final class CurlLoopDriver {
             transfer.phase = .running
             transfer.liveIndex = self.live.count
             self.live.append(transfer)
+            self.owners[transfer.ownerID] = transfer
             let rc = curl_multi_add_handle(multi, transfer.easy)
             if rc != CURLM_OK {
                 self.finish(
@@ -241,8 +253,10 @@ public final class CurlLoopDriver {
             transfer.lastActivity = self.roundTime
             // Both directions together: un-pausing one must not un-pause the other (research §1.1).
             _ = curl_easy_pause(transfer.easy, transfer.pause.curlBitmask)
-            if direction == .receive, !transfer.pause.contains(.receive), transfer.socketFD >= 0 {
-                self.perform(self.sockets.ownerResumed(fd: transfer.socketFD, owner: transfer.ownerID))
+            if direction == .receive, !transfer.pause.contains(.receive) {
+                for fd in transfer.socketFDs {
+                    self.perform(self.sockets.ownerResumed(fd: fd, owner: transfer.ownerID))
+                }
             }
             if transfer.phase == .running, transfer.pause.isEmpty {
                 self.ensureSweep(at: self.roundTime + transfer.idleTimeout)
@@ -278,10 +292,12 @@ public final class CurlLoopDriver {
             }
             transfer.liveIndex = -1
         }
-        if transfer.socketFD >= 0 {
-            self.perform(self.sockets.clearOwner(fd: transfer.socketFD, owner: transfer.ownerID))
-            transfer.socketFD = -1
+        self.owners.removeValue(forKey: transfer.ownerID)
+        // Every socket it owned, not only the last one curl named: a stale owner must never stay in the table.
+        for fd in transfer.socketFDs {
+            self.perform(self.sockets.clearOwner(fd: fd, owner: transfer.ownerID))
         }
+        transfer.socketFDs.removeAll()
         if let easy = transfer.easy {
             transfer.easy = nil
             curl_easy_reset(easy)
@@ -346,8 +362,8 @@ public final class CurlLoopDriver {
                 self.socketAction(fd, bits)
                 let generation = CurlSocketTag(rawValue: ready.tag).generation
                 let action = self.sockets.afterAction(fd: fd, generation: generation) { owner in
-                    Unmanaged<CurlTransfer>.fromOpaque(UnsafeRawPointer(bitPattern: owner)!)
-                        .takeUnretainedValue().pause.contains(.receive)
+                    // An owner that is no longer live is not paused: its socket is re-armed like an unowned one.
+                    self.owners[owner]?.pause.contains(.receive) ?? false
                 }
                 self.perform(action)
             }
@@ -375,7 +391,7 @@ public final class CurlLoopDriver {
     }
 
     /// CURLMOPT_SOCKETFUNCTION (inside curl).
-    fileprivate func onCurlSocket(easy: UnsafeMutableRawPointer?, fd: Int32, what: Int32) {
+    func onCurlSocket(easy: UnsafeMutableRawPointer?, fd: Int32, what: Int32) {
         var transfer: CurlTransfer?
         if let easy {
             var raw: UnsafeMutableRawPointer?
@@ -386,9 +402,9 @@ public final class CurlLoopDriver {
         }
         if let transfer {
             if what == CurlSocketTable.curlPollRemove {
-                if transfer.socketFD == fd { transfer.socketFD = -1 }
-            } else {
-                transfer.socketFD = fd
+                if let i = transfer.socketFDs.firstIndex(of: fd) { transfer.socketFDs.remove(at: i) }
+            } else if !transfer.socketFDs.contains(fd) {
+                transfer.socketFDs.append(fd)
             }
         }
         self.perform(self.sockets.socketCallback(fd: fd, what: what, owner: transfer?.ownerID ?? 0))
