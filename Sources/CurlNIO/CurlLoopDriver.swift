@@ -111,8 +111,8 @@ public final class CurlLoopDriver {
             return transfer
         }
         transfer.easy = easy
-        if let problem = CurlEasyConfiguration.apply(request, to: easy, transfer: transfer) {
-            transfer.failure = CurlTransferError(code: .protocolError, curlCode: 0, message: problem, receivedHead: false)
+        if let error = CurlEasyConfiguration.apply(request, to: easy, transfer: transfer) {
+            transfer.failure = error
             self.failLater(transfer)
             return transfer
         }
