@@ -1,7 +1,7 @@
 import CCurl
 import NIOCore
 
-/// Drives one libcurl multi handle on one NIO event loop (research §1.3 design "D").
+/// Drives one libcurl multi handle on one NIO event loop (README "How a request goes through").
 ///
 /// * curl is only ever called on `eventLoop`.
 /// * curl's sockets are watched by the shared `CurlReadinessWatcher` (level-triggered, EPOLLONESHOT, tagged with
@@ -251,7 +251,8 @@ public final class CurlLoopDriver {
             }
             transfer.pause.remove(direction)
             transfer.lastActivity = self.roundTime
-            // Both directions together: un-pausing one must not un-pause the other (research §1.1).
+            // Both directions together: `curl_easy_pause` sets the whole state, so un-pausing one must restate the
+            // other (`CurlPauseState`).
             _ = curl_easy_pause(transfer.easy, transfer.pause.curlBitmask)
             if direction == .receive, !transfer.pause.contains(.receive) {
                 for fd in transfer.socketFDs {
