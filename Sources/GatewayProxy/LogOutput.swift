@@ -62,7 +62,10 @@ public final class LogOutput: Sendable {
             guard state.queuedBytes + bytes.count <= capacity else {
                 state.droppedSinceNotice += lines
                 state.droppedTotal += lines
-                return false
+                // An idle writer (a single batch larger than the queue) still has a notice to write.
+                guard state.writerIdle else { return false }
+                state.writerIdle = false
+                return true
             }
             state.chunks.append(bytes)
             state.queuedBytes += bytes.count
