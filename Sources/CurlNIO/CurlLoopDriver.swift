@@ -64,10 +64,17 @@ public final class CurlLoopDriver {
         guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed") }
         self.multi = multi
         let me = Unmanaged.passUnretained(self).toOpaque()
-        _ = ccurl_multi_setopt_socket_cb(multi, CURLMOPT_SOCKETFUNCTION, curlSocketTrampoline)
-        _ = ccurl_multi_setopt_ptr(multi, CURLMOPT_SOCKETDATA, me)
-        _ = ccurl_multi_setopt_timer_cb(multi, CURLMOPT_TIMERFUNCTION, curlTimerTrampoline)
-        _ = ccurl_multi_setopt_ptr(multi, CURLMOPT_TIMERDATA, me)
+        // Without its socket and timer callbacks the driver could never run a transfer: as fatal as a failed
+        // curl_multi_init. (The keep-alive cache size is a tuning; curl keeps its default if it refuses.)
+        let required: [(String, CURLMcode)] = [
+            ("CURLMOPT_SOCKETFUNCTION", ccurl_multi_setopt_socket_cb(multi, CURLMOPT_SOCKETFUNCTION, curlSocketTrampoline)),
+            ("CURLMOPT_SOCKETDATA", ccurl_multi_setopt_ptr(multi, CURLMOPT_SOCKETDATA, me)),
+            ("CURLMOPT_TIMERFUNCTION", ccurl_multi_setopt_timer_cb(multi, CURLMOPT_TIMERFUNCTION, curlTimerTrampoline)),
+            ("CURLMOPT_TIMERDATA", ccurl_multi_setopt_ptr(multi, CURLMOPT_TIMERDATA, me)),
+        ]
+        for (option, code) in required where code != CURLM_OK {
+            fatalError("curl_multi_setopt(\(option)) failed: \(String(cString: curl_multi_strerror(code)))")
+        }
         _ = ccurl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, max(1, maxConnections))
     }
 
