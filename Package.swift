@@ -8,7 +8,9 @@ let swiftSettings: [SwiftSetting] = [
 
 let package = Package(
     name: "portcullis",
-    platforms: [.macOS(.v15)],
+    // Linux only: the code uses Glibc, epoll, eventfd, libxcrypt and pthread affinity directly, so no Apple platform
+    // builds it. SwiftPM's `platforms` can only name Apple platforms (and their minimum versions); there is no Linux
+    // entry to declare, so the list is left out rather than naming macOS, which never built.
     products: [
         .executable(name: "portcullis", targets: ["portcullis"])
     ],

@@ -12,7 +12,9 @@ Without a cluster (or kubeconform), this asserts what matters for running Portcu
   - non-root (matching the Dockerfile's USER), readOnlyRootFilesystem, allowPrivilegeEscalation false, capabilities
     drop ALL, resource requests and limits, for every container;
   - terminationGracePeriodSeconds > limits.drain_seconds (+ a preStop sleep);
-  - the Service exposes the data port only, never the admin port; a NetworkPolicy, if present, does not open it.
+  - the Service exposes the data port only, never the admin port; a NetworkPolicy, if present, does not open it;
+  - an admin listener off loopback (for the probes) does not open /introspect unauthenticated: no
+    token_service.introspection_token (introspection off), or one taken from a "${NAME}" (a secret).
 If the Python package kubernetes-validate is installed, each document is also validated against the Kubernetes
 OpenAPI schema. Usage: deploy/check-manifests.py [manifest.yaml]; exit 0 when every check passes, 1 otherwise.
 """
@@ -140,6 +142,16 @@ def main():
     data_port = listen_port(shipped["listen"])
     drain = shipped.get("limits", {}).get("drain_seconds", 10)
     check(admin_port != data_port, f"admin port {admin_port} differs from the data port {data_port}")
+    # Probes need the admin listener on the pod's address; introspection must not ride along unauthenticated. The
+    # gateway serves /introspect on a non-loopback admin listener only with token_service.introspection_token, which
+    # must then be a secret from the environment, never a literal in a ConfigMap.
+    admin_host = shipped["admin_listen"].rsplit(":", 1)[0].strip("[]")
+    loopback_admin = admin_host in ("localhost", "::1") or admin_host.startswith("127.")
+    introspection_token = shipped.get("token_service", {}).get("introspection_token")
+    check(loopback_admin or introspection_token is None or re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", introspection_token),
+          f"admin_listen {shipped['admin_listen']}: /introspect is "
+          + ("served on loopback only" if loopback_admin else "off" if introspection_token is None
+             else f"behind the bearer secret {introspection_token}"))
 
     deployment = by_kind["Deployment"][0]
     pod = deployment["spec"]["template"]["spec"]

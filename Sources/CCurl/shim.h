@@ -39,7 +39,8 @@ static inline int ccurl_pause_send(void) { return CURLPAUSE_SEND; }
 // Extra typed setopt forms.
 static inline CURLcode ccurl_easy_setopt_header_cb(CURL *h, curl_write_callback v) { return curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, v); }
 
-// OpenSSL must be told not to install its atexit handler before curl_global_init (research §1.1).
+// OpenSSL must be told not to install its atexit handler before curl_global_init: at exit it would tear down
+// its state while the curl watcher thread and event loops may still be using TLS connections.
 // Looked up dynamically so we do not need to link libcrypto ourselves; returns 1 when the call was made.
 #include <dlfcn.h>
 static inline int ccurl_openssl_init_no_atexit(void) {

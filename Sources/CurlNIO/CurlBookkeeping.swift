@@ -58,7 +58,8 @@ struct CurlSocketTable {
         var armed: Bool
         /// Not re-armed because its only transfer is receive-paused (curl#6356); re-armed on resume.
         var suppressed: Bool
-        /// Opaque id of the transfer that last told curl about this socket (0: none).
+        /// Id of the transfer curl last named for this socket (0: none, e.g. a cached connection curl watches or
+        /// closes on its own). Only ever looked up among live transfers, never dereferenced.
         var owner: UInt
     }
 
@@ -91,7 +92,9 @@ struct CurlSocketTable {
             entry.interest = interest
             entry.armed = true
             entry.suppressed = false
-            if owner != 0 { entry.owner = owner }
+            // Whoever curl names now owns it, also "nobody": keeping an earlier owner would let a finished
+            // transfer's id outlive it here.
+            entry.owner = owner
             self.entries[fd] = entry
             return .modify(fd: fd, tag: self.tag(fd, entry.generation), interest: interest)
         }

@@ -2,25 +2,34 @@ import CCurl
 import NIOCore
 
 /// Sets every easy option of one transfer.
+///
+/// Every `curl_easy_setopt` result is checked: an option curl refuses (an unknown option in an older libcurl, a
+/// string over `CURL_MAX_INPUT_LENGTH`, out of memory) fails the transfer before it starts, with the option's name,
+/// rather than letting it run without it — without `CURLOPT_CAINFO` it would trust the system store instead of the
+/// configured CA, without `CURLOPT_PROTOCOLS_STR` or `CURLOPT_REQUEST_TARGET` it would speak another protocol or
+/// send another path than the one authorised.
 enum CurlEasyConfiguration {
-    /// Returns a log-safe problem description when the request cannot be sent as given.
-    static func apply(_ request: CurlRequest, to easy: UnsafeMutableRawPointer, transfer: CurlTransfer) -> String? {
+    /// Returns a log-safe error when the request cannot be sent as given or curl refuses one of its options.
+    static func apply(_ request: CurlRequest, to easy: UnsafeMutableRawPointer, transfer: CurlTransfer) -> CurlTransferError? {
+        func refused(_ problem: String) -> CurlTransferError {
+            CurlTransferError(code: .protocolError, curlCode: 0, message: problem, receivedHead: false)
+        }
         // Refuse anything curl would put on the wire verbatim and that could split the request.
         guard !request.method.isEmpty, request.method.utf8.allSatisfy(CurlHeaderParser.isTokenByte) else {
-            return "invalid request method"
+            return refused("invalid request method")
         }
         guard !request.requestTarget.isEmpty, request.requestTarget.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
-            return "invalid request target"
+            return refused("invalid request target")
         }
         // Check the headers first: they are the only part that can be refused.
         var hasAccept = false
         var hasExpect = false
         for header in request.headers {
             guard !header.name.isEmpty, header.name.utf8.allSatisfy(CurlHeaderParser.isTokenByte) else {
-                return "invalid request header name"
+                return refused("invalid request header name")
             }
             guard header.value.utf8.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }) else {
-                return "invalid request header value"
+                return refused("invalid request header value")
             }
             if Self.equalsIgnoringCase(header.name, "accept") { hasAccept = true }
             if Self.equalsIgnoringCase(header.name, "expect") { hasExpect = true }
@@ -47,61 +56,72 @@ enum CurlEasyConfiguration {
         transfer.headerList = list.finish()
 
         let me = Unmanaged.passUnretained(transfer).toOpaque()
-        _ = ccurl_easy_setopt_ptr(easy, CURLOPT_PRIVATE, me)
-        _ = ccurl_easy_setopt_write_cb(easy, CURLOPT_WRITEFUNCTION, curlWriteTrampoline)
-        _ = ccurl_easy_setopt_ptr(easy, CURLOPT_WRITEDATA, me)
-        _ = ccurl_easy_setopt_header_cb(easy, curlHeaderTrampoline)
-        _ = ccurl_easy_setopt_ptr(easy, CURLOPT_HEADERDATA, me)
+        // The first option curl refused, if any; checked once at the end (every later option is still tried, so
+        // the error names the first one that failed).
+        var firstRefusal: (option: String, code: CURLcode)?
+        func check(_ option: String, _ code: CURLcode) {
+            if code != CURLE_OK && firstRefusal == nil { firstRefusal = (option, code) }
+        }
+        check("CURLOPT_PRIVATE", ccurl_easy_setopt_ptr(easy, CURLOPT_PRIVATE, me))
+        check("CURLOPT_WRITEFUNCTION", ccurl_easy_setopt_write_cb(easy, CURLOPT_WRITEFUNCTION, curlWriteTrampoline))
+        check("CURLOPT_WRITEDATA", ccurl_easy_setopt_ptr(easy, CURLOPT_WRITEDATA, me))
+        check("CURLOPT_HEADERFUNCTION", ccurl_easy_setopt_header_cb(easy, curlHeaderTrampoline))
+        check("CURLOPT_HEADERDATA", ccurl_easy_setopt_ptr(easy, CURLOPT_HEADERDATA, me))
 
-        _ = ccurl_easy_setopt_str(easy, CURLOPT_URL, request.origin)
-        _ = ccurl_easy_setopt_str(easy, CURLOPT_REQUEST_TARGET, request.requestTarget)
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_PATH_AS_IS, 1)
-        _ = ccurl_easy_setopt_str(easy, CURLOPT_PROTOCOLS_STR, "http,https")
+        check("CURLOPT_URL", ccurl_easy_setopt_str(easy, CURLOPT_URL, request.origin))
+        check("CURLOPT_REQUEST_TARGET", ccurl_easy_setopt_str(easy, CURLOPT_REQUEST_TARGET, request.requestTarget))
+        check("CURLOPT_PATH_AS_IS", ccurl_easy_setopt_long(easy, CURLOPT_PATH_AS_IS, 1))
+        check("CURLOPT_PROTOCOLS_STR", ccurl_easy_setopt_str(easy, CURLOPT_PROTOCOLS_STR, "http,https"))
         // Environment proxy variables must never apply.
-        _ = ccurl_easy_setopt_str(easy, CURLOPT_PROXY, "")
-        _ = ccurl_easy_setopt_str(easy, CURLOPT_NOPROXY, "*")
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1)
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_FOLLOWLOCATION, 0)
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_HTTP_CONTENT_DECODING, 0)
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_TCP_NODELAY, 1)
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_DISALLOW_USERNAME_IN_URL, 1)
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, 0)  // the driver owns response/idle timeouts
-        _ = ccurl_easy_setopt_long(
-            easy, CURLOPT_CONNECTTIMEOUT_MS, Int(max(1, request.connectTimeout.nanoseconds / 1_000_000)))
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_BUFFERSIZE, 64 * 1024)
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_UPLOAD_BUFFERSIZE, 64 * 1024)
+        check("CURLOPT_PROXY", ccurl_easy_setopt_str(easy, CURLOPT_PROXY, ""))
+        check("CURLOPT_NOPROXY", ccurl_easy_setopt_str(easy, CURLOPT_NOPROXY, "*"))
+        check("CURLOPT_HTTP_VERSION", ccurl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1))
+        check("CURLOPT_FOLLOWLOCATION", ccurl_easy_setopt_long(easy, CURLOPT_FOLLOWLOCATION, 0))
+        check("CURLOPT_HTTP_CONTENT_DECODING", ccurl_easy_setopt_long(easy, CURLOPT_HTTP_CONTENT_DECODING, 0))
+        check("CURLOPT_NOSIGNAL", ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1))
+        check("CURLOPT_TCP_NODELAY", ccurl_easy_setopt_long(easy, CURLOPT_TCP_NODELAY, 1))
+        check("CURLOPT_DISALLOW_USERNAME_IN_URL", ccurl_easy_setopt_long(easy, CURLOPT_DISALLOW_USERNAME_IN_URL, 1))
+        check("CURLOPT_TIMEOUT_MS", ccurl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, 0))  // the driver owns response/idle timeouts
+        let connectTimeoutMs = Int(max(1, request.connectTimeout.nanoseconds / 1_000_000))
+        check("CURLOPT_CONNECTTIMEOUT_MS", ccurl_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, connectTimeoutMs))
+        check("CURLOPT_BUFFERSIZE", ccurl_easy_setopt_long(easy, CURLOPT_BUFFERSIZE, 64 * 1024))
+        check("CURLOPT_UPLOAD_BUFFERSIZE", ccurl_easy_setopt_long(easy, CURLOPT_UPLOAD_BUFFERSIZE, 64 * 1024))
         if let path = request.unixSocketPath {
-            _ = ccurl_easy_setopt_str(easy, CURLOPT_UNIX_SOCKET_PATH, path)
+            check("CURLOPT_UNIX_SOCKET_PATH", ccurl_easy_setopt_str(easy, CURLOPT_UNIX_SOCKET_PATH, path))
         }
         // Verification stays at libcurl's strict defaults (VERIFYPEER 1, VERIFYHOST 2); these only say whom to trust
         // and who we are.
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, 1)
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, 2)
+        check("CURLOPT_SSL_VERIFYPEER", ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, 1))
+        check("CURLOPT_SSL_VERIFYHOST", ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, 2))
         if let caFile = request.tls.caFile {
-            _ = ccurl_easy_setopt_str(easy, CURLOPT_CAINFO, caFile)
+            check("CURLOPT_CAINFO", ccurl_easy_setopt_str(easy, CURLOPT_CAINFO, caFile))
         }
         if let cert = request.tls.clientCertificateFile, let key = request.tls.clientKeyFile {
-            _ = ccurl_easy_setopt_str(easy, CURLOPT_SSLCERT, cert)
-            _ = ccurl_easy_setopt_str(easy, CURLOPT_SSLKEY, key)
+            check("CURLOPT_SSLCERT", ccurl_easy_setopt_str(easy, CURLOPT_SSLCERT, cert))
+            check("CURLOPT_SSLKEY", ccurl_easy_setopt_str(easy, CURLOPT_SSLKEY, key))
         }
 
         if isHead {
-            _ = ccurl_easy_setopt_long(easy, CURLOPT_NOBODY, 1)
+            check("CURLOPT_NOBODY", ccurl_easy_setopt_long(easy, CURLOPT_NOBODY, 1))
         } else if upload {
-            _ = ccurl_easy_setopt_long(easy, CURLOPT_UPLOAD, 1)
-            _ = ccurl_easy_setopt_read_cb(easy, CURLOPT_READFUNCTION, curlReadTrampoline)
-            _ = ccurl_easy_setopt_ptr(easy, CURLOPT_READDATA, me)
+            check("CURLOPT_UPLOAD", ccurl_easy_setopt_long(easy, CURLOPT_UPLOAD, 1))
+            check("CURLOPT_READFUNCTION", ccurl_easy_setopt_read_cb(easy, CURLOPT_READFUNCTION, curlReadTrampoline))
+            check("CURLOPT_READDATA", ccurl_easy_setopt_ptr(easy, CURLOPT_READDATA, me))
             if case .length(let n) = request.body {
-                _ = ccurl_easy_setopt_off(easy, CURLOPT_INFILESIZE_LARGE, curl_off_t(n))
+                check("CURLOPT_INFILESIZE_LARGE", ccurl_easy_setopt_off(easy, CURLOPT_INFILESIZE_LARGE, curl_off_t(n)))
             }
             if request.method != "PUT" {
-                _ = ccurl_easy_setopt_str(easy, CURLOPT_CUSTOMREQUEST, request.method)
+                check("CURLOPT_CUSTOMREQUEST", ccurl_easy_setopt_str(easy, CURLOPT_CUSTOMREQUEST, request.method))
             }
         } else if request.method != "GET" {
-            _ = ccurl_easy_setopt_str(easy, CURLOPT_CUSTOMREQUEST, request.method)
+            check("CURLOPT_CUSTOMREQUEST", ccurl_easy_setopt_str(easy, CURLOPT_CUSTOMREQUEST, request.method))
         }
-        _ = ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, transfer.headerList?.first)
+        check("CURLOPT_HTTPHEADER", ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, transfer.headerList?.first))
+        if let (option, code) = firstRefusal {
+            return CurlTransferError(
+                code: .optionRefused, curlCode: Int32(code.rawValue),
+                message: "libcurl refused \(option): \(String(cString: curl_easy_strerror(code)))", receivedHead: false)
+        }
         return nil
     }
 

@@ -1,7 +1,7 @@
 import CCurl
 import NIOCore
 
-/// Drives one libcurl multi handle on one NIO event loop (research §1.3 design "D").
+/// Drives one libcurl multi handle on one NIO event loop (README "How a request goes through").
 ///
 /// * curl is only ever called on `eventLoop`.
 /// * curl's sockets are watched by the shared `CurlReadinessWatcher` (level-triggered, EPOLLONESHOT, tagged with
@@ -22,13 +22,17 @@ public final class CurlLoopDriver {
     let watcher: CurlReadinessWatcher
     private(set) var index: UInt16 = 0
     private var multi: UnsafeMutableRawPointer?
-    private var sockets: CurlSocketTable
+    private(set) var sockets: CurlSocketTable
     private var timer = CurlTimerState()
     private var timerTask: Scheduled<Void>?
     private var sweepTask: Scheduled<Void>?
     private var sweepDeadline: NIODeadline?
     /// Transfers in the multi handle (swap-remove; `CurlTransfer.liveIndex`).
     private var live: [CurlTransfer] = []
+    /// The same transfers by `ownerID`: how the socket table's owners are resolved, so a socket whose owner has
+    /// finished resolves to nothing instead of to freed memory.
+    private(set) var owners: [UInt: CurlTransfer] = [:]
+    private var lastOwnerID: UInt = 0
     private var busy = false
     private var intents: [Intent] = []
     private var intentsScratch: [Intent] = []
@@ -60,10 +64,17 @@ public final class CurlLoopDriver {
         guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed") }
         self.multi = multi
         let me = Unmanaged.passUnretained(self).toOpaque()
-        _ = ccurl_multi_setopt_socket_cb(multi, CURLMOPT_SOCKETFUNCTION, curlSocketTrampoline)
-        _ = ccurl_multi_setopt_ptr(multi, CURLMOPT_SOCKETDATA, me)
-        _ = ccurl_multi_setopt_timer_cb(multi, CURLMOPT_TIMERFUNCTION, curlTimerTrampoline)
-        _ = ccurl_multi_setopt_ptr(multi, CURLMOPT_TIMERDATA, me)
+        // Without its socket and timer callbacks the driver could never run a transfer: as fatal as a failed
+        // curl_multi_init. (The keep-alive cache size is a tuning; curl keeps its default if it refuses.)
+        let required: [(String, CURLMcode)] = [
+            ("CURLMOPT_SOCKETFUNCTION", ccurl_multi_setopt_socket_cb(multi, CURLMOPT_SOCKETFUNCTION, curlSocketTrampoline)),
+            ("CURLMOPT_SOCKETDATA", ccurl_multi_setopt_ptr(multi, CURLMOPT_SOCKETDATA, me)),
+            ("CURLMOPT_TIMERFUNCTION", ccurl_multi_setopt_timer_cb(multi, CURLMOPT_TIMERFUNCTION, curlTimerTrampoline)),
+            ("CURLMOPT_TIMERDATA", ccurl_multi_setopt_ptr(multi, CURLMOPT_TIMERDATA, me)),
+        ]
+        for (option, code) in required where code != CURLM_OK {
+            fatalError("curl_multi_setopt(\(option)) failed: \(String(cString: curl_multi_strerror(code)))")
+        }
         _ = ccurl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, max(1, maxConnections))
     }
 
@@ -107,8 +118,8 @@ public final class CurlLoopDriver {
             return transfer
         }
         transfer.easy = easy
-        if let problem = CurlEasyConfiguration.apply(request, to: easy, transfer: transfer) {
-            transfer.failure = CurlTransferError(code: .protocolError, curlCode: 0, message: problem, receivedHead: false)
+        if let error = CurlEasyConfiguration.apply(request, to: easy, transfer: transfer) {
+            transfer.failure = error
             self.failLater(transfer)
             return transfer
         }
@@ -132,6 +143,13 @@ public final class CurlLoopDriver {
         self.busy = true
         self.performShutdown()
         self.busy = false
+    }
+
+    /// A fresh owner id for a new transfer (0 means "no transfer" in the socket table).
+    func nextOwnerID() -> UInt {
+        self.lastOwnerID &+= 1
+        if self.lastOwnerID == 0 { self.lastOwnerID = 1 }
+        return self.lastOwnerID
     }
 
     // MARK: - intents from CurlTransfer
@@ -220,6 +238,7 @@ public final class CurlLoopDriver {
             transfer.phase = .running
             transfer.liveIndex = self.live.count
             self.live.append(transfer)
+            self.owners[transfer.ownerID] = transfer
             let rc = curl_multi_add_handle(multi, transfer.easy)
             if rc != CURLM_OK {
                 self.finish(
@@ -239,10 +258,13 @@ public final class CurlLoopDriver {
             }
             transfer.pause.remove(direction)
             transfer.lastActivity = self.roundTime
-            // Both directions together: un-pausing one must not un-pause the other (research §1.1).
+            // Both directions together: `curl_easy_pause` sets the whole state, so un-pausing one must restate the
+            // other (`CurlPauseState`).
             _ = curl_easy_pause(transfer.easy, transfer.pause.curlBitmask)
-            if direction == .receive, !transfer.pause.contains(.receive), transfer.socketFD >= 0 {
-                self.perform(self.sockets.ownerResumed(fd: transfer.socketFD, owner: transfer.ownerID))
+            if direction == .receive, !transfer.pause.contains(.receive) {
+                for fd in transfer.socketFDs {
+                    self.perform(self.sockets.ownerResumed(fd: fd, owner: transfer.ownerID))
+                }
             }
             if transfer.phase == .running, transfer.pause.isEmpty {
                 self.ensureSweep(at: self.roundTime + transfer.idleTimeout)
@@ -278,10 +300,12 @@ public final class CurlLoopDriver {
             }
             transfer.liveIndex = -1
         }
-        if transfer.socketFD >= 0 {
-            self.perform(self.sockets.clearOwner(fd: transfer.socketFD, owner: transfer.ownerID))
-            transfer.socketFD = -1
+        self.owners.removeValue(forKey: transfer.ownerID)
+        // Every socket it owned, not only the last one curl named: a stale owner must never stay in the table.
+        for fd in transfer.socketFDs {
+            self.perform(self.sockets.clearOwner(fd: fd, owner: transfer.ownerID))
         }
+        transfer.socketFDs.removeAll()
         if let easy = transfer.easy {
             transfer.easy = nil
             curl_easy_reset(easy)
@@ -346,8 +370,8 @@ public final class CurlLoopDriver {
                 self.socketAction(fd, bits)
                 let generation = CurlSocketTag(rawValue: ready.tag).generation
                 let action = self.sockets.afterAction(fd: fd, generation: generation) { owner in
-                    Unmanaged<CurlTransfer>.fromOpaque(UnsafeRawPointer(bitPattern: owner)!)
-                        .takeUnretainedValue().pause.contains(.receive)
+                    // An owner that is no longer live is not paused: its socket is re-armed like an unowned one.
+                    self.owners[owner]?.pause.contains(.receive) ?? false
                 }
                 self.perform(action)
             }
@@ -375,7 +399,7 @@ public final class CurlLoopDriver {
     }
 
     /// CURLMOPT_SOCKETFUNCTION (inside curl).
-    fileprivate func onCurlSocket(easy: UnsafeMutableRawPointer?, fd: Int32, what: Int32) {
+    func onCurlSocket(easy: UnsafeMutableRawPointer?, fd: Int32, what: Int32) {
         var transfer: CurlTransfer?
         if let easy {
             var raw: UnsafeMutableRawPointer?
@@ -386,9 +410,9 @@ public final class CurlLoopDriver {
         }
         if let transfer {
             if what == CurlSocketTable.curlPollRemove {
-                if transfer.socketFD == fd { transfer.socketFD = -1 }
-            } else {
-                transfer.socketFD = fd
+                if let i = transfer.socketFDs.firstIndex(of: fd) { transfer.socketFDs.remove(at: i) }
+            } else if !transfer.socketFDs.contains(fd) {
+                transfer.socketFDs.append(fd)
             }
         }
         self.perform(self.sockets.socketCallback(fd: fd, what: what, owner: transfer?.ownerID ?? 0))

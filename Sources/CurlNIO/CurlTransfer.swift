@@ -26,8 +26,11 @@ public final class CurlTransfer {
     var failure: CurlTransferError?
     var headerParser = CurlHeaderParser()
     var headDelivered = false
-    /// The socket curl last associated with this transfer (-1: none).
-    var socketFD: Int32 = -1
+    /// Every socket curl has associated with this transfer and not removed yet. Usually one, but a connect with
+    /// happy eyeballs (`localhost` → `::1` and `127.0.0.1`), or the threaded resolver's wake-up pipe next to a
+    /// connect, gives a transfer several at once; each of them names this transfer as owner in the socket table and
+    /// must be released when it finishes.
+    var socketFDs: [Int32] = []
     /// Position in the driver's `live` array (-1: not in it).
     var liveIndex = -1
     /// Already in the driver's "touched this round" list.
@@ -47,6 +50,7 @@ public final class CurlTransfer {
         self.driver = driver
         self.eventLoop = driver.eventLoop
         self.delegate = delegate
+        self.ownerID = driver.nextOwnerID()
         self.responseTimeout = request.responseTimeout
         self.idleTimeout = request.idleTimeout
         let isHead = request.method == "HEAD"
@@ -66,10 +70,10 @@ public final class CurlTransfer {
         self.requestSentTime = self.hasBody ? nil : now
     }
 
-    /// Identity used in the socket table.
-    var ownerID: UInt {
-        UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque())
-    }
+    /// Identity used in the socket table: a serial number of the driver, never an address. An address would be
+    /// turned back into an object when the socket becomes ready, after the transfer may be gone (and its address
+    /// reused); a serial is only ever looked up among the driver's live transfers.
+    let ownerID: UInt
 
     /// After the delegate returned `.pause` from `didReceiveBodyBytes`. Un-pausing may deliver body bytes (call the
     /// delegate) before this returns when called outside a delegate callback. No-op if not paused.

@@ -130,6 +130,8 @@ public struct CurlTransferError: Error, Sendable, Hashable, CustomStringConverti
         public static let cancelled = Code("cancelled")
         /// Unparseable response or request the driver refused to send (e.g. CR/LF in a header).
         public static let protocolError = Code("protocol_error")
+        /// libcurl refused an option of the transfer (`curl_easy_setopt` failed), so it was never started.
+        public static let optionRefused = Code("option_refused")
         /// Anything else.
         public static let other = Code("other")
 

@@ -61,7 +61,7 @@ struct ConfigReader {
 
     mutating func integer(_ key: String, default defaultValue: Int, range: ClosedRange<Int>) -> Int {
         guard let value = raw(key) else { return defaultValue }
-        guard case .number(let n) = value, n == n.rounded(), n >= -9e15, n <= 9e15 else {
+        guard let n = value.numberValue, n == n.rounded(), n >= -9e15, n <= 9e15 else {
             sink.record(.wrongType, childPath(key), "expected an integer, found \(value.typeName == "a number" ? "a fraction" : value.typeName)")
             return defaultValue
         }

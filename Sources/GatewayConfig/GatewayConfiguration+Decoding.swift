@@ -424,6 +424,10 @@ private struct Decoder {
             l.finish()
             service.loginUpstream = .init(upstream: upstream, path: path)
         }
+        if let token = r.string("introspection_token") {
+            if token.utf8.count < 32 { r.record(.invalidValue, "introspection_token", "must be at least 32 bytes long") }
+            service.introspectionToken = token
+        }
         if var l = r.child("login_limits") {
             service.loginLimits.perUsername = l.integer("per_username", default: service.loginLimits.perUsername, range: 1...1_000_000)
             service.loginLimits.perAddress = l.integer("per_address", default: service.loginLimits.perAddress, range: 1...1_000_000)

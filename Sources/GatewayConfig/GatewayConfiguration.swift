@@ -32,6 +32,9 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// Whether only this host can connect (`localhost`, `::1`, 127.x.x.x).
+    public var isLoopback: Bool { isLoopbackHost(host) }
 }
 
 public struct Limits: Sendable, Hashable {
@@ -184,6 +187,9 @@ public struct TokenService: Sendable, Hashable {
     public var keyDirectory: String
     public var usersFile: String?
     public var loginUpstream: LoginUpstream?
+    /// The bearer secret `POST /introspect` on the admin listener requires (≥ 32 bytes). Without one, introspection
+    /// is only served on a loopback admin listener.
+    public var introspectionToken: String?
     /// Failed logins allowed per username and per client address within `window_seconds`, checked before the
     /// password (DESIGN §7).
     public var loginLimits = LoginLimits()

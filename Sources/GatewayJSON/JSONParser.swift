@@ -243,7 +243,8 @@ public struct JSONParser {
         return value
     }
 
-    private mutating func parseNumber() throws(JSONError) -> Double {
+    /// Short integers take a fast path and keep no text; every other number keeps its literal (`JSONNumber`).
+    private mutating func parseNumber() throws(JSONError) -> JSONNumber {
         let start = index
         var negative = false
         if peek() == UInt8(ascii: "-") {
@@ -263,7 +264,8 @@ public struct JSONParser {
                 index += 1
             }
         }
-        var simple = digits <= 15
+        // `-0` keeps its text: its `Double` would be written back as `0`.
+        var simple = digits <= 15 && !(negative && digits == 0)
         if peek() == UInt8(ascii: ".") {
             simple = false
             index += 1
@@ -279,11 +281,11 @@ public struct JSONParser {
         }
         if simple {
             let value = Double(integer)
-            return negative ? -value : value
+            return JSONNumber(negative ? -value : value)
         }
         let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
         guard let value = Double(text), value.isFinite else { throw error(.syntax, "number out of range") }
-        return value
+        return JSONNumber(double: value, source: text)
     }
 
     private mutating func expectLiteral(_ literal: StaticString) throws(JSONError) {

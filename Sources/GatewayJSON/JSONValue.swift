@@ -3,7 +3,8 @@
 public enum JSONValue: Sendable, Hashable {
     case null
     case bool(Bool)
-    case number(Double)
+    /// A number, with its text as written when the `Double` cannot say it exactly (see `JSONNumber`).
+    case number(JSONNumber)
     case string(String)
     case array([JSONValue])
     case object(JSONObject)
@@ -25,7 +26,19 @@ public enum JSONValue: Sendable, Hashable {
         return nil
     }
 
+    /// A number from a `Double`, for documents the gateway writes itself (`.number(expiry)`).
+    public static func number(_ value: Double) -> JSONValue {
+        .number(JSONNumber(value))
+    }
+
+    /// The number's nearest `Double` (exact up to 2^53; NumericDates and limits are read this way).
     public var numberValue: Double? {
+        if case .number(let n) = self { return n.double }
+        return nil
+    }
+
+    /// The number with its text as written, for copying it elsewhere without rounding (identity headers).
+    public var jsonNumber: JSONNumber? {
         if case .number(let n) = self { return n }
         return nil
     }

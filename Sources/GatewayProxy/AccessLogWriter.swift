@@ -7,23 +7,25 @@ import Glibc
 #endif
 
 /// The JSON access log of one event loop (`log.format: json`): each line is formatted straight into the loop's
-/// buffer, and the buffer goes to standard error in one `write(2)` at the end of the loop's current turn (or sooner
-/// past 64 KiB), so a busy loop pays one system call per batch of requests instead of one per request. The line has
+/// buffer, and the buffer is handed to `LogOutput` (standard error's queue and writer thread) at the end of the
+/// loop's current turn (or sooner past 64 KiB), so a busy loop takes the queue's lock once per batch of requests and
+/// never waits for the output itself. The line has
 /// the shape `JSONLogHandler` gives every other line (`ts`, `level`, `logger`, `msg`, then the fields in name order),
 /// with `status`, `duration_ms` and `upstream_ms` as numbers.
 public final class AccessLogWriter {
     private let eventLoop: any EventLoop
-    private let fd: Int32
+    private let output: LogOutput
     private var buffer: [UInt8] = []
+    private var bufferedLines = 0
     private var flushScheduled = false
     /// `"YYYY-MM-DDTHH:MM:SS` of `cachedSecond`, so the date is formatted once per second, not per line.
     private var cachedSecond = -1
     private var cachedPrefix: [UInt8] = []
     static let flushThreshold = 64 * 1024
 
-    public init(eventLoop: any EventLoop, fd: Int32 = 2) {
+    public init(eventLoop: any EventLoop, output: LogOutput = .standardError) {
         self.eventLoop = eventLoop
-        self.fd = fd
+        self.output = output
         buffer.reserveCapacity(Self.flushThreshold)
     }
 
@@ -57,6 +59,7 @@ public final class AccessLogWriter {
             appendMilliseconds(upstreamMs)
         }
         buffer.append(contentsOf: "}\n".utf8)
+        bufferedLines += 1
 
         if buffer.count >= Self.flushThreshold {
             flush()
@@ -67,24 +70,13 @@ public final class AccessLogWriter {
         }
     }
 
-    /// Writes what is buffered (blocking; standard error is a pipe or a file).
+    /// Hands what is buffered to the output queue (never blocks; a full queue drops the batch and counts its lines).
     public func flush() {
         flushScheduled = false
         guard !buffer.isEmpty else { return }
-        buffer.withUnsafeBytes { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-                if n > 0 {
-                    offset += n
-                } else if n < 0 && errno == EINTR {
-                    continue
-                } else {
-                    break  // a closed or full log is not a reason to fail requests
-                }
-            }
-        }
+        output.enqueue(buffer, lines: bufferedLines)
         buffer.removeAll(keepingCapacity: true)
+        bufferedLines = 0
     }
 
     private func appendTimestamp() {

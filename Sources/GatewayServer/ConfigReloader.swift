@@ -12,7 +12,9 @@ import Glibc
 /// Reloads the configuration on SIGHUP and when the file changes (DESIGN §3): the new file is validated and its
 /// generation built first; only then is its policy installed on every event loop. An invalid file, or one that
 /// changes a setting only a restart can change, is refused with a log line and the running configuration stays.
-/// Requests in flight finish with the policy they started with; nothing is dropped.
+/// Requests in flight finish with the policy they started with; nothing is dropped. Reloads run one at a time
+/// (`ReloadQueue`): a SIGHUP or file change during a reload is served by one more reload of the newest file after
+/// it, so a slow older reload can never install over a newer one.
 actor ConfigReloader {
     private let path: String
     private let environment: [String: String]
@@ -21,6 +23,7 @@ actor ConfigReloader {
     private(set) var current: GatewayGeneration
     private var fileSignature: FileSignature?
     private var watcher: Task<Void, Never>?
+    private let queue = ReloadQueue<Outcome>()
 
     init(path: String, environment: [String: String], shared: GatewayGeneration.Shared, loops: LoopContexts, current: GatewayGeneration) {
         self.path = path
@@ -32,14 +35,21 @@ actor ConfigReloader {
     }
 
     /// Outcome of one reload, for logs and tests.
-    enum Outcome: Equatable {
+    enum Outcome: Equatable, Sendable {
         case reloaded
         case refused
         case unchanged
     }
 
+    /// Reloads now, or after the reload in progress (coalesced with other requests that arrive meanwhile).
     @discardableResult
     func reload(reason: String) async -> Outcome {
+        await queue.run(reason: reason) { reason in await self.reloadOnce(reason: reason) }
+    }
+
+    /// One reload: read, validate, build, install. Only ever one at a time (see `reload`), because it suspends
+    /// between reading the file and installing what it built.
+    private func reloadOnce(reason: String) async -> Outcome {
         let logger = shared.logger
         fileSignature = FileSignature(path: path)
         let configuration: GatewayConfiguration

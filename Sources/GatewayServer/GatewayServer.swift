@@ -126,9 +126,13 @@ public enum GatewayServer {
                         try channel.pipeline.syncOperations.addHandler(SimpleResponder(respondAsync: { head, body, loop in
                             let promise = loop.makePromise(of: SimpleResponder.Response.self)
                             promise.completeWithTask {
-                                let sessions = await reloader.current.tokenService?.sessions
+                                let generation = await reloader.current
+                                // The secret follows reloads; the listener's address cannot change without a restart.
+                                let introspection = AdminEndpoints.IntrospectionAccess(
+                                    token: generation.configuration.tokenService?.introspectionToken, adminListen: adminListen)
                                 return try await AdminEndpoints.answer(
-                                    head, body, readiness: readiness, sessions: sessions, metrics: scrape, on: loop).get()
+                                    head, body, readiness: readiness, sessions: generation.tokenService?.sessions,
+                                    introspection: introspection, metrics: scrape, on: loop).get()
                             }
                             return promise.futureResult
                         }))
@@ -137,6 +141,10 @@ public enum GatewayServer {
                 .bind(host: adminListen.host, port: adminListen.port)
                 .get()
             logger.info("admin listening on \(describe(admin?.localAddress, fallback: adminListen))")
+            if let service = configuration.tokenService, service.introspectionToken == nil, !adminListen.isLoopback {
+                logger.warning(
+                    "POST /introspect is off: the admin listener \(adminListen) is not a loopback address and token_service.introspection_token is not set")
+            }
         }
 
         if let configPath, !configPath.isEmpty {

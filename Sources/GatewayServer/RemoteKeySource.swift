@@ -25,8 +25,8 @@ public struct RemoteKeySource: Sendable {
     /// Bound on each fetched document.
     public var maxDocumentBytes: Int
 
-    /// Documents larger than this are refused: a key set of a few dozen keys is a few tens of KiB (security.md
-    /// W-jwks-huge; the JWKS parser has the same bound).
+    /// Documents larger than this are refused: a key set of a few dozen keys is a few tens of KiB (a huge key set
+    /// is a denial-of-service vector; the JWKS parser has the same bound).
     public static let defaultMaxDocumentBytes = 1 << 20
 
     init(_ issuer: Issuer, path: String) throws(ConfigError) {

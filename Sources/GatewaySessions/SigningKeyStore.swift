@@ -26,8 +26,25 @@ public struct SigningKeyStore: Sendable {
     public var current: SigningKey { keys[0] }
 
     public struct StoreError: Error, CustomStringConvertible, Sendable {
+        /// Stable codes, so callers and tests can tell kinds of failure apart.
+        public struct Code: Sendable, Hashable, CustomStringConvertible {
+            public let rawValue: String
+            public init(_ rawValue: String) { self.rawValue = rawValue }
+            /// A file or folder of the key directory could not be created, written or read.
+            public static let io = Code("signing_key_io")
+            /// A key file's name does not match its key.
+            public static let mismatch = Code("signing_key_mismatch")
+            public var description: String { rawValue }
+        }
+
+        public var code: Code
         public var message: String
         public var description: String { message }
+
+        public init(_ code: Code = .io, message: String) {
+            self.code = code
+            self.message = message
+        }
     }
 
     /// Loads the keys, generating a current key of `algorithm` if there is none yet.
@@ -44,20 +61,10 @@ public struct SigningKeyStore: Sendable {
     @discardableResult
     public static func generate(directory: String, algorithm: JWSAlgorithm) throws -> SigningKey {
         let key = try SigningKey.generate(algorithm)
-        let fm = FileManager.default
-        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let path = "\(directory)/\(key.kid).\(algorithm.rawValue).pem"
-        guard fm.createFile(atPath: path, contents: Data(key.pem.utf8), attributes: [.posixPermissions: 0o600]) else {
-            throw StoreError(message: "cannot write \(path)")
-        }
+        try SecretFiles.createDirectory(directory)
+        try SecretFiles.writeNew("\(directory)/\(key.kid).\(algorithm.rawValue).pem", Array(key.pem.utf8))
         // Write-then-rename, so a crash never leaves a `current` naming a half-written key.
-        let temporary = "\(directory)/current.tmp"
-        guard fm.createFile(atPath: temporary, contents: Data((key.kid + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
-            throw StoreError(message: "cannot write \(temporary)")
-        }
-        if rename(temporary, "\(directory)/current") != 0 {
-            throw StoreError(message: "cannot replace \(directory)/current")
-        }
+        try SecretFiles.replace("\(directory)/current", Array((key.kid + "\n").utf8))
         return key
     }
 
@@ -76,7 +83,7 @@ public struct SigningKeyStore: Sendable {
             }
             let key = try SigningKey(pem: String(decoding: data, as: UTF8.self), algorithm: algorithm)
             guard key.kid == parts[0] else {
-                throw StoreError(message: "\(directory)/\(name): the file name does not match the key's thumbprint \(key.kid)")
+                throw StoreError(.mismatch, message: "\(directory)/\(name): the file name does not match the key's thumbprint \(key.kid)")
             }
             keys.append(key)
         }
@@ -102,12 +109,7 @@ public struct SigningKeyStore: Sendable {
     /// Writes a `.retired` marker at `now` for every non-current key that has none yet.
     public mutating func markRetired(now: Double) throws {
         for key in keys.dropFirst() where retiredAt[key.kid] == nil {
-            let path = "\(directory)/\(key.kid).retired"
-            guard FileManager.default.createFile(
-                atPath: path, contents: Data("\(Int64(now))\n".utf8), attributes: [.posixPermissions: 0o600])
-            else {
-                throw StoreError(message: "cannot write \(path)")
-            }
+            try SecretFiles.replace("\(directory)/\(key.kid).retired", Array("\(Int64(now))\n".utf8))
             retiredAt[key.kid] = now
         }
     }

@@ -2,7 +2,7 @@
 /// what to do, so every schedule can be unit-tested without I/O or clocks. The caller owns the fetching, the timer
 /// and the keys; times are seconds on a monotonic clock.
 ///
-/// The rules (DESIGN §4 issuers, research/features.md "rotation-proof JWKS handling"):
+/// The rules (DESIGN §4 issuers; README "remote key sets"):
 /// - **Prefetch**: `start` asks for the first fetch at once.
 /// - **Refresh**: after a successful fetch the keys are fresh for the document's `Cache-Control: max-age` (minus
 ///   `Age`), clamped to `[minRefresh, maxRefresh]`, or `maxRefresh` without one; the next fetch is due then.

@@ -206,7 +206,7 @@ public struct TokenVerifier: Sendable {
 /// A NumericDate (RFC 7519 §2): a JSON number, finite, 0 ≤ x ≤ 2^53 (negative zero refused).
 @inline(__always)
 private func numericDate(_ value: JSONValue) -> Double? {
-    guard case .number(let d) = value, d.isFinite, d.sign == .plus, d <= 9_007_199_254_740_992 else { return nil }
+    guard let d = value.numberValue, d.isFinite, d.sign == .plus, d <= 9_007_199_254_740_992 else { return nil }
     return d
 }
 

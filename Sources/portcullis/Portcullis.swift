@@ -55,24 +55,18 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.load()
         let level = Logger.Level(rawValue: configuration.log.level.rawValue) ?? .info
-        let format = configuration.log.format
-        LoggingSystem.bootstrap { label in
-            switch format {
-            case .json:
-                return JSONLogHandler(label: label, level: level)
-            case .text:
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = level
-                return handler
-            }
-        }
+        ProcessLog.bootstrap(level: level, format: configuration.log.format)
         let logger = Logger(label: "portcullis")
+        // Log lines are queued (`ProcessLog`): let them out before the process exits or prints its own error.
+        defer { ProcessLog.drain() }
         do {
             try await GatewayServer.run(
                 configuration: configuration, configPath: options.config, environment: environment(), logger: logger)
         } catch let errors as ConfigErrors {
+            ProcessLog.drain()
             throw options.fail(errors)
         } catch {
+            ProcessLog.drain()
             printError("portcullis: \(error)")
             throw ExitCode(2)
         }

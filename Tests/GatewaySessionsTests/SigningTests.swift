@@ -98,4 +98,44 @@ import Testing
         try Data(other.pem.utf8).write(to: URL(fileURLWithPath: "\(directory)/\(store.current.kid).ES256.pem"))
         #expect(throws: SigningKeyStore.StoreError.self) { try SigningKeyStore.load(directory: directory) }
     }
+
+    /// Issue 10: keys were written through `FileManager` (a 0644 temporary file, renamed, then chmod 0600), so the
+    /// private key was readable by others for a moment. Now the file is 0600 before a byte of it exists.
+    @Test func keyFilesAreOwnerOnlyFromTheirCreation() throws {
+        let directory = Self.temporaryDirectory() + "/nested/keys"
+        defer { try? FileManager.default.removeItem(atPath: String(directory.dropLast("/nested/keys".count))) }
+        try SecretFiles.createDirectory(directory)
+        var modeAtCreation: mode_t = 0
+        try SecretFiles.writeNew("\(directory)/k.pem", Array("secret".utf8)) { fd in
+            var info = stat()
+            _ = fstat(fd, &info)
+            modeAtCreation = info.st_mode & 0o777
+        }
+        #expect(modeAtCreation == 0o600)
+        #expect(try String(contentsOfFile: "\(directory)/k.pem", encoding: .utf8) == "secret")
+        // Never replaces a file, never follows a symlink planted at the key's name.
+        #expect(throws: SigningKeyStore.StoreError.self) { try SecretFiles.writeNew("\(directory)/k.pem", []) }
+        _ = symlink("\(directory)/elsewhere", "\(directory)/planted.pem")
+        #expect(throws: SigningKeyStore.StoreError.self) { try SecretFiles.writeNew("\(directory)/planted.pem", []) }
+        #expect(!FileManager.default.fileExists(atPath: "\(directory)/elsewhere"))
+
+        // The store's own files: keys, `current` and markers, in a 0700 folder.
+        let store = try SigningKeyStore.open(directory: directory + "/store", algorithm: .ES256)
+        try SigningKeyStore.generate(directory: directory + "/store", algorithm: .ES256)
+        var reopened = try SigningKeyStore.open(directory: directory + "/store", algorithm: .ES256)
+        try reopened.markRetired(now: 1000)
+        func mode(_ path: String) throws -> Int? {
+            (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? NSNumber)?.intValue
+        }
+        #expect(try mode(directory + "/store") == 0o700)
+        #expect(try mode(directory) == 0o700)
+        for name in try FileManager.default.contentsOfDirectory(atPath: directory + "/store") {
+            #expect(try mode("\(directory)/store/\(name)") == 0o600, "\(name)")
+        }
+        #expect(reopened.current.kid != store.current.kid)
+        // A `current.tmp` left by a crash does not stop the next rotation.
+        FileManager.default.createFile(atPath: directory + "/store/current.tmp", contents: Data("junk".utf8))
+        let next = try SigningKeyStore.generate(directory: directory + "/store", algorithm: .ES256)
+        #expect(try SigningKeyStore.load(directory: directory + "/store").current.kid == next.kid)
+    }
 }

@@ -6,7 +6,7 @@ import _CryptoExtras
 
 @testable import GatewayTokens
 
-/// research/security.md §3.1 (A-*) and §3.2 (S-*): algorithm selection and signature edge cases.
+/// Attack cases A-* and S-*: algorithm selection and signature edge cases.
 @Suite struct AlgorithmAttackTests {
     static let forged = T.claims(["sub": "\"admin\""])
 

@@ -3,7 +3,7 @@ import Testing
 
 @testable import GatewayTokens
 
-/// research/security.md §3.7 (T-*) and the claim rules of DESIGN §4. Leeway is 30 s; NOW = T.now.
+/// Claim attacks (cases T-*) and the claim rules of DESIGN §4. Leeway is 30 s; NOW = T.now.
 @Suite struct ClaimsTests {
     let now = Int(T.now)
 

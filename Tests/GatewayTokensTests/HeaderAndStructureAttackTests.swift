@@ -5,7 +5,7 @@ import Testing
 
 @testable import GatewayTokens
 
-/// research/security.md §3.3 (K-*), §3.4 (C-*), §3.5 (Y-*), §3.6 (E-*).
+/// Attack cases K-* (keys), C-* (crit and header parameters), Y-* (typ), E-* (encoding and structure).
 @Suite struct KeySelectionAttackTests {
     @Test func kidInjectionAndUnknownKids() {
         for (kid, secret) in [

@@ -6,7 +6,7 @@ import _CryptoExtras
 
 @testable import GatewayTokens
 
-/// PEM, certificate and HMAC loading (research/security.md W-pem-formats, W-hmac-config, S-rsa-weak1024).
+/// PEM, certificate and HMAC loading (attack cases W-pem-formats, W-hmac-config, S-rsa-weak1024).
 @Suite struct PEMLoadingTests {
     @Test func eachKeyTypeLoadsForItsAlgorithm() throws {
         for alg in [JWSAlgorithm.RS256, .RS384, .RS512, .PS256, .PS384, .PS512] {

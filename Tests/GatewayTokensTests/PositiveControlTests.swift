@@ -5,7 +5,7 @@ import _CryptoExtras
 
 @testable import GatewayTokens
 
-/// research/security.md §3.0: every algorithm verifies when properly signed, or the negative tests prove nothing.
+/// Positive controls: every algorithm verifies when properly signed, or the negative tests prove nothing.
 @Suite struct PositiveControlTests {
     @Test(arguments: JWSAlgorithm.allCases)
     func okEveryAlgorithm(_ alg: JWSAlgorithm) throws {

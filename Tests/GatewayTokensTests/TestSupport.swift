@@ -157,7 +157,7 @@ enum T {
         header(alg.rawValue, kid: "\(alg.rawValue.lowercased())-1", extra: extra)
     }
 
-    /// BASE of research/security.md §3, with overrides. A nil override value removes the claim; values are raw JSON.
+    /// The baseline valid claims every attack case starts from, with overrides. A nil override value removes the claim; values are raw JSON.
     static func claims(_ overrides: [String: String?] = [:], extra: String = "") -> String {
         var members: [(String, String)] = [
             ("iss", "\"\(issuer)\""), ("sub", "\"user-123\""), ("aud", "\"\(audience)\""),

@@ -5,10 +5,10 @@ import Testing
 
 /// Wycheproof `json_web_signature_test.json` and `json_web_key_test.json`: every case through the JWS layer that
 /// `TokenVerifier` uses (key set from the group's JWK, kid selection, alg pinning, strict base64url and header
-/// policy), with the strict answers pinned in /work/shared/vectors/README.md. The payloads are not JWTs, so every
-/// case is additionally run through the full `TokenVerifier`, which must reject all of them.
+/// policy), with the strict answers pinned in `strictRejects` / `strictAccepts` below. The payloads are not JWTs, so
+/// every case is additionally run through the full `TokenVerifier`, which must reject all of them.
 @Suite struct WycheproofJOSETests {
-    /// tcIds where the strict answer differs from Wycheproof's (vectors README): reject these "valid" ones…
+    /// tcIds where the strict answer differs from Wycheproof's: reject these "valid" ones…
     static let strictRejects: Set<Int> = [259, 264, 268, 272, 320, 325, 346, 350, 347, 351, 372, 373]
     /// …and accept these "invalid" ones (byte-identical to the valid tcId 357).
     static let strictAccepts: Set<Int> = [367, 370]

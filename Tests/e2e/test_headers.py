@@ -254,3 +254,19 @@ def test_internal_control_headers_do_not_affect_routing(env):
         assert r.status == 401
     reqs = env.forwarded_since(mark)
     assert [q["target"] for q in reqs] == ["/public/innocent"]
+
+
+@pytest.mark.parametrize("tenant, expected", [
+    (9007199254740993, "9007199254740993"),        # 2^53 + 1: a Double would round it to ...992
+    (-9007199254740993, "-9007199254740993"),
+    (123456789012345678901234567890, "123456789012345678901234567890"),
+    (42, "42"),
+])
+def test_big_integer_claims_reach_the_upstream_as_written(env, tenant, expected):
+    """Issue 10: a number claim mapped to an identity header is copied as the token wrote it, not through a Double."""
+    token = env.keys.mint("ES256", tenant=tenant)
+    mark = env.mark()
+    with env.gw.raw() as c:
+        r = c.request("GET", "/private/big-number", [("Authorization", f"Bearer {token}")])
+    assert r.status == 200, r
+    assert_identity(env.one_forwarded(mark), {"X-Auth-Tenant": expected})
