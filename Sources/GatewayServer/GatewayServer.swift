@@ -111,7 +111,7 @@ public enum GatewayServer {
                 for (snapshot, _) in loops { total.merge(snapshot) }
                 return metrics.render(
                     data: total, keySets: generation.remoteKeys?.status() ?? [],
-                    revokedSessions: generation.tokenService == nil ? nil : loops.first?.1)
+                    revokedSessions: generation.tokenService == nil && generation.followers == nil ? nil : loops.first?.1)
             }
             return promise.futureResult
         }
