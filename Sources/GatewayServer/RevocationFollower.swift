@@ -10,8 +10,8 @@ import Synchronization
 /// issuer's revoked sessions within about a second, without a database: a long poll `GET …?after=N&wait=30`
 /// through libcurl on the control loop (like `RemoteKeySet`), each answer applied to every event loop's
 /// `RevokedSessions` under the issuer's name, then the next poll at once from `next`. A `reset` answer (the feed's
-/// database was replaced) starts over from its `next`. Failures back off from 250 ms to 5 s; the readiness
-/// condition `revocations:<issuer>` turns ready at the first answer.
+/// database was replaced) starts over from its `next`. Failures back off from 250 ms to 1 s (jittered); the
+/// readiness condition `revocations:<issuer>` turns ready at the first answer.
 final class RevocationFollower: Sendable {
     /// Where and how the feed is read, from the issuer's configuration entry.
     struct Source: Sendable, Hashable {
@@ -44,7 +44,10 @@ final class RevocationFollower: Sendable {
         /// Seconds the feed may hold a poll (the feed caps it at 30).
         var wait: Int64 = 30
         var minBackoff = 0.25
-        var maxBackoff = 5.0
+        /// Low on purpose: a feed that comes back (a restarted replica) must be read again within about a second,
+        /// or revocations made meanwhile would reach this data path late. A refused loopback or LB connection
+        /// costs next to nothing; the jitter keeps a fleet of followers from retrying in step.
+        var maxBackoff = 1.0
         /// A page holds at most 1000 entries of ~150 bytes.
         var maxAnswerBytes = 1 << 20
     }
@@ -122,11 +125,13 @@ final class RevocationFollower: Sendable {
     // MARK: - Polling (on the control loop)
 
     private func poll() {
-        guard let after = state.withLock({ $0.stopped ? nil : $0.after }) else { return }
+        guard let (after, answered) = state.withLock({ $0.stopped ? nil : ($0.after, $0.answered) }) else { return }
         let url = source.url
-        let target = url.target + (url.target.contains("?") ? "&" : "?") + "after=\(after)&wait=\(settings.wait)"
+        // The first poll must not be held: readiness waits for its answer.
+        let wait = answered ? settings.wait : 0
+        let target = url.target + (url.target.contains("?") ? "&" : "?") + "after=\(after)&wait=\(wait)"
         // The feed holds the answer up to `wait`: allow that plus a margin before calling the server silent.
-        let bound = TimeAmount.seconds(settings.wait + 10)
+        let bound = TimeAmount.seconds(wait + 10)
         let request = CurlRequest(
             origin: url.origin, requestTarget: target, method: "GET",
             headers: [CurlHeader(name: "Accept", value: "application/json"), CurlHeader(name: "Authorization", value: "Bearer \(source.secret)")],
@@ -222,8 +227,9 @@ final class RevocationFollower: Sendable {
         let issuer = source.issuer
         let now = GatewayServer.wallClock()
         let live = page.revocations.filter { $0.until > now }
+        var applied: EventLoopFuture<Void>? = nil
         if !live.isEmpty, let loops = loops.withLock({ $0 }) {
-            RevocationFanout.apply(live.map { ($0.sessionID, issuer, $0.until) }, to: loops)
+            applied = RevocationFanout.apply(live.map { ($0.sessionID, issuer, $0.until) }, to: loops)
         }
         metrics.increment("portcullis_revocation_feed_polls_total", [issuer, "success"])
         metrics.setGauge("portcullis_revocation_feed_up", [issuer], 1)
@@ -232,7 +238,14 @@ final class RevocationFollower: Sendable {
             logger.warning("\(name): the revocation feed started over (its log was replaced); following it from \(page.next)")
         }
         if first {
-            readiness.set(source.readinessName, ready: true)
+            // Ready means applied: a request after /readyz said 200 finds the revocations known at that point.
+            let readiness = self.readiness
+            let name = source.readinessName
+            if let applied {
+                applied.whenComplete { _ in readiness.set(name, ready: true) }
+            } else {
+                readiness.set(name, ready: true)
+            }
             logger.info("\(name): following the revocation feed \(source.url) from \(page.next)")
         } else if recovered {
             logger.info("\(name): the revocation feed answers again")
@@ -246,12 +259,13 @@ final class RevocationFollower: Sendable {
             return (state.failures, state.stopped)
         }
         guard !stopped else { return }
-        let delay = min(settings.maxBackoff, settings.minBackoff * Double(1 << min(failures - 1, 16)))
+        let ceiling = min(settings.maxBackoff, settings.minBackoff * Double(1 << min(failures - 1, 16)))
+        let delay = ceiling * Double.random(in: 0.5...1.0)
         metrics.increment("portcullis_revocation_feed_polls_total", [source.issuer, error.code.rawValue])
         metrics.setGauge("portcullis_revocation_feed_up", [source.issuer], 0)
-        // Logged when following breaks and then every 60 failures (at most every 5 min), not on each retry.
+        // Logged when following breaks and then every 60 failures (about once a minute), not on each retry.
         if failures == 1 || failures % 60 == 0 {
-            logger.warning("\(name): reading the revocation feed \(source.url) failed (\(error.code.rawValue)): \(error.message); retrying in \(delay) s")
+            logger.warning("\(name): reading the revocation feed \(source.url) failed (\(error.code.rawValue)): \(error.message); retrying at least once a second")
         }
         let timer = loop.scheduleTask(in: .milliseconds(Int64(delay * 1000))) { self.poll() }
         let cancel = state.withLock { state -> Bool in

@@ -240,10 +240,12 @@ final class RevocationFanout: Sendable {
         if let loops, !revocations.isEmpty { Self.apply(revocations, to: loops) }
     }
 
-    /// One task per loop for the whole batch, run on that loop: the data path reads the set without a lock.
-    static func apply(_ revocations: [Revocation], to loops: LoopContexts) {
+    /// One task per loop for the whole batch, run on that loop: the data path reads the set without a lock. The
+    /// future completes once every loop has it.
+    @discardableResult
+    static func apply(_ revocations: [Revocation], to loops: LoopContexts) -> EventLoopFuture<Void> {
         let now = GatewayServer.wallClock()
-        loops.apply { context in
+        return loops.apply { context in
             for revocation in revocations {
                 context.revocations.insert(revocation.sessionID, issuer: revocation.issuer, until: revocation.until, now: now)
             }
