@@ -150,6 +150,9 @@ public enum GatewayServer {
         let drainSeconds = generation.configuration.limits.drainSeconds
         logger.info("received \(signal), draining for up to \(drainSeconds) s")
         try? await server.close()
+        // Revocation-feed readers held in a long poll are answered now (nothing new), or they would hold the drain
+        // for up to 30 s; their followers reconnect to another replica or to this one when it is back.
+        generation.tokenService?.sync.stop()
         connections.quiesceAll()
         let deadline = NIODeadline.now() + .seconds(Int64(drainSeconds))
         while connections.count > 0 && NIODeadline.now() < deadline {
