@@ -134,8 +134,11 @@ final class RevocationSync: Sendable {
         try await task.value
     }
 
-    /// Something may have been appended to the log (an external notification): catch up in the background.
-    func wake() {
+    /// Something may have been appended to the log (an external notification): catch up in the background. With
+    /// `sequence` (a notification's payload), nothing is done when it is already applied — every replica is also
+    /// notified of its own revocations, which it applied when it wrote them.
+    func wake(upTo sequence: Int64? = nil) {
+        if let sequence, sequence <= lastApplied { return }
         Task { try? await self.catchUp() }
     }
 

@@ -132,14 +132,15 @@ final class TokenServiceRuntime: Sendable {
         sync.setApply { records in
             fanout.publish(records.map { ($0.sessionID, issuer, $0.until) })
             for record in records { sessions.noteRevoked(record.sessionID, until: record.until) }
-            if let last = records.last { metrics.setGauge("portcullis_revocations_sequence", [issuer], Double(last.sequence)) }
         }
         if !readiness.contains("store") { readiness.register("store", ready: false) }
         let health = StoreHealth(readiness: readiness, metrics: metrics, logger: logger)
+        let reportSequence: @Sendable () -> Void = { metrics.setGauge("portcullis_revocations_sequence", [issuer], Double(sync.lastApplied)) }
         let before = sync.lastApplied
         do {
             try await sync.catchUp()
             health.answered()
+            reportSequence()
             let applied = sync.lastApplied - before
             if applied > 0 { logger.info("token service: caught up with the revocation log (\(applied) entr\(applied == 1 ? "y" : "ies"), up to \(sync.lastApplied))") }
         } catch {
@@ -147,7 +148,9 @@ final class TokenServiceRuntime: Sendable {
         }
         sync.startPolling(every: .seconds(5)) { result in
             switch result {
-            case .success: health.answered()
+            case .success:
+                health.answered()
+                reportSequence()
             case .failure(let error): health.failed(error)
             }
         }

@@ -169,6 +169,20 @@ import Testing
         #expect(try await f.sync.page(after: 0, wait: .seconds(30), on: loop).get() == .unavailable)
     }
 
+    @Test func aWakeUpCatchesUpInTheBackgroundUnlessItsSequenceIsApplied() async throws {
+        let f = fixture()
+        await revoke(f, "a")
+        try await f.sync.catchUp()
+        await revoke(f, "b")
+        f.sync.wake(upTo: 1)  // already applied: no query
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(f.applied.sessionIDs == ["a"])
+        f.sync.wake(upTo: 2)
+        let deadline = ContinuousClock.now + .seconds(5)
+        while f.applied.sessionIDs.count < 2 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(f.applied.sessionIDs == ["a", "b"])
+    }
+
     @Test func pagesAreBoundedAndFollowNext() async throws {
         var settings = RevocationSync.Settings()
         settings.maxPageEntries = 3
