@@ -374,3 +374,58 @@ def test_short_feed_secret_is_a_config_error(binary, workdir, upstream):
     config = service_config(d, upstream.port, revocations_feed_token="too-short")
     p = _check(binary, d, config)
     assert p.returncode == 1 and "token_service.revocations_feed_token" in p.stdout + p.stderr
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# reload
+
+
+def test_a_reload_starts_stops_and_keeps_following(make_service, make_follower):
+    """Adding `revocations_uri` by a reload starts following (it catches up on what was revoked before); a reload
+    that changes something else keeps the follower where it is; removing it stops following."""
+    import json
+    import signal
+
+    a = service(make_service, "feed-reload-a")
+    b = make_follower("feed-reload-b", a.issuer)
+    without = copy.deepcopy(b.config)
+    for key in ("revocations_uri", "revocations_token"):
+        without["issuers"][0].pop(key)
+
+    def reloads() -> int:
+        return b.logs().decode("utf-8", "replace").count("configuration reloaded")
+
+    def rewrite(config):
+        """Replaces B's config (write + rename) and waits for a reload (SIGHUP; the file watcher may reload too)."""
+        before = reloads()
+        tmp = b.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(config, f)
+        os.replace(tmp, b.config_path)
+        b.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while reloads() <= before:
+            assert time.monotonic() < deadline, "no reload"
+            time.sleep(0.05)
+
+    with_feed = copy.deepcopy(b.config)
+    # Off: B no longer learns of A's revocations.
+    rewrite(without)
+    status, body = readyz(b)
+    assert status == 200 and body == {"status": "ready"}
+    t = a.tokens()
+    logout(a, t["access_token"])
+    time.sleep(1.5)
+    assert api(b, t["access_token"]).status_code == 200
+    # On again: it catches up with what it missed.
+    rewrite(with_feed)
+    refused_within(b, t["access_token"], 5)
+    # Another change (a route) keeps the running follower: still live within a second.
+    changed = copy.deepcopy(with_feed)
+    changed["routes"] = [{"path_prefix": "/api", "upstream": "app"}, {"path_prefix": "/", "upstream": "app"}]
+    rewrite(changed)
+    u = a.tokens()
+    assert api(b, u["access_token"]).status_code == 200
+    logout(a, u["access_token"])
+    refused_within(b, u["access_token"], DEADLINE)
+    assert wait_ready(b) == {"status": "ready"}
