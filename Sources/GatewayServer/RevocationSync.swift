@@ -191,7 +191,12 @@ final class RevocationSync: Sendable {
             if !entries.isEmpty { ingest(entries) }
             if entries.count < settings.pageSize { break }
         }
-        state.withLock { $0.caughtUp = true }
+        let now = clock()
+        state.withLock { state in
+            state.caughtUp = true
+            // Also when nothing arrived: the feed leaves out entries that no longer matter.
+            if let first = state.window.first, first.until <= now { state.window.removeAll { $0.until <= now } }
+        }
     }
 
     /// Applies entries read from the log (in sequence order) and wakes the feed readers they are news for.
