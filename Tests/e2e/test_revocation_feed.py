@@ -28,7 +28,8 @@ DEADLINE = 1.0  # DESIGN §9: revocations reach every data path within 1 s
 # helpers
 
 
-def follower_config(upstream_port: int, issuer: str, token: str = SECRET, prefix: str = "/auth") -> dict:
+def follower_config(upstream_port: int, issuer: str, token: str = SECRET, prefix: str = "/auth",
+                    extra_issuers: list[dict] | None = None) -> dict:
     return {
         "listen": f"127.0.0.1:{free_port()}",
         "admin_listen": f"127.0.0.1:{free_port()}",
@@ -38,7 +39,7 @@ def follower_config(upstream_port: int, issuer: str, token: str = SECRET, prefix
         "issuers": [{
             "issuer": issuer, "jwks_uri": issuer + "/.well-known/jwks.json",
             "revocations_uri": issuer + prefix + "/revocations", "revocations_token": token,
-        }],
+        }] + (extra_issuers or []),
         "log": {"level": "info", "format": "json"},
     }
 
@@ -228,6 +229,41 @@ def test_a_restarted_while_b_follows(make_service, make_follower, binary):
         again.stop()
     logs = b.logs().decode("utf-8", "replace")
     assert SECRET not in logs
+
+
+OTHER_ISSUER = "https://other.test"
+OTHER_SECRET = "other-issuer-hmac-secret-" + "h" * 20
+
+
+def test_revocations_are_scoped_to_their_issuer(make_service, make_follower):
+    """A session id is only unique within its issuer: another issuer's token carrying the same sid still passes."""
+    a = service(make_service, "feed-scope-a")
+    b = make_follower("feed-scope-b", a.issuer, extra_issuers=[
+        {"issuer": OTHER_ISSUER, "hmac_secret": OTHER_SECRET, "algorithms": ["HS256"]}])
+    t = a.tokens()
+    sid = jwt.decode(t["access_token"], options={"verify_signature": False})["sid"]
+    logout(a, t["access_token"])
+    refused_within(b, t["access_token"], DEADLINE)
+    now = int(time.time())
+    other = jwt.encode({"iss": OTHER_ISSUER, "sub": "someone", "aud": "api", "exp": now + 300, "iat": now, "sid": sid},
+                       OTHER_SECRET, algorithm="HS256", headers={"typ": "at+jwt"})
+    assert api(b, other).status_code == 200
+
+
+def test_a_follower_with_the_wrong_secret_stays_unready(make_service, make_follower):
+    a = service(make_service, "feed-wrong-a")
+    wrong = "wrong-secret-" + "w" * 40
+    b = make_follower("feed-wrong-b", a.issuer, ready=False, token=wrong)
+    time.sleep(2)
+    status, body = readyz(b)
+    assert status == 503 and body["not_ready"] == [f"revocations:{a.issuer}"]
+    metrics = requests.get(f"http://{b.admin[0]}:{b.admin[1]}/metrics", timeout=10).text
+    assert f'portcullis_revocation_feed_polls_total{{issuer="{a.issuer}",result="unauthorized"}}' in metrics
+    assert f'portcullis_revocation_feed_up{{issuer="{a.issuer}"}} 0' in metrics
+    logs = b.logs().decode("utf-8", "replace")
+    assert wrong not in logs
+    # Logged when following breaks, not at every retry.
+    assert logs.count("reading the revocation feed") == 1, logs
 
 
 # ------------------------------------------------------------------------------------------------------------------
