@@ -106,6 +106,9 @@ public enum GatewayServer {
             let promise = loop.makePromise(of: String.self)
             promise.completeWithTask {
                 let generation = await reloader.current
+                if let service = generation.tokenService, service.configuration.revocationsFeedToken != nil {
+                    metrics.setGauge("portcullis_revocation_feed_waiters", [], Double(service.sync.waiterCount))
+                }
                 let loops = try await loopContexts.collect { ($0.metrics.snapshot, $0.revocations.count) }.get()
                 var total = LoopMetrics.Snapshot()
                 for (snapshot, _) in loops { total.merge(snapshot) }

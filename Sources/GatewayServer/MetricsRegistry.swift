@@ -35,6 +35,7 @@ final class MetricsRegistry: Sendable {
         ("portcullis_store_up", "1 while the session store answers, 0 while it does not (DESIGN §9)", []),
         ("portcullis_revocations_sequence", "The last revocation-log sequence applied: the own store's (issuer of the token service) or a followed feed's", ["issuer"]),
         ("portcullis_revocation_feed_up", "1 while the issuer's revocation feed answers, 0 while following it fails", ["issuer"]),
+        ("portcullis_revocation_feed_waiters", "Readers of this gateway's revocation feed waiting in a long poll now (at most 10,000)", []),
     ]
 
     func increment(_ name: String, _ labels: [String]) {

@@ -185,6 +185,8 @@ final class RevocationSync: Sendable {
     }
 
     private func round() async throws {
+        // After `stop` the store may be closed: a late wake-up reads nothing.
+        if state.withLock({ $0.stopped }) { return }
         while true {
             let after = state.withLock { $0.last }
             let entries = try await store.revocations(after: after, limit: settings.pageSize)

@@ -325,6 +325,8 @@ def test_two_hundred_concurrent_waiters(make_service):
         waiting = [pool.submit(feed, a, f"after={last}&wait=20") for _ in range(200)]
         time.sleep(2)
         assert not any(w.done() for w in waiting)
+        metrics = requests.get(f"http://{a.gw.admin[0]}:{a.gw.admin[1]}/metrics", timeout=10).text
+        assert "portcullis_revocation_feed_waiters 200\n" in metrics
         logout(a, t["access_token"])
         revoked_at = time.monotonic()
         answers = [w.result(timeout=20) for w in waiting]
