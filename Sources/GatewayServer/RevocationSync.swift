@@ -147,6 +147,32 @@ final class RevocationSync: Sendable {
         wake()
     }
 
+    /// What an external wake-up source (the PostgreSQL listener) reports.
+    enum Signal: Sendable, Hashable {
+        /// A notification: an entry was appended, with its sequence when the payload carries one.
+        case appended(sequence: Int64?)
+        /// The source (re)connected: notifications may have been missed meanwhile.
+        case connected
+    }
+
+    /// Feeds an external source's signals into catch-ups until the sequence ends or the task is cancelled (the
+    /// caller keeps the task). A source that fails ends too; the 5 s poll covers the gap until it is replaced.
+    @discardableResult
+    func consume<S: AsyncSequence & Sendable>(_ signals: S) -> Task<Void, Never> where S.Element == Signal {
+        Task {
+            do {
+                for try await signal in signals {
+                    switch signal {
+                    case .appended(let sequence): self.wake(upTo: sequence)
+                    case .connected: self.reconnected()
+                    }
+                }
+            } catch {
+                // Nothing to do: polling goes on.
+            }
+        }
+    }
+
     /// Polls the log every `interval` (belt and braces: a lost wake-up is noticed within it); `outcome` hears each
     /// round's result (store health).
     func startPolling(every interval: Duration, outcome: @escaping @Sendable (Result<Void, any Error>) -> Void) {

@@ -183,6 +183,22 @@ import Testing
         #expect(f.applied.sessionIDs == ["a", "b"])
     }
 
+    @Test func anExternalSourcesSignalsWakeTheSync() async throws {
+        let f = fixture()
+        try await f.sync.catchUp()
+        let (signals, source) = AsyncStream.makeStream(of: RevocationSync.Signal.self)
+        let task = f.sync.consume(signals)
+        await revoke(f, "n1")
+        source.yield(.appended(sequence: 1))
+        await revoke(f, "n2")
+        source.yield(.connected)  // a reconnect: whatever was missed is caught up
+        let deadline = ContinuousClock.now + .seconds(5)
+        while f.applied.sessionIDs.count < 2 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(f.applied.sessionIDs == ["n1", "n2"])
+        source.finish()
+        await task.value
+    }
+
     @Test func pagesAreBoundedAndFollowNext() async throws {
         var settings = RevocationSync.Settings()
         settings.maxPageEntries = 3

@@ -266,6 +266,30 @@ def test_a_follower_with_the_wrong_secret_stays_unready(make_service, make_follo
     assert logs.count("reading the revocation feed") == 1, logs
 
 
+def test_b_starts_over_when_a_s_log_is_replaced(make_service, make_follower, binary):
+    """A on the memory store restarts with an empty log: B, ahead of it, is told to start over (`reset`) and then
+    follows the new log from its beginning."""
+    a = make_service("feed-replaced-a", store={"type": "memory"}, revocations_feed_token=SECRET)
+    b = make_follower("feed-replaced-b", a.issuer)
+    for _ in range(2):
+        t = a.tokens()
+        logout(a, t["access_token"])
+        refused_within(b, t["access_token"], DEADLINE)
+    a.gw.stop()
+    again = Gateway(binary, a.gw.workdir, a.gw.config, name="feed-replaced-a-2")
+    try:
+        again.wait_healthy()
+        svc = Service(again, a.up)
+        t = svc.tokens()  # same signing key (key_dir), new session store
+        assert api(b, t["access_token"]).status_code == 200
+        logout(svc, t["access_token"])
+        refused_within(b, t["access_token"], 1.5)
+        logs = b.logs().decode("utf-8", "replace")
+        assert "started over" in logs
+    finally:
+        again.stop()
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # the feed itself
 
