@@ -141,13 +141,19 @@ final class GatewayGeneration: Sendable {
         }
     }
 
-    /// The configuration entries of the issuers whose keys come over the network.
+    /// The configuration entries of the issuers whose keys come over the network, as far as the keys go: the
+    /// revocation feed's settings are left out, so a reload that changes only them keeps the fetched keys.
     static func remoteIssuers(of configuration: GatewayConfiguration) -> [Issuer] {
         configuration.issuers.filter { issuer in
             switch issuer.keySource {
             case .jwksURI, .discovery: true
             default: false
             }
+        }.map { issuer in
+            var keysOnly = issuer
+            keysOnly.revocationsURI = nil
+            keysOnly.revocationsToken = nil
+            return keysOnly
         }
     }
 

@@ -491,3 +491,5 @@ def test_a_reload_starts_stops_and_keeps_following(make_service, make_follower):
     logout(a, u["access_token"])
     refused_within(b, u["access_token"], DEADLINE)
     assert wait_ready(b) == {"status": "ready"}
+    # The issuer's key set was fetched once: changing the feed's settings does not refetch the keys.
+    assert b.logs().decode("utf-8", "replace").count("key set loaded") == 1
