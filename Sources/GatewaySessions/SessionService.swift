@@ -229,7 +229,6 @@ public final class SessionService: Sendable {
     /// path refuses the session anyway, but the rest of the fleet learns of it only from the store, so the client
     /// must be told to retry.
     public func revokeSession(_ sessionID: String, cause: String) async throws(TokenServiceError) {
-        onEvent(.revocation(cause: cause))
         let now = clock()
         let until = now + settings.revocationRetention
         // This process refuses the session at once, before the store round trip.
@@ -246,6 +245,8 @@ public final class SessionService: Sendable {
         // Only a written revocation counts as done for logout and introspection: a logout retried after a failed
         // write must write it again, not be refused as already revoked.
         remember(sessionID, until: until, now: now)
+        // Counted once written: a retried logout after a failed write is one revocation.
+        onEvent(.revocation(cause: cause))
         onRevocationLogged()
     }
 
