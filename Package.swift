@@ -124,6 +124,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "GatewayServerTests",
+            dependencies: [
+                "GatewayServer", "GatewayProxy", "GatewaySessions", "GatewayConfig", "GatewayJSON", "CurlNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "GatewayProxyTests",
             dependencies: [
                 "GatewayProxy", "GatewayConfig", "GatewayTokens", "GatewayJSON", "CurlNIO",

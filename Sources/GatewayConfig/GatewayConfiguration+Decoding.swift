@@ -327,8 +327,24 @@ private struct Decoder {
             }
             let maxStale = r.integer("jwks_max_stale_seconds", default: 86400, range: 0...2_592_000)
             let fetchTimeout = r.integer("jwks_fetch_timeout_ms", default: 5000, range: 100...60000)
+            let revocationsURI = r.string("revocations_uri")
+            let revocationsToken = r.string("revocations_token")
+            if let uri = revocationsURI, !isAllowedRemoteURL(uri, allowQuery: true) {
+                r.record(.invalidValue, "revocations_uri", "must be an https:// URL (http:// only to a loopback address), found \(JSONWriter.quoted(uri))")
+            }
+            if let token = revocationsToken, token.utf8.count < 32 {
+                r.record(.invalidValue, "revocations_token", "must be at least 32 bytes long")
+            }
+            if revocationsURI != nil && revocationsToken == nil {
+                r.record(.missingKey, "revocations_token", "revocations_uri needs the feed's shared secret in revocations_token")
+            }
+            if revocationsURI == nil && revocationsToken != nil {
+                r.record(.invalidValue, "revocations_token", "only applies together with revocations_uri")
+            }
             if let source = sources.first?.1, sources.count == 1, !Self.isRemote(source) {
-                for key in Self.remoteOnlyKeys where r.object[key] != nil && r.object[key] != .null {
+                // ca_file also serves an https revocation feed.
+                for key in Self.remoteOnlyKeys where r.object[key] != nil && r.object[key] != .null
+                    && !(key == "ca_file" && revocationsURI != nil) {
                     r.record(.invalidValue, key, "only applies to an issuer with jwks_uri or discovery")
                 }
             }
@@ -337,7 +353,8 @@ private struct Decoder {
             issuers.append(Issuer(issuer: name, keySource: source, algorithms: algorithms, audiences: audiences, tokenTypes: tokenTypes,
                                   requiredClaims: requiredClaims, kid: kid, caFile: caFile, jwksRefetchCooldownSeconds: cooldown,
                                   jwksMinRefreshSeconds: minRefresh, jwksMaxRefreshSeconds: maxRefresh,
-                                  jwksMaxStaleSeconds: maxStale, jwksFetchTimeoutMs: fetchTimeout))
+                                  jwksMaxStaleSeconds: maxStale, jwksFetchTimeoutMs: fetchTimeout,
+                                  revocationsURI: revocationsURI, revocationsToken: revocationsToken))
         }
         return issuers
     }
@@ -433,6 +450,10 @@ private struct Decoder {
             service.loginLimits.perAddress = l.integer("per_address", default: service.loginLimits.perAddress, range: 1...1_000_000)
             service.loginLimits.windowSeconds = l.integer("window_seconds", default: service.loginLimits.windowSeconds, range: 1...86400)
             l.finish()
+        }
+        if let token = r.string("revocations_feed_token") {
+            if token.utf8.count < 32 { r.record(.invalidValue, "revocations_feed_token", "must be at least 32 bytes long") }
+            service.revocationsFeedToken = token
         }
         if enabled && service.usersFile == nil && service.loginUpstream == nil {
             r.record(.missingKey, "users_file", "the token service needs users_file or login_upstream to check credentials")

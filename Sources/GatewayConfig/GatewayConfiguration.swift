@@ -144,6 +144,11 @@ public struct Issuer: Sendable, Hashable {
     public var jwksMaxStaleSeconds = 86400
     /// Remote key sets only: bound on one whole fetch (metadata and key set), connect to last byte.
     public var jwksFetchTimeoutMs = 5000
+    /// The issuer's revocation feed (`GET <path_prefix>/revocations` of a Portcullis token service, DESIGN §9):
+    /// followed so that the data path refuses this issuer's revoked sessions. http(s); https unless loopback.
+    public var revocationsURI: String? = nil
+    /// The feed's shared secret, sent as `Authorization: Bearer`; set exactly when `revocationsURI` is.
+    public var revocationsToken: String? = nil
 
     /// The key set is fetched over the network (`jwks_uri` or `discovery`).
     public var isRemote: Bool {
@@ -193,6 +198,8 @@ public struct TokenService: Sendable, Hashable {
     /// Failed logins allowed per username and per client address within `window_seconds`, checked before the
     /// password (DESIGN §7).
     public var loginLimits = LoginLimits()
+    /// Shared secret of the revocation feed `GET <path_prefix>/revocations` (≥ 32 bytes); nil: the feed is off (404).
+    public var revocationsFeedToken: String? = nil
 
     public struct LoginLimits: Sendable, Hashable {
         public var perUsername = 5

@@ -138,9 +138,7 @@ public final class ProxyPolicy: Sendable {
                 switch verify(token, cache: cache, now: now) {
                 case .success(let verified):
                     // After the cache too: a revocation must stop tokens that were verified before it.
-                    if !revocations.isEmpty, let sid = verified.sessionID, verified.issuer == ownIssuer,
-                        revocations.contains(sid, now: now)
-                    {
+                    if !revocations.isEmpty, let sid = verified.sessionID, revocations.contains(sid, issuer: verified.issuer, now: now) {
                         return .reject(.invalidToken(TokenRejection(.tokenRevoked)))
                     }
                     identity = verified

@@ -1,29 +1,46 @@
 /// The sessions whose access tokens must fail with `token_revoked` (logout, RFC 7009 revocation, refresh-token reuse),
-/// each until the last access token it could have issued has expired. One copy per event loop, filled by the token
-/// service through `EventLoop.execute`, so the data path checks it without a lock and without a store round trip.
+/// each until the last access token it could have issued has expired. One copy per event loop, filled through
+/// `EventLoop.execute` by the token service and by revocation-feed followers, so the data path checks it without a
+/// lock and without a store round trip.
+///
+/// Sessions are named by issuer and `sid`: a `sid` is only unique within the issuer that minted it, so a foreign
+/// issuer's session can never collide with ours (or another issuer's).
 public final class RevokedSessions {
-    /// Session id → when its access tokens have all expired.
-    private var until: [String: Double] = [:]
+    /// Issuer → session id → when its access tokens have all expired. Keyed by issuer first: there are a handful of
+    /// issuers, and the per-request lookup hashes only two short strings.
+    private var until: [String: [String: Double]] = [:]
     /// Next time expired entries are dropped, so the set stays as small as the revocations that still matter.
     private var nextPrune = 0.0
+    public private(set) var count = 0
 
     public init() {}
 
-    public var isEmpty: Bool { until.isEmpty }
-    public var count: Int { until.count }
+    public var isEmpty: Bool { count == 0 }
 
-    /// Marks `sessionID` revoked until `expiry`.
-    public func insert(_ sessionID: String, until expiry: Double, now: Double) {
-        until[sessionID] = max(until[sessionID] ?? 0, expiry)
+    /// Marks `sessionID` of `issuer` revoked until `expiry`.
+    public func insert(_ sessionID: String, issuer: String, until expiry: Double, now: Double) {
+        let previous = until[issuer]?[sessionID]
+        if previous == nil { count += 1 }
+        until[issuer, default: [:]][sessionID] = max(previous ?? 0, expiry)
         if now >= nextPrune {
-            until = until.filter { $0.value > now }
+            prune(now: now)
             nextPrune = now + 60
         }
     }
 
-    public func contains(_ sessionID: String, now: Double) -> Bool {
-        guard let expiry = until[sessionID] else { return false }
+    public func contains(_ sessionID: String, issuer: String, now: Double) -> Bool {
+        guard let expiry = until[issuer]?[sessionID] else { return false }
         return expiry > now
+    }
+
+    private func prune(now: Double) {
+        var remaining = 0
+        for (issuer, sessions) in until {
+            let kept = sessions.filter { $0.value > now }
+            until[issuer] = kept.isEmpty ? nil : kept
+            remaining += kept.count
+        }
+        count = remaining
     }
 }
 

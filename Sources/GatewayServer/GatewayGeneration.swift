@@ -13,6 +13,8 @@ final class GatewayGeneration: Sendable {
     let configuration: GatewayConfiguration
     let tokenService: TokenServiceRuntime?
     let remoteKeys: RemoteKeySets?
+    /// The followed revocation feeds (`revocations_uri`).
+    let followers: RevocationFollowers?
     let policy: ProxyPolicy
 
     /// What every generation uses.
@@ -26,7 +28,11 @@ final class GatewayGeneration: Sendable {
         let logger: Logger
     }
 
-    private init(configuration: GatewayConfiguration, tokenService: TokenServiceRuntime?, remoteKeys: RemoteKeySets?, policy: ProxyPolicy) {
+    private init(
+        configuration: GatewayConfiguration, tokenService: TokenServiceRuntime?, remoteKeys: RemoteKeySets?, followers: RevocationFollowers?,
+        policy: ProxyPolicy
+    ) {
+        self.followers = followers
         self.configuration = configuration
         self.tokenService = tokenService
         self.remoteKeys = remoteKeys
@@ -83,16 +89,32 @@ final class GatewayGeneration: Sendable {
                 readiness: shared.readiness, logger: logger)
         }
 
+        // Built last: nothing after this may fail, so a refused reload leaves no follower (nor its readiness
+        // condition) behind.
+        var followers: RevocationFollowers? = nil
+        if configuration.issuers.contains(where: { $0.revocationsURI != nil }) {
+            do {
+                followers = try RevocationFollowers.build(
+                    configuration, previous: previous?.followers, loop: shared.group.next(), drivers: shared.drivers,
+                    readiness: shared.readiness, metrics: shared.metrics, logger: logger)
+            } catch {
+                await tokenService?.shutdown(closingStore: previous?.tokenService == nil)
+                throw error
+            }
+        }
+
         let policy = ProxyPolicy(
             configuration: configuration, verifier: verifier, targets: targets, localDocuments: tokenService?.documents ?? [:],
             localService: tokenService.map { ($0.configuration.pathPrefix, $0.endpoints) }, keyRefetcher: remoteKeys)
-        return GatewayGeneration(configuration: configuration, tokenService: tokenService, remoteKeys: remoteKeys, policy: policy)
+        return GatewayGeneration(
+            configuration: configuration, tokenService: tokenService, remoteKeys: remoteKeys, followers: followers, policy: policy)
     }
 
     /// Starts what runs in the background (revocations, the store check, key-set fetches), once the loops have the
     /// policy. `previous` is the generation this one replaces.
     func activate(on loops: LoopContexts, shared: Shared, previous: GatewayGeneration?) async throws {
         try await tokenService?.attach(loops, readiness: shared.readiness, logger: shared.logger)
+        followers?.start(applyingTo: loops, previous: previous?.followers)
         if let remoteKeys {
             if remoteKeys === previous?.remoteKeys {
                 remoteKeys.republish()
@@ -111,6 +133,7 @@ final class GatewayGeneration: Sendable {
             let kept = Set(next?.remoteKeys?.readinessNames ?? [])
             for name in remoteKeys.readinessNames where !kept.contains(name) { readiness.unregister(name) }
         }
+        followers?.retire(replacedBy: next?.followers, readiness: readiness)
         if let tokenService {
             let storeTakenOver = next?.tokenService != nil
             if grace > .zero { try? await Task.sleep(for: grace) }
@@ -118,13 +141,19 @@ final class GatewayGeneration: Sendable {
         }
     }
 
-    /// The configuration entries of the issuers whose keys come over the network.
+    /// The configuration entries of the issuers whose keys come over the network, as far as the keys go: the
+    /// revocation feed's settings are left out, so a reload that changes only them keeps the fetched keys.
     static func remoteIssuers(of configuration: GatewayConfiguration) -> [Issuer] {
         configuration.issuers.filter { issuer in
             switch issuer.keySource {
             case .jwksURI, .discovery: true
             default: false
             }
+        }.map { issuer in
+            var keysOnly = issuer
+            keysOnly.revocationsURI = nil
+            keysOnly.revocationsToken = nil
+            return keysOnly
         }
     }
 

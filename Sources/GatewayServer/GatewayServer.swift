@@ -106,12 +106,15 @@ public enum GatewayServer {
             let promise = loop.makePromise(of: String.self)
             promise.completeWithTask {
                 let generation = await reloader.current
+                if let service = generation.tokenService, service.configuration.revocationsFeedToken != nil {
+                    metrics.setGauge("portcullis_revocation_feed_waiters", [], Double(service.sync.waiterCount))
+                }
                 let loops = try await loopContexts.collect { ($0.metrics.snapshot, $0.revocations.count) }.get()
                 var total = LoopMetrics.Snapshot()
                 for (snapshot, _) in loops { total.merge(snapshot) }
                 return metrics.render(
                     data: total, keySets: generation.remoteKeys?.status() ?? [],
-                    revokedSessions: generation.tokenService == nil ? nil : loops.first?.1)
+                    revokedSessions: generation.tokenService == nil && generation.followers == nil ? nil : loops.first?.1)
             }
             return promise.futureResult
         }
@@ -158,6 +161,9 @@ public enum GatewayServer {
         let drainSeconds = generation.configuration.limits.drainSeconds
         logger.info("received \(signal), draining for up to \(drainSeconds) s")
         try? await server.close()
+        // Revocation-feed readers held in a long poll are answered now (nothing new), or they would hold the drain
+        // for up to 30 s; their followers reconnect to another replica or to this one when it is back.
+        generation.tokenService?.sync.stop()
         connections.quiesceAll()
         let deadline = NIODeadline.now() + .seconds(Int64(drainSeconds))
         while connections.count > 0 && NIODeadline.now() < deadline {

@@ -17,6 +17,7 @@ final class MetricsRegistry: Sendable {
 
     private struct State {
         var counters: [String: Counter] = [:]
+        var gauges: [String: [[String]: Double]] = [:]
     }
 
     private let state = Mutex(State())
@@ -26,10 +27,28 @@ final class MetricsRegistry: Sendable {
         ("portcullis_logins_total", "Password logins (/auth/login and the password grant) by result", ["result"]),
         ("portcullis_refreshes_total", "Refresh-token grants by result", ["result"]),
         ("portcullis_revocations_total", "Sessions revoked, by cause (logout, revoke, reuse)", ["cause"]),
+        ("portcullis_revocation_feed_polls_total", "Answers of followed revocation feeds, by issuer and result (success or the error code)", ["issuer", "result"]),
+    ]
+
+    /// name → (help, label names), for the control-plane gauges; a family is rendered once some value is set.
+    static let gaugeFamilies: [(name: String, help: String, labels: [String])] = [
+        ("portcullis_store_up", "1 while the session store answers, 0 while it does not (DESIGN §9)", []),
+        ("portcullis_revocations_sequence", "The last revocation-log sequence applied: the own store's (issuer of the token service) or a followed feed's", ["issuer"]),
+        ("portcullis_revocation_feed_up", "1 while the issuer's revocation feed answers, 0 while following it fails", ["issuer"]),
+        ("portcullis_revocation_feed_waiters", "Readers of this gateway's revocation feed waiting in a long poll now (at most 10,000)", []),
     ]
 
     func increment(_ name: String, _ labels: [String]) {
         state.withLock { $0.counters[name, default: Counter()].values[labels, default: 0] += 1 }
+    }
+
+    func setGauge(_ name: String, _ labels: [String], _ value: Double) {
+        state.withLock { $0.gauges[name, default: [:]][labels] = value }
+    }
+
+    /// Forgets a gauge's sample (a followed feed that a reload removed).
+    func removeGauge(_ name: String, _ labels: [String]) {
+        state.withLock { _ = $0.gauges[name]?.removeValue(forKey: labels) }
     }
 
     /// The exposition of `data` (the summed loop snapshots), the remote key sets, the revoked-session count and the
@@ -75,11 +94,18 @@ final class MetricsRegistry: Sendable {
             }
         }
 
-        let counters = state.withLock { $0.counters }
+        let (counters, gauges) = state.withLock { ($0.counters, $0.gauges) }
         for (name, help, labels) in Self.controlFamilies {
             family(&out, name, help, "counter")
             for (values, count) in (counters[name]?.values ?? [:]).sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
                 sample(&out, name, Array(zip(labels, values)), Double(count))
+            }
+        }
+        for (name, help, labels) in Self.gaugeFamilies {
+            guard let values = gauges[name], !values.isEmpty else { continue }
+            family(&out, name, help, "gauge")
+            for (labelValues, value) in values.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
+                sample(&out, name, Array(zip(labels, labelValues)), value)
             }
         }
         if let revokedSessions {

@@ -6,6 +6,9 @@ import Synchronization
 /// condition is. Read by the admin listener and written by the control plane, never on the data path.
 public final class Readiness: Sendable {
     private let conditions = Mutex<[(name: String, ready: Bool)]>([])
+    /// Conditions that were met once and are failing now without making the gateway unready (DESIGN §9: the store
+    /// is down, but the data path still serves). Reported, in order, as `"degraded"`.
+    private let degradedNames = Mutex<[String]>([])
 
     public init() {}
 
@@ -22,7 +25,27 @@ public final class Readiness: Sendable {
 
     public func unregister(_ name: String) {
         conditions.withLock { list in list.removeAll { $0.name == name } }
+        setDegraded(name, false)
     }
+
+    /// Whether `name` is registered.
+    public func contains(_ name: String) -> Bool {
+        conditions.withLock { list in list.contains { $0.name == name } }
+    }
+
+    /// Marks `name` degraded (or no longer); readiness itself is unchanged.
+    public func setDegraded(_ name: String, _ degraded: Bool) {
+        degradedNames.withLock { list in
+            if degraded {
+                if !list.contains(name) { list.append(name) }
+            } else {
+                list.removeAll { $0 == name }
+            }
+        }
+    }
+
+    /// The conditions degraded now, in the order they became so.
+    public var degraded: [String] { degradedNames.withLock { $0 } }
 
     public func set(_ name: String, ready: Bool) {
         conditions.withLock { list in
@@ -37,11 +60,14 @@ public final class Readiness: Sendable {
 
     public var isReady: Bool { notReady.isEmpty }
 
-    /// `{"status":"ready"}` or `{"status":"not_ready","not_ready":[names]}`.
+    /// `{"status":"ready"}` or `{"status":"not_ready","not_ready":[names]}`, plus `"degraded":[names]` when any.
     public func body() -> (ready: Bool, json: [UInt8]) {
         let pending = notReady
-        if pending.isEmpty { return (true, Array(#"{"status":"ready"}"#.utf8)) }
-        let object = JSONObject([("status", .string("not_ready")), ("not_ready", .array(pending.map(JSONValue.string)))])
-        return (false, Array(JSONWriter.string(.object(object)).utf8))
+        let degraded = self.degraded
+        if pending.isEmpty && degraded.isEmpty { return (true, Array(#"{"status":"ready"}"#.utf8)) }
+        var object = JSONObject([("status", .string(pending.isEmpty ? "ready" : "not_ready"))])
+        if !pending.isEmpty { object["not_ready"] = .array(pending.map(JSONValue.string)) }
+        if !degraded.isEmpty { object["degraded"] = .array(degraded.map(JSONValue.string)) }
+        return (pending.isEmpty, Array(JSONWriter.string(.object(object)).utf8))
     }
 }

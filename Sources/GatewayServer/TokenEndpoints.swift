@@ -6,31 +6,37 @@ import NIOCore
 import NIOHTTP1
 
 /// The token endpoints under `token_service.path_prefix` (DESIGN §7) as a `LocalService` of the data path:
-/// `POST login`, `token`, `revoke` and `logout`. Parses the request, runs the `SessionService` off the event loop
-/// and answers in the RFC 6749 shape, `Cache-Control: no-store`.
+/// `POST login`, `token`, `revoke` and `logout`, and `GET revocations` when the feed is configured. Parses the
+/// request, runs the `SessionService` off the event loop and answers in the RFC 6749 shape, `Cache-Control: no-store`.
 final class TokenEndpoints: LocalService {
     let prefix: String
     let service: SessionService
     let realm: String
+    /// The revocation feed, when `token_service.revocations_feed_token` is set.
+    let feed: RevocationFeed?
     /// Token-endpoint bodies are a few hundred bytes; anything larger is refused before it is parsed.
     let maxBodyBytes = 16 * 1024
 
-    init(prefix: String, service: SessionService, realm: String) {
+    init(prefix: String, service: SessionService, realm: String, feed: RevocationFeed? = nil) {
+        self.feed = feed
         self.prefix = prefix
         self.service = service
         self.realm = realm
     }
 
     enum Endpoint: String {
-        case login, token, revoke, logout
+        case login, token, revoke, logout, revocations
     }
 
     func respond(to request: LocalRequest, on eventLoop: any EventLoop) -> EventLoopFuture<LocalResponse> {
         let name = request.path.dropFirst(prefix.count + 1)
-        guard request.path != prefix, let endpoint = Endpoint(rawValue: String(name)) else {
+        guard request.path != prefix, let endpoint = Endpoint(rawValue: String(name)), endpoint != .revocations || feed != nil else {
             return eventLoop.makeSucceededFuture(Self.error(
                 TokenServiceError(error: "not_found", reason: "route_not_found", description: "No such token endpoint", status: 404),
                 requestID: request.requestID))
+        }
+        if endpoint == .revocations, let feed {
+            return feed.respond(to: request, on: eventLoop)
         }
         guard request.method == .POST else {
             var response = Self.error(TokenServiceError(
@@ -55,6 +61,8 @@ final class TokenEndpoints: LocalService {
                 try await service.revoke(token: token)
                 // RFC 7009 §2.2: 200 whether or not the token was known.
                 return LocalResponse(status: .ok, headers: Self.noStore(contentType: nil), body: [])
+            case .revocations:
+                throw .serverError  // answered by `feed` before this point
             case .login:
                 let parameters = try OAuthParameters.parse(headers: request.headers, body: request.body)
                 return try await passwordGrant(parameters, request, failureStatus: 401)
@@ -103,7 +111,7 @@ final class TokenEndpoints: LocalService {
         case .invalidRequest:
             return challenge(.invalidAuthorization)
         case .token(let token):
-            switch await service.logout(accessToken: String(token)) {
+            switch try await service.logout(accessToken: String(token)) {
             case .failure(let rejection):
                 return challenge(.invalidToken(rejection))
             case .success(let subject):

@@ -8,7 +8,8 @@ import NIOCore
 import Synchronization
 
 /// The running token service: keys, session store, credential check, the `SessionService`, its HTTP endpoints and
-/// the documents it publishes. Revocations fan out to every event loop through `revocations` once the loops exist.
+/// the documents it publishes. Revocations fan out to every event loop through `revocations` once the loops exist;
+/// `sync` keeps the loops in step with the store's revocation log (other replicas' revocations) and serves the feed.
 final class TokenServiceRuntime: Sendable {
     let configuration: TokenService
     let sessions: SessionService
@@ -19,11 +20,13 @@ final class TokenServiceRuntime: Sendable {
     let documents: [String: LocalDocument]
     let store: any SessionStore
     let revocations: RevocationFanout
+    let sync: RevocationSync
+    private let metrics: MetricsRegistry
     private let usersVerifier: UsersFileVerifier?
     private let purgeTask = Mutex<Task<Void, Never>?>(nil)
 
     /// Opens the keys, the store and the users file; nothing is served yet. A reload passes the running runtime as
-    /// `previous`: its session store and revocation fan-out carry over (the store configuration cannot change
+    /// `previous`: its session store, revocation fan-out and sync carry over (the store configuration cannot change
     /// without a restart), everything else is read anew (keys, users, lifetimes, limits).
     static func start(
         _ service: TokenService, configuration: GatewayConfiguration, credentials upstreamCredentials: (any CredentialVerifier)?,
@@ -49,6 +52,8 @@ final class TokenServiceRuntime: Sendable {
 
         let store = if let previous { previous.store } else { try await SessionStores.open(configuration.store) }
         let revocations = previous?.revocations ?? RevocationFanout()
+        let sync = previous?.sync ?? RevocationSync(store: store, retention: retention, clock: GatewayServer.wallClock)
+        let ownIssuer = service.issuer
         let settings = SessionService.Settings(
             accessTokenLifetime: service.accessTokenTTLSeconds,
             refreshPolicy: RefreshPolicy(
@@ -66,7 +71,7 @@ final class TokenServiceRuntime: Sendable {
             store: store, credentials: credentials,
             limiter: limiter,
             verifier: TokenVerifier(issuers: [issuerPolicy], leeway: leeway),
-            onRevoke: { sessionID, until in revocations.publish(sessionID, until: until) },
+            onRevoke: { sessionID, until in revocations.publish([(sessionID, ownIssuer, until)]) },
             onEvent: { event in
                 switch event {
                 case .login(let result): metrics.increment("portcullis_logins_total", [result])
@@ -74,7 +79,9 @@ final class TokenServiceRuntime: Sendable {
                 case .revocation(let cause): metrics.increment("portcullis_revocations_total", [cause])
                 }
             },
-            clock: GatewayServer.wallClock)
+            clock: GatewayServer.wallClock,
+            // The entry is in the log now: feed readers and this process's sync pick it up at once.
+            onRevocationLogged: { sync.wake() })
 
         var documents: [String: LocalDocument] = [:]
         documents["/.well-known/jwks.json"] = LocalDocument(
@@ -86,14 +93,20 @@ final class TokenServiceRuntime: Sendable {
             "token service: issuer \(service.issuer), signing with \(signingKey.algorithm.rawValue) key \(signingKey.kid), \(issuerPolicy.keys.count) key(s) published, store \(configuration.store.kind.rawValue)")
         return TokenServiceRuntime(
             configuration: service, sessions: sessions,
-            endpoints: TokenEndpoints(prefix: service.pathPrefix, service: sessions, realm: configuration.auth.realm),
-            issuerPolicy: issuerPolicy, documents: documents, store: store, revocations: revocations, usersVerifier: usersVerifier)
+            endpoints: TokenEndpoints(
+                prefix: service.pathPrefix, service: sessions, realm: configuration.auth.realm,
+                feed: service.revocationsFeedToken.map { RevocationFeed(secret: $0, sync: sync, realm: configuration.auth.realm) }),
+            issuerPolicy: issuerPolicy, documents: documents, store: store, revocations: revocations, sync: sync, metrics: metrics,
+            usersVerifier: usersVerifier)
     }
 
     private init(
         configuration: TokenService, sessions: SessionService, endpoints: TokenEndpoints, issuerPolicy: IssuerPolicy,
-        documents: [String: LocalDocument], store: any SessionStore, revocations: RevocationFanout, usersVerifier: UsersFileVerifier?
+        documents: [String: LocalDocument], store: any SessionStore, revocations: RevocationFanout, sync: RevocationSync,
+        metrics: MetricsRegistry, usersVerifier: UsersFileVerifier?
     ) {
+        self.sync = sync
+        self.metrics = metrics
         self.configuration = configuration
         self.sessions = sessions
         self.endpoints = endpoints
@@ -104,37 +117,53 @@ final class TokenServiceRuntime: Sendable {
         self.usersVerifier = usersVerifier
     }
 
-    /// Connects revocations to the loops, restores the revocations that must survive the restart, and starts the
-    /// background work: a store check every 10 s (readiness condition `store`) and the cleanup every minute.
+    /// Connects revocations to the loops, catches up with the store's revocation log (the revocations that must
+    /// survive a restart, and other replicas'), and starts the background work: a poll of the log every 5 s, which
+    /// is also the store's health check (readiness condition `store`, `degraded`, `portcullis_store_up`), and the
+    /// cleanup every minute. A store that does not answer at start leaves the gateway unready, not stopped.
     func attach(_ loops: LoopContexts, readiness: Readiness, logger: Logger) async throws {
         revocations.attach(loops)
-        let restored = try await sessions.restoreRevocations()
-        if restored > 0 { logger.info("token service: \(restored) recently revoked session(s) restored") }
-        readiness.register("store", ready: true)
         let sessions = self.sessions
-        let store = self.store
+        let fanout = revocations
+        let issuer = configuration.issuer
+        let metrics = self.metrics
+        let sync = self.sync
+        sync.setRetention(sessions.settings.revocationRetention)
+        sync.setApply { records in
+            fanout.publish(records.map { ($0.sessionID, issuer, $0.until) })
+            for record in records { sessions.noteRevoked(record.sessionID, until: record.until) }
+        }
+        if !readiness.contains("store") { readiness.register("store", ready: false) }
+        let health = StoreHealth(readiness: readiness, metrics: metrics, logger: logger)
+        let reportSequence: @Sendable () -> Void = { metrics.setGauge("portcullis_revocations_sequence", [issuer], Double(sync.lastApplied)) }
+        let before = sync.lastApplied
+        do {
+            try await sync.catchUp()
+            health.answered()
+            reportSequence()
+            let applied = sync.lastApplied - before
+            if applied > 0 { logger.info("token service: caught up with the revocation log (\(applied) entr\(applied == 1 ? "y" : "ies"), up to \(sync.lastApplied))") }
+        } catch {
+            health.failed(error)
+        }
+        sync.startPolling(every: .seconds(5)) { result in
+            switch result {
+            case .success:
+                health.answered()
+                reportSequence()
+            case .failure(let error): health.failed(error)
+            }
+        }
         let task = Task {
-            var round = 0
             while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(60))
+                if Task.isCancelled { break }
                 do {
-                    try await store.ping()
-                    readiness.set("store", ready: true)
+                    let removed = try await sessions.purge()
+                    if removed > 0 { logger.info("token service: removed \(removed) expired session(s)") }
                 } catch {
-                    if readiness.notReady.contains("store") == false {
-                        logger.error("token service: the session store does not answer: \(error)")
-                    }
-                    readiness.set("store", ready: false)
+                    logger.warning("token service: session cleanup failed: \(error)")
                 }
-                if round % 6 == 0 {
-                    do {
-                        let removed = try await sessions.purge()
-                        if removed > 0 { logger.info("token service: removed \(removed) expired session(s)") }
-                    } catch {
-                        logger.warning("token service: session cleanup failed: \(error)")
-                    }
-                }
-                round += 1
-                try? await Task.sleep(for: .seconds(10))
             }
         }
         purgeTask.withLock { $0 = task }
@@ -144,7 +173,11 @@ final class TokenServiceRuntime: Sendable {
     func shutdown(closingStore: Bool = true) async {
         purgeTask.withLock { $0?.cancel() }
         await usersVerifier?.shutdown()
-        if closingStore { await store.close() }
+        if closingStore {
+            // No newer runtime took the sync over: stop its poll and answer the feed's waiting readers.
+            sync.stop()
+            await store.close()
+        }
     }
 
     /// RFC 8414 metadata and the path it is served at: `/.well-known/oauth-authorization-server` followed by the
@@ -176,39 +209,6 @@ final class TokenServiceRuntime: Sendable {
         var path = String(rest[slash...])
         if path.count > 1 && path.hasSuffix("/") { path.removeLast() }
         return (String(issuer[..<slash]), path)
-    }
-}
-
-/// Carries revocations from the token service to every event loop's `RevokedSessions`. Revocations published before
-/// the loops exist are held and applied when they are attached.
-final class RevocationFanout: Sendable {
-    private struct State {
-        var loops: LoopContexts?
-        var held: [(String, Double)] = []
-    }
-
-    private let state = Mutex(State())
-
-    func attach(_ loops: LoopContexts) {
-        let held = state.withLock { state in
-            state.loops = loops
-            defer { state.held = [] }
-            return state.held
-        }
-        for (sessionID, until) in held { apply(sessionID, until: until, to: loops) }
-    }
-
-    func publish(_ sessionID: String, until: Double) {
-        let loops = state.withLock { state in
-            if state.loops == nil { state.held.append((sessionID, until)) }
-            return state.loops
-        }
-        if let loops { apply(sessionID, until: until, to: loops) }
-    }
-
-    private func apply(_ sessionID: String, until: Double, to loops: LoopContexts) {
-        let now = GatewayServer.wallClock()
-        loops.apply { $0.revocations.insert(sessionID, until: until, now: now) }
     }
 }
 

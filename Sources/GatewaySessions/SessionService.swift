@@ -48,6 +48,10 @@ public final class SessionService: Sendable {
     /// Verifies the service's own access tokens (revoke, logout, introspection).
     let verifier: TokenVerifier
     let onRevoke: @Sendable (_ sessionID: String, _ until: Double) -> Void
+    /// Called after a revocation was written to the store (and so to its revocation log): the moment other
+    /// replicas and feed readers can see it, so the server's revocation sync catches up now rather than at its next
+    /// poll.
+    let onRevocationLogged: @Sendable () -> Void
     let onEvent: @Sendable (Event) -> Void
     let clock: @Sendable () -> Double
     /// Revoked sessions still within `revocationRetention`, for introspection without a store query.
@@ -56,9 +60,11 @@ public final class SessionService: Sendable {
     public init(
         settings: Settings, signer: AccessTokenIssuer, store: any SessionStore, credentials: any CredentialVerifier,
         limiter: LoginRateLimiter, verifier: TokenVerifier, onRevoke: @escaping @Sendable (String, Double) -> Void,
-        onEvent: @escaping @Sendable (Event) -> Void = { _ in }, clock: @escaping @Sendable () -> Double
+        onEvent: @escaping @Sendable (Event) -> Void = { _ in }, clock: @escaping @Sendable () -> Double,
+        onRevocationLogged: @escaping @Sendable () -> Void = {}
     ) {
         self.onEvent = onEvent
+        self.onRevocationLogged = onRevocationLogged
         self.settings = settings
         self.signer = signer
         self.store = store
@@ -171,7 +177,8 @@ public final class SessionService: Sendable {
                 }
                 return (Grant(body: body, subject: session.subject, sessionID: session.id), true)
             case .reuseDetected(let sessionID):
-                await revokeSession(sessionID, cause: "reuse")
+                // A store failure answers 503: the client retries with the same token, which is reuse again.
+                try await revokeSession(sessionID, cause: "reuse")
                 throw .invalidGrant("refresh_token_reused", "The refresh token was already used; the session is revoked")
             case .invalid(let reason):
                 throw .invalidGrant(reason.rawValue, Self.describe(reason))
@@ -192,17 +199,18 @@ public final class SessionService: Sendable {
             } catch {
                 throw .storeFailure(error)
             }
-            if let session = found?.session { await revokeSession(session.id, cause: "revoke") }
+            if let session = found?.session { try await revokeSession(session.id, cause: "revoke") }
             return
         }
         // An access token: revoke its session if it is one of ours and still valid (an expired one needs nothing).
         if case .success(let verified) = verifier.verify(token, now: clock()), let sessionID = verified.sessionID {
-            await revokeSession(sessionID, cause: "revoke")
+            try await revokeSession(sessionID, cause: "revoke")
         }
     }
 
-    /// `/auth/logout`: revokes the session of `accessToken`, which must be one of ours and valid. Returns its subject.
-    public func logout(accessToken: String) async -> Result<String, TokenRejection> {
+    /// `/auth/logout`: revokes the session of `accessToken`, which must be one of ours and valid. Returns its subject,
+    /// or throws `storeFailure` when the revocation could not be written (the client should retry).
+    public func logout(accessToken: String) async throws(TokenServiceError) -> Result<String, TokenRejection> {
         switch verifier.verify(accessToken, now: clock()) {
         case .failure(let rejection):
             return .failure(rejection)
@@ -210,25 +218,42 @@ public final class SessionService: Sendable {
             if let sessionID = verified.sessionID {
                 // A token of an already revoked session is refused like on the data path.
                 if isRevoked(sessionID, now: clock()) { return .failure(TokenRejection(.tokenRevoked)) }
-                await revokeSession(sessionID, cause: "logout")
+                try await revokeSession(sessionID, cause: "logout")
             }
             return .success(verified.subject)
         }
     }
 
     /// Revokes `sessionID` (logout, RFC 7009, reuse detection): its refresh tokens stop working in the store, its
-    /// access tokens on the data path.
-    public func revokeSession(_ sessionID: String, cause: String) async {
-        onEvent(.revocation(cause: cause))
+    /// access tokens on the data path. Throws `storeFailure` when the store write failed twice: this process's data
+    /// path refuses the session anyway, but the rest of the fleet learns of it only from the store, so the client
+    /// must be told to retry.
+    public func revokeSession(_ sessionID: String, cause: String) async throws(TokenServiceError) {
         let now = clock()
         let until = now + settings.revocationRetention
-        remember(sessionID, until: until, now: now)
+        // This process refuses the session at once, before the store round trip.
         onRevoke(sessionID, until)
-        // The data path already refuses the session; the store write makes it stick across restarts. A failure is
-        // retried once, and the in-memory revocation stays in force either way.
-        if (try? await store.revoke(sessionID: sessionID, at: now)) == nil {
-            try? await store.revoke(sessionID: sessionID, at: now)
+        do {
+            do {
+                try await store.revoke(sessionID: sessionID, at: now)
+            } catch {
+                try await store.revoke(sessionID: sessionID, at: now)
+            }
+        } catch {
+            throw .storeFailure(error)
         }
+        // Only a written revocation counts as done for logout and introspection: a logout retried after a failed
+        // write must write it again, not be refused as already revoked.
+        remember(sessionID, until: until, now: now)
+        // Counted once written: a retried logout after a failed write is one revocation.
+        onEvent(.revocation(cause: cause))
+        onRevocationLogged()
+    }
+
+    /// A revocation learnt from the store's revocation log (another replica's, or this one's after a restart):
+    /// introspection and logout treat the session as revoked until `until`.
+    public func noteRevoked(_ sessionID: String, until: Double) {
+        remember(sessionID, until: until, now: clock())
     }
 
     /// At start: the sessions revoked recently enough that access tokens minted before the revocation may still be
