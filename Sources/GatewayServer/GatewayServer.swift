@@ -86,13 +86,15 @@ public enum GatewayServer {
                         bound.value.metrics.connectionClosed()
                     }
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(IdleConnectionHandler(
+                    let clocks = IdleConnectionHandler(
                         headerTimeout: .milliseconds(Int64(limits.headerTimeoutMs)), idleTimeout: .milliseconds(Int64(limits.idleTimeoutMs)),
-                        loop: loop, accessLog: accessLog))
+                        loop: loop, accessLog: accessLog)
+                    try sync.addHandler(clocks)
                     try sync.configureHTTPServerPipeline(
                         withPipeliningAssistance: true, withErrorHandling: false,
                         withOutboundHeaderValidation: true, withEncoderConfiguration: .init(),
                         withDecoderLimitConfiguration: decoderLimitsFinal)
+                    try addBoundaries(of: clocks, to: sync)
                     try sync.addHandler(GatewayHandler(loop: loop, accessLog: accessLog, clock: wallClock))
                 }
             }
@@ -122,7 +124,15 @@ public enum GatewayServer {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        // The same header and idle clocks as the data path (a slow client must not hold an admin
+                        // connection forever); its 408s are not data-path requests, so they are not counted.
+                        let clocks = IdleConnectionHandler(
+                            headerTimeout: .milliseconds(Int64(limits.headerTimeoutMs)),
+                            idleTimeout: .milliseconds(Int64(limits.idleTimeoutMs)),
+                            loop: loopContexts.context(on: channel.eventLoop), accessLog: nil)
+                        try channel.pipeline.syncOperations.addHandler(clocks)
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                        try addBoundaries(of: clocks, to: channel.pipeline.syncOperations)
                         try channel.pipeline.syncOperations.addHandler(SimpleResponder(respondAsync: { head, body, loop in
                             let promise = loop.makePromise(of: SimpleResponder.Response.self)
                             promise.completeWithTask {
@@ -164,6 +174,13 @@ public enum GatewayServer {
         await drivers.shutdown()
         try? await group.shutdownGracefully()
         logger.info("stopped")
+    }
+
+    /// Puts the clocks' `RequestBoundaryHandler` right after the HTTP decoder, in front of
+    /// `HTTPServerPipelineHandler`, which holds pipelined requests back: the clocks must see every head as it is decoded.
+    static func addBoundaries(of clocks: IdleConnectionHandler, to sync: ChannelPipeline.SynchronousOperations) throws {
+        let pipelining = try sync.handler(type: HTTPServerPipelineHandler.self)
+        try sync.addHandler(clocks.boundaries(), position: .before(pipelining))
     }
 
     static func describe(_ address: SocketAddress?, fallback: ListenAddress) -> String {

@@ -2,10 +2,17 @@ import GatewayProxy
 import NIOCore
 import NIOHTTP1
 
-/// Sits in front of the HTTP decoder and enforces the two connection clocks of DESIGN §5: once the first byte of a
-/// request head has arrived, the whole head must arrive within `header_timeout_ms` (else 408 and close — the
-/// slowloris defence); a keep-alive connection with no request at all is closed silently after `idle_timeout_ms`.
-/// The head's end is seen on raw bytes (`\r\n\r\n`), before any parsing.
+/// Enforces the two connection clocks of DESIGN §5, per request head: once the first byte of a request head has
+/// arrived, the whole head must arrive within `header_timeout_ms` (else 408 and close — the slowloris defence); a
+/// keep-alive connection with no request at all is closed silently after `idle_timeout_ms`. No clock runs while a
+/// request is being answered or its body is still arriving.
+///
+/// Raw bytes alone cannot say where one request ends and the next begins (a body may hold `\r\n\r\n`, and several
+/// pipelined requests may share one read), so the clocks are fed from two places: this handler, in front of the
+/// HTTP decoder, sees when bytes arrive; its `boundaries` companion, right after the decoder (before
+/// `HTTPServerPipelineHandler` queues pipelined requests), sees every request head and end as the decoder produces
+/// them and every response end on its way out. The decoder runs synchronously inside `channelRead`, so once
+/// `fireChannelRead` returns the companion has reported everything that read contained.
 ///
 /// It also keeps the socket's read interest registered between requests (see `channelReadComplete`).
 final class IdleConnectionHandler: ChannelDuplexHandler {
@@ -24,12 +31,13 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
     private var idleDeadline: NIODeadline?
     private var idleTimer: Scheduled<Void>?
     private var idleTimerDeadline: NIODeadline?
-    /// The first bytes of a request head have arrived and its end has not.
-    private var inHead = false
-    /// Tail of the previous read, to find a `\r\n\r\n` split across reads.
-    private var tail: UInt32 = 0
-    /// Requests whose response has not finished yet; no clock runs while one is in flight.
-    private var inFlight = 0
+    /// The decoder is between messages: the next byte belongs to a request head.
+    private var awaitingHead = true
+    /// Bytes of a request head arrived and the decoder has not produced that head yet.
+    private var headPending = false
+    /// Request heads decoded whose response has not ended yet (pipelined ones included).
+    private var outstanding = 0
+    private var context: ChannelHandlerContext?
 
     // Read-ahead (see `channelReadComplete`).
     /// A `read` from the pipeline reached us since the flag was last cleared.
@@ -39,15 +47,21 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
     /// Bytes came in on a read of ours; no more of ours until the pipeline asks to read again.
     private var speculationUsed = false
 
-    /// Where a 408 is counted and logged.
+    /// Where a 408 gets its request id, and is counted and logged.
     private let loop: LoopContext
-    private let accessLog: AccessLogSink
+    /// nil: not a data-path listener (admin); its 408s are neither counted nor logged as data-path requests.
+    private let accessLog: AccessLogSink?
 
-    init(headerTimeout: TimeAmount, idleTimeout: TimeAmount, loop: LoopContext, accessLog: AccessLogSink) {
+    init(headerTimeout: TimeAmount, idleTimeout: TimeAmount, loop: LoopContext, accessLog: AccessLogSink?) {
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
         self.loop = loop
         self.accessLog = accessLog
+    }
+
+    /// The companion to add right after the HTTP decoder (before `HTTPServerPipelineHandler`).
+    func boundaries() -> RequestBoundaryHandler {
+        RequestBoundaryHandler(clocks: self)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -56,7 +70,12 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
         if context.channel.isActive { armIdle(context: context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -73,32 +92,17 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
             speculative = false
             speculationUsed = true
         }
-        let buffer = unwrapInboundIn(data)
-        if inFlight == 0 {
-            var started = false
-            if !inHead && buffer.readableBytes > 0 {
-                inHead = true
-                started = true
-                idleDeadline = nil
-            }
-            if inHead {
-                if containsHeadEnd(buffer) {
-                    inHead = false
-                    inFlight += 1
-                    headTimer?.cancel()
-                    headTimer = nil
-                } else if started {
-                    // Most heads arrive in one read; the header clock is armed only for those that do not.
-                    let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-                    let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-                    headTimer = context.eventLoop.scheduleTask(in: headerTimeout) {
-                        handler.value.headTimer = nil
-                        handler.value.timeOutHead(loopBound.value)
-                    }
-                }
-            }
+        if awaitingHead && unwrapInboundIn(data).readableBytes > 0 {
+            headPending = true
+            idleDeadline = nil
         }
         context.fireChannelRead(data)
+        // Most heads arrive in one read and were decoded just now; the header clock is armed only for those that
+        // did not. (A read that ends one message and starts the next head leaves `headPending` false: the decoder
+        // does not say how far it got, so that head's clock starts with its next read, at most one read late.)
+        if headPending && awaitingHead && outstanding == 0 && headTimer == nil {
+            armHeaderClock(context: context)
+        }
     }
 
     /// After each read NIO asks the pipeline to read again, and `HTTPServerPipelineHandler` (or the gateway handler,
@@ -127,16 +131,53 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
         context.read()
     }
 
-    /// The gateway handler, at the other end of the pipeline, says when a response has finished.
+    /// `ResponseCompleteEvent` is no longer needed (response ends are seen by `RequestBoundaryHandler`); swallowed
+    /// so that it never reaches the channel's head.
     func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
         if event is ResponseCompleteEvent {
-            inFlight = max(0, inFlight - 1)
-            tail = 0
-            if inFlight == 0 { armIdle(context: context) }
             promise?.succeed(())
             return
         }
         context.triggerUserOutboundEvent(event, promise: promise)
+    }
+
+    // MARK: - Request boundaries (from `RequestBoundaryHandler`)
+
+    fileprivate func headDecoded() {
+        awaitingHead = false
+        headPending = false
+        outstanding += 1
+        if let headTimer {
+            headTimer.cancel()
+            self.headTimer = nil
+        }
+    }
+
+    fileprivate func messageDecoded() {
+        awaitingHead = true
+    }
+
+    fileprivate func responseEnded() {
+        outstanding = max(0, outstanding - 1)
+        guard outstanding == 0, awaitingHead, let context else { return }
+        if headPending {
+            // Bytes of the next head arrived while a response was outstanding, when nobody read further: its
+            // clock starts now, not when its first byte came (the gateway, not the client, held it back).
+            if headTimer == nil { armHeaderClock(context: context) }
+        } else {
+            armIdle(context: context)
+        }
+    }
+
+    // MARK: - Clocks
+
+    private func armHeaderClock(context: ChannelHandlerContext) {
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        headTimer = context.eventLoop.scheduleTask(in: headerTimeout) {
+            handler.value.headTimer = nil
+            handler.value.timeOutHead(loopBound.value)
+        }
     }
 
     private func armIdle(context: ChannelHandlerContext) {
@@ -160,7 +201,7 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
         idleTimer = nil
         idleTimerDeadline = nil
         // No deadline: a request started since (its own clocks apply; the next response end re-arms this one).
-        guard let deadline = idleDeadline else { return }
+        guard let deadline = idleDeadline, outstanding == 0, awaitingHead, !headPending else { return }
         if deadline <= .now() {
             context.close(promise: nil)
         } else {
@@ -169,8 +210,10 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
     }
 
     private func timeOutHead(_ context: ChannelHandlerContext) {
+        // Only between responses: a 408 must never land inside another answer.
+        guard headPending, awaitingHead, outstanding == 0 else { return }
         // Answer 408 ourselves: the decoder has not produced a head, so the gateway handler knows nothing yet.
-        let requestID = loop.recordHeadTimeout(accessLog: accessLog)
+        let requestID = accessLog.map { loop.recordHeadTimeout(accessLog: $0) } ?? loop.nextRequestID()
         let body = GatewayError.requestTimeout.body(requestID: requestID)
         var out = context.channel.allocator.buffer(capacity: 256 + body.count)
         out.writeString(
@@ -179,29 +222,39 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
         let channel = context.channel
         context.writeAndFlush(NIOAny(out)).whenComplete { _ in channel.close(promise: nil) }
     }
-
-    private func containsHeadEnd(_ buffer: ByteBuffer) -> Bool {
-        var found = false
-        var window = tail
-        buffer.withUnsafeReadableBytes { bytes in
-            // A request without a body usually arrives as exactly one read ending with its blank line: no scan.
-            // (`tail` only matters while the end has not been found.)
-            if bytes.count >= 4, UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: bytes.count - 4, as: UInt32.self)) == 0x0A0D_0A0D {
-                found = true
-                return
-            }
-            for byte in bytes {
-                window = window << 8 | UInt32(byte)
-                if window == 0x0D0A_0D0A {
-                    found = true
-                    break
-                }
-            }
-        }
-        tail = window
-        return found
-    }
 }
 
 @available(*, unavailable)
 extension IdleConnectionHandler: Sendable {}
+
+/// `IdleConnectionHandler`'s eyes behind the HTTP decoder: reports each decoded request head and end, and each
+/// response end written, without changing anything that passes.
+final class RequestBoundaryHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let clocks: IdleConnectionHandler
+
+    fileprivate init(clocks: IdleConnectionHandler) {
+        self.clocks = clocks
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head: clocks.headDecoded()
+        case .end: clocks.messageDecoded()
+        case .body: break
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) { clocks.responseEnded() }
+        context.write(data, promise: promise)
+    }
+}
+
+@available(*, unavailable)
+extension RequestBoundaryHandler: Sendable {}
