@@ -427,11 +427,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         guard case .writeResponseHead(let close) = machine.upstreamHead() else { return }
         access.status = head.status
         access.upstreamHead = .now()
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(head.headers.count + 1)
-        for header in head.headers where !Self.isHopByHopResponseHeader(header.name) {
-            headers.add(name: header.name, value: header.value)
-        }
+        var headers = Self.clientResponseHeaders(head.headers)
         if close { headers.replaceOrAdd(name: "Connection", value: "close") }
         let status = HTTPResponseStatus(statusCode: head.status)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
@@ -490,12 +486,27 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         return framing.isUnambiguous
     }
 
-    /// Response fields that describe the upstream hop, not the message (RFC 9110 §7.6.1).
-    static let hopByHopResponseHeaders: Set<String> = [
-        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-    ]
+    /// The upstream's response headers as the client gets them: without the fields that describe the upstream hop
+    /// (RFC 9110 §7.6.1), the fixed ones and every one the upstream named in `Connection`.
+    static func clientResponseHeaders(_ upstream: [CurlHeader]) -> HTTPHeaders {
+        // The names listed in `Connection`, other than the fixed hop-by-hop ones (usually none: no array is built).
+        var listed: [Substring] = []
+        for header in upstream where header.name.equalsIgnoringASCIICase("connection") {
+            for token in header.value.split(separator: ",") {
+                let name = token.trimmingSpaces
+                if !name.isEmpty && !isHopByHopResponseHeader(name) { listed.append(name) }
+            }
+        }
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(upstream.count + 1)
+        for header in upstream where !isHopByHopResponseHeader(header.name) {
+            if !listed.isEmpty && listed.contains(where: { header.name.equalsIgnoringASCIICase(other: $0) }) { continue }
+            headers.add(name: header.name, value: header.value)
+        }
+        return headers
+    }
 
-    static func isHopByHopResponseHeader(_ name: String) -> Bool {
+    static func isHopByHopResponseHeader(_ name: some StringProtocol) -> Bool {
         // Called for every upstream response header: compare by length first, and without `lowercased()`.
         switch name.utf8.count {
         case 2: return name.equalsIgnoringASCIICase("te")
@@ -503,6 +514,8 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         case 10: return name.equalsIgnoringASCIICase("connection") || name.equalsIgnoringASCIICase("keep-alive")
         case 16: return name.equalsIgnoringASCIICase("proxy-connection")
         case 17: return name.equalsIgnoringASCIICase("transfer-encoding")
+        case 18: return name.equalsIgnoringASCIICase("proxy-authenticate")
+        case 19: return name.equalsIgnoringASCIICase("proxy-authorization")
         default: return false
         }
     }

@@ -153,7 +153,7 @@ public struct HeaderPolicy: Sendable {
     }
 }
 
-extension String {
+extension StringProtocol {
     /// ASCII case-insensitive equality with an all-lower-case `lower`, without allocating (`lowercased()` would, for
     /// every header on the hot path).
     func equalsIgnoringASCIICase(_ lower: StaticString) -> Bool {
@@ -171,6 +171,16 @@ extension String {
 }
 
 extension StringProtocol {
+    /// ASCII case-insensitive equality of two names, without allocating.
+    func equalsIgnoringASCIICase(other: some StringProtocol) -> Bool {
+        let a = self.utf8
+        let b = other.utf8
+        guard a.count == b.count else { return false }
+        return zip(a, b).allSatisfy { x, y in
+            (x >= 0x41 && x <= 0x5A ? x | 0x20 : x) == (y >= 0x41 && y <= 0x5A ? y | 0x20 : y)
+        }
+    }
+
     var trimmingSpaces: Substring {
         var s = Substring(self)
         while let first = s.first, first == " " || first == "\t" { s.removeFirst() }

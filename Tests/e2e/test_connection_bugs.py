@@ -1,4 +1,5 @@
-"""Issue 10, connection handler: the connection clocks per request head (pipelining), the admin listener's clocks."""
+"""Issue 10, connection handler: the connection clocks per request head (pipelining), the admin listener's clocks,
+an empty body's `Content-Length: 0`, and hop-by-hop response fields ending at the gateway."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import time
 import pytest
 
 from configs import small_config
-from harness import ConnectionClosed, RawClient
+from harness import ConnectionClosed, RawClient, header_values
 
 
 @pytest.fixture
@@ -130,3 +131,42 @@ def test_admin_listener_has_clocks(clocks_gw):
     # The admin listener still answers.
     with RawClient(host, port) as c:
         assert c.request("GET", "/healthz").status == 200
+
+
+@pytest.mark.parametrize("method,headers", [
+    ("POST", [("Content-Length", "0")]), ("POST", []), ("PUT", [("Content-Length", "0")]), ("PATCH", []),
+], ids=["post-cl0", "post-none", "put-cl0", "patch-none"])
+def test_empty_body_forwarded_with_content_length_0(env, method, headers):
+    """Issue 10: an empty POST/PUT/PATCH reaches the upstream with `Content-Length: 0` (servers that require a
+    length answer 411 without it), and no Transfer-Encoding."""
+    mark = env.mark()
+    with env.gw.raw() as c:
+        r = c.request(method, "/public/empty", headers)
+    assert r.status == 200, r
+    req = env.one_forwarded(mark)
+    assert header_values(req, "Content-Length") == ["0"], req["headers"]
+    assert header_values(req, "Transfer-Encoding") == []
+    assert env.up.log.wait_body(req["seq"])["body_len"] == 0
+
+
+def test_get_without_body_gets_no_length(env):
+    mark = env.mark()
+    with env.gw.raw() as c:
+        assert c.request("GET", "/public/plain-get").status == 200
+    req = env.one_forwarded(mark)
+    assert header_values(req, "Content-Length") == [] and header_values(req, "Transfer-Encoding") == []
+
+
+def test_hop_by_hop_response_headers_not_passed_to_client(env):
+    """Issue 10, RFC 9110 §7.6.1: fields the upstream names in `Connection`, and Keep-Alive, Proxy-Authenticate,
+    Upgrade, Trailer, end at the gateway; end-to-end fields pass; the connection stays usable."""
+    with env.gw.raw() as c:
+        r = c.request("GET", "/public/hop-headers")
+        assert r.status == 200 and r.body == b"ok"
+        names = {n.lower() for n, _ in r.header_list}
+        for dropped in ("x-hop", "keep-alive", "proxy-authenticate", "upgrade", "trailer"):
+            assert dropped not in names, f"{dropped} reached the client: {r.header_list}"
+        for v in r.headers_all("Connection"):
+            assert "x-hop" not in v.lower()
+        assert r.header("X-Kept") == "yes"
+        assert c.request("GET", "/public/after-hop").status == 200
