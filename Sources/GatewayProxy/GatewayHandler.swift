@@ -79,7 +79,10 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             } else {
                 requestBody(buffer, context: context)
             }
-        case .end:
+        case .end(let trailers):
+            if let trailers, HeaderPolicy.hasForbiddenTrailer(trailers) {
+                return requestMalformed(.requestMalformed, context: context)
+            }
             if held != nil {
                 held!.ended = true
             } else {
@@ -392,25 +395,35 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        held = nil
-        // Decoder errors: answer what the client got wrong, then close (the byte stream is no longer trusted).
-        guard machine.isIdle else {
-            perform(machine.clientClosed(), context: context)
-            context.close(promise: nil)
-            return
-        }
-        if requestID.isEmpty { requestID = loop.nextRequestID() }
-        access = AccessRecord(method: "-", uri: "-")
         let gatewayError: GatewayError
         switch error as? HTTPParserError {
         case .headerOverflow: gatewayError = .headerTooLarge
         case .some: gatewayError = .requestMalformed
         case .none:
+            // Not about the bytes the client sent (an I/O error): nobody is left to answer; `channelInactive`
+            // cancels what is in flight.
             context.close(promise: nil)
             return
         }
-        _ = machine.clientClosed()
-        respond(gatewayError, close: true, context: context)
+        requestMalformed(gatewayError, context: context)
+    }
+
+    /// Decoder errors (a malformed chunk line mid-body included) and forbidden trailers: answer what the client got
+    /// wrong when no response has started, then close — the byte stream is no longer trusted, and whatever follows
+    /// (a smuggled request) must never be read as a request or reach the upstream as body.
+    private func requestMalformed(_ error: GatewayError, context: ChannelHandlerContext) {
+        if held == nil && machine.isIdle {
+            // No request head got this far: the error is the request.
+            requestID = loop.nextRequestID()
+            access = AccessRecord(method: "-", uri: "-")
+        }
+        held = nil
+        let action = machine.requestMalformed(error)
+        if case .none = action {
+            context.close(promise: nil)
+        } else {
+            perform(action, context: context)
+        }
     }
 
     // MARK: - CurlTransferDelegate (called on this loop, possibly inside libcurl)

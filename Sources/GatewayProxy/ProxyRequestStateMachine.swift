@@ -121,6 +121,23 @@ public struct ProxyRequestStateMachine: Sendable {
         return f.responseHeadSent ? .abortConnection : .respond(.bodyTooLarge, close: true)
     }
 
+    /// The client's byte stream broke: the decoder refused it (a malformed chunk line, an oversized head) or the
+    /// body ended with forbidden trailers. Nothing after that point can be trusted, so the connection always closes:
+    /// with `error` when no response has started (the transfer in flight is cancelled, so the upstream never sees
+    /// the body complete), by abort when one has, silently when the request was already answered.
+    public mutating func requestMalformed(_ error: GatewayError) -> Action {
+        let previous = state
+        state = .closed
+        switch previous {
+        case .idle:
+            return .respond(error, close: true)
+        case .forwarding(let f):
+            return f.responseHeadSent ? .abortConnection : .respond(error, close: true)
+        case .rejected, .closed:
+            return .none
+        }
+    }
+
     public mutating func clientClosed() -> Action {
         let wasForwarding: Bool
         if case .forwarding = state { wasForwarding = true } else { wasForwarding = false }

@@ -8,8 +8,8 @@ import Testing
 
 @testable import GatewayProxy
 
-/// The connection bugs of issue 10 where the handler (or the policy it asks) decides: hop-by-hop response fields, and
-/// an empty body's length.
+/// The connection bugs of issue 10 where the handler (or the policy it asks) decides: a broken chunked body, forbidden
+/// trailers, hop-by-hop response fields, and an empty body's length.
 @Suite(.serialized) struct GatewayHandlerTests {
     typealias Harness = KeyRefetchWaitTests.Harness
 
@@ -79,5 +79,45 @@ import Testing
         let out = GatewayHandler.clientResponseHeaders(upstream)
         #expect(out.map(\.name) == ["Content-Type", "X-Hopper", "Content-Length"])
         #expect(GatewayHandler.clientResponseHeaders([CurlHeader(name: "A", value: "1")]).map(\.name) == ["A"])
+    }
+
+    // MARK: - A broken request body
+
+    @Test func decoderErrorMidUploadIsAnswered400AndCloses() throws {  // issue 10: malformed chunk lines
+        let harness = try Harness(policy: try Self.policy())
+        defer { harness.finish() }
+        try harness.send(.head(Self.head(.POST, [("Transfer-Encoding", "chunked")])))
+        try harness.send(.body(ByteBuffer(string: "hello")))
+        harness.channel.pipeline.fireErrorCaught(HTTPParserError.invalidChunkSize)
+        harness.channel.embeddedEventLoop.run()
+        let answer = KeyRefetchWaitTests.summary(try harness.written())
+        #expect(answer.status == 400 && answer.reason == "request_malformed" && answer.closes && answer.ended)
+        #expect(!harness.channel.isActive)
+    }
+
+    @Test func forbiddenTrailersAreAnswered400AndClose() throws {  // issue 10: CL / TE inside trailers
+        let harness = try Harness(policy: try Self.policy())
+        defer { harness.finish() }
+        try harness.send(.head(Self.head(.POST, [("Transfer-Encoding", "chunked")])))
+        try harness.send(.body(ByteBuffer(string: "hello")))
+        try harness.send(.end(HTTPHeaders([("Content-Length", "5")])))
+        harness.channel.embeddedEventLoop.run()
+        let answer = KeyRefetchWaitTests.summary(try harness.written())
+        #expect(answer.status == 400 && answer.reason == "request_malformed" && answer.closes && answer.ended)
+        #expect(!harness.channel.isActive)
+    }
+
+    @Test func decoderErrorWhileWaitingForKeysIsAnswered() throws {
+        let (harness, refetched, _) = try KeyRefetchWaitTests.awaitingRefetch()
+        defer { harness.finish() }
+        try harness.send(.head(KeyRefetchWaitTests.head(contentLength: 5)))
+        harness.channel.pipeline.fireErrorCaught(HTTPParserError.invalidChunkSize)
+        harness.channel.embeddedEventLoop.run()
+        let answer = KeyRefetchWaitTests.summary(try harness.written())
+        #expect(answer.status == 400 && answer.reason == "request_malformed" && answer.closes)
+        // The late refetch finds nothing left to decide.
+        refetched.succeed(())
+        harness.channel.embeddedEventLoop.run()
+        #expect(try harness.written().isEmpty)
     }
 }

@@ -82,6 +82,36 @@ import Testing
         #expect(n.requestBodyTooLarge() == .abortConnection)
     }
 
+    @Test func malformedBodyBeforeTheResponseIsAnsweredAndCloses() {  // issue 10: bad chunk line mid-upload
+        var m = ProxyRequestStateMachine()
+        _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: true)
+        #expect(m.requestBodyPart() == .forwardBody)
+        #expect(m.requestMalformed(.requestMalformed) == .respond(.requestMalformed, close: true))
+        // Nothing more happens: the cancelled transfer's late events are ignored.
+        #expect(m.upstreamHead() == .none)
+        #expect(m.upstreamCompleted() == .none)
+        #expect(m.requestEnd() == .none)
+    }
+
+    @Test func malformedBodyAfterTheResponseHeadAborts() {
+        var m = ProxyRequestStateMachine()
+        _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: true)
+        _ = m.upstreamHead()
+        #expect(m.requestMalformed(.requestMalformed) == .abortConnection)
+    }
+
+    @Test func malformedRequestBetweenRequestsIsAnswered() {
+        var m = ProxyRequestStateMachine()
+        #expect(m.requestMalformed(.headerTooLarge) == .respond(.headerTooLarge, close: true))
+        #expect(m.requestHead(rejection: nil, keepAlive: true, hasBody: false) == .respond(.requestMalformed, close: true))
+    }
+
+    @Test func malformedBodyAfterALocalAnswerOnlyCloses() {
+        var m = ProxyRequestStateMachine()
+        _ = m.requestHead(rejection: .tokenMissing, keepAlive: true, hasBody: true)
+        #expect(m.requestMalformed(.requestMalformed) == .none)  // answered already: the handler just closes
+    }
+
     @Test func headWhileBusyIsRefused() {
         var m = ProxyRequestStateMachine()
         _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: false)
