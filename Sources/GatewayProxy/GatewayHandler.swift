@@ -399,6 +399,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         switch error as? HTTPParserError {
         case .headerOverflow: gatewayError = .headerTooLarge
         case .some: gatewayError = .requestMalformed
+        case .none where error is ChunkedBodyTooLargeError: gatewayError = .bodyTooLarge
         case .none:
             // Not about the bytes the client sent (an I/O error): nobody is left to answer; `channelInactive`
             // cancels what is in flight.

@@ -129,7 +129,7 @@ public enum GatewayServer {
                         let clocks = IdleConnectionHandler(
                             headerTimeout: .milliseconds(Int64(limits.headerTimeoutMs)),
                             idleTimeout: .milliseconds(Int64(limits.idleTimeoutMs)),
-                            loop: loopContexts.context(on: channel.eventLoop), accessLog: nil)
+                            loop: loopContexts.context(on: channel.eventLoop), accessLog: nil, guardsChunkedBodies: false)
                         try channel.pipeline.syncOperations.addHandler(clocks)
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                         try addBoundaries(of: clocks, to: channel.pipeline.syncOperations)

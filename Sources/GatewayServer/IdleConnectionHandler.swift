@@ -1,3 +1,4 @@
+import GatewayConfig
 import GatewayProxy
 import NIOCore
 import NIOHTTP1
@@ -47,16 +48,28 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
     /// Bytes came in on a read of ours; no more of ours until the pipeline asks to read again.
     private var speculationUsed = false
 
+    /// Sees each chunk line's declared size before the decoder does (`ChunkedBodyGuard`).
+    private var chunkGuard: ChunkedBodyGuard
+    /// A chunk line declared too much: later bytes are dropped until the connection closes.
+    private var chunkRefused = false
+    /// The framing of the head the decoder produced while a head's bytes were passed on (nil: none).
+    private var decodedFraming: ChunkedBodyGuard.Framing?
+
     /// Where a 408 gets its request id, and is counted and logged.
     private let loop: LoopContext
     /// nil: not a data-path listener (admin); its 408s are neither counted nor logged as data-path requests.
     private let accessLog: AccessLogSink?
 
-    init(headerTimeout: TimeAmount, idleTimeout: TimeAmount, loop: LoopContext, accessLog: AccessLogSink?) {
+    /// - Parameter guardsChunkedBodies: whether chunk sizes are checked against the data path's `max_body_bytes`.
+    init(
+        headerTimeout: TimeAmount, idleTimeout: TimeAmount, loop: LoopContext, accessLog: AccessLogSink?,
+        guardsChunkedBodies: Bool = true
+    ) {
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
         self.loop = loop
         self.accessLog = accessLog
+        self.chunkGuard = ChunkedBodyGuard(following: guardsChunkedBodies)
     }
 
     /// The companion to add right after the HTTP decoder (before `HTTPServerPipelineHandler`).
@@ -92,16 +105,64 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
             speculative = false
             speculationUsed = true
         }
-        if awaitingHead && unwrapInboundIn(data).readableBytes > 0 {
+        if chunkRefused { return }
+        let buffer = unwrapInboundIn(data)
+        if awaitingHead && buffer.readableBytes > 0 {
             headPending = true
             idleDeadline = nil
         }
-        context.fireChannelRead(data)
+        if chunkGuard.isFollowing {
+            passGuarded(buffer, data, context: context)
+        } else {
+            context.fireChannelRead(data)
+        }
         // Most heads arrive in one read and were decoded just now; the header clock is armed only for those that
         // did not. (A read that ends one message and starts the next head leaves `headPending` false: the decoder
         // does not say how far it got, so that head's clock starts with its next read, at most one read late.)
         if headPending && awaitingHead && outstanding == 0 && headTimer == nil {
             armHeaderClock(context: context)
+        }
+    }
+
+    /// Passes a read on to the decoder through `chunkGuard`: split after each head end, so that the head's framing
+    /// is known before its body is scanned, and cut short before a chunk line that declares too much. A read holding
+    /// one whole head is passed on as it is.
+    private func passGuarded(_ buffer: ByteBuffer, _ data: NIOAny, context: ChannelHandlerContext) {
+        let count = buffer.readableBytes
+        var passed = 0
+        var scanned = 0
+        while scanned < count {
+            let outcome = buffer.withUnsafeReadableBytes { chunkGuard.scan(UnsafeRawBufferPointer(rebasing: $0[scanned...])) }
+            switch outcome {
+            case .consumed:
+                scanned = count
+            case .headEnd(let n):
+                scanned += n
+                decodedFraming = nil
+                pass(buffer, data, passed..<scanned, context: context)
+                passed = scanned
+                chunkGuard.headDecoded(decodedFraming)
+                guard context.channel.isActive else { return }
+            case .chunkTooLarge:
+                // Nothing from here on reaches the decoder: the connection is answered and closed.
+                chunkRefused = true
+                // In order with the responses: while an earlier pipelined request is still being answered, the
+                // error must wait behind it (HTTPServerPipelineHandler queues parser errors, not others), so that
+                // request's answer is never the one replaced.
+                let error: any Error = outstanding > 1 ? HTTPParserError.invalidChunkSize : ChunkedBodyTooLargeError()
+                context.fireErrorCaught(error)
+                return
+            }
+        }
+        if passed < count { pass(buffer, data, passed..<count, context: context) }
+    }
+
+    private func pass(_ buffer: ByteBuffer, _ data: NIOAny, _ range: Range<Int>, context: ChannelHandlerContext) {
+        guard !range.isEmpty else { return }
+        if range.count == buffer.readableBytes {
+            context.fireChannelRead(data)
+        } else {
+            context.fireChannelRead(wrapInboundOut(buffer.getSlice(at: buffer.readerIndex + range.lowerBound, length: range.count)!))
         }
     }
 
@@ -143,7 +204,10 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
 
     // MARK: - Request boundaries (from `RequestBoundaryHandler`)
 
-    fileprivate func headDecoded() {
+    fileprivate func headDecoded(_ head: HTTPRequestHead) {
+        if chunkGuard.isFollowing {
+            decodedFraming = ChunkedBodyGuard.framing(of: head.headers, limit: loop.policy.limits.maxBodyBytes)
+        }
         awaitingHead = false
         headPending = false
         outstanding += 1
@@ -243,7 +307,7 @@ final class RequestBoundaryHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
-        case .head: clocks.headDecoded()
+        case .head(let head): clocks.headDecoded(head)
         case .end: clocks.messageDecoded()
         case .body: break
         }
