@@ -23,13 +23,13 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     private var machine = ProxyRequestStateMachine()
     private var context: ChannelHandlerContext?
 
+    /// Starts upstream transfers: this loop's libcurl driver, or a test's fake.
+    private let startTransfer: UpstreamStarter
+
     // The request in flight.
-    private var transfer: CurlTransfer?
-    private var upload = UploadBuffer()
+    private var exchange = UpstreamExchange()
     private var requestID = ""
     private var requestBodyBytes: Int64 = 0
-    /// The client channel was not writable and curl holds response bytes for us.
-    private var receivePaused = false
     /// Reading from the client is held back because the upload buffer is full.
     private var readHeld = false
     private var readRequested = false
@@ -52,11 +52,17 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         return address
     }
 
-    public init(loop: LoopContext, accessLog: AccessLogSink = .off, clock: @escaping @Sendable () -> Double) {
+    /// - Parameter startTransfer: how forwarded requests reach the upstream; nil: `loop.driver` (libcurl).
+    public init(
+        loop: LoopContext, accessLog: AccessLogSink = .off, clock: @escaping @Sendable () -> Double,
+        startTransfer: UpstreamStarter? = nil
+    ) {
         self.policy = loop.policy
         self.loop = loop
         self.accessLog = accessLog
         self.clock = clock
+        let driver = loop.driver
+        self.startTransfer = startTransfer ?? { request, handler in driver.start(request, delegate: handler) }
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -103,8 +109,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         requestID = head.headers.first(name: "x-request-id").flatMap { isAcceptableRequestID($0[...]) ? $0 : nil } ?? loop.nextRequestID()
         access = AccessRecord(method: head.method.rawValue, uri: head.uri)
         requestBodyBytes = 0
-        upload.reset()
-        receivePaused = false
+        exchange.reset()
         local = nil
         held = nil
         exchangeID &+= 1
@@ -158,7 +163,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             access.upstreamStart = .now()
             let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody)
             if case .startTransfer = action {
-                transfer = loop.driver.start(forward.request, delegate: self)
+                exchange.begin(startTransfer(forward.request, self))
                 // The client waits for a go-ahead before sending its body; give it only now that the request is
                 // authorised (a rejected one gets its final answer instead, and the body is never invited).
                 if Self.expectsContinue(head.headers) {
@@ -214,12 +219,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             perform(machine.requestBodyTooLarge(), context: context)
             return
         }
-        upload.append(buffer)
-        if upload.curlWaiting {
-            upload.curlWaiting = false
-            transfer?.resumeSending()
-        }
-        if upload.isAboveHighWatermark { readHeld = true }
+        if exchange.send(buffer) { readHeld = true }
     }
 
     // MARK: - Actions
@@ -235,15 +235,11 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
                 askLocalService(local.service, local.request, context: context)
                 return
             }
-            upload.finished = true
-            if upload.curlWaiting {
-                upload.curlWaiting = false
-                transfer?.resumeSending()
-            }
+            exchange.finishSending()
         case .writeResponseHead:
             break  // written by the curl delegate, which has the head
         case .writeResponseEnd(let close):
-            transfer = nil
+            exchange.release()
             access.write(to: accessLog, requestID: requestID, loop: loop)
             let promise: EventLoopPromise<Void>? = close ? context.eventLoop.makePromise() : nil
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
@@ -257,8 +253,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         case .abortConnection:
             if access.reason == nil { access.reason = "response_aborted" }
             access.write(to: accessLog, requestID: requestID, loop: loop)
-            transfer?.cancel()
-            transfer = nil
+            exchange.cancel()
             local = nil
             context.close(promise: nil)
         case .cancelTransfer:
@@ -266,8 +261,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             // No response status was sent: log nginx's 499, "client closed request".
             if access.status == 0 { access.status = 499 }
             access.write(to: accessLog, requestID: requestID, loop: loop)
-            transfer?.cancel()
-            transfer = nil
+            exchange.cancel()
             local = nil
         case .readyForNextRequest:
             releaseRead(context: context)
@@ -277,8 +271,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     private func respond(_ error: GatewayError, close: Bool, context: ChannelHandlerContext) {
         // An answer of our own ends any transfer still in flight (a body that grew past the limit): cancelling
         // aborts it, so the upstream never sees the truncated body as a complete request.
-        transfer?.cancel()
-        transfer = nil
+        exchange.cancel()
         local = nil
         access.status = Int(error.status.code)
         access.reason = error.reason
@@ -376,10 +369,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     }
 
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable && receivePaused {
-            receivePaused = false
-            transfer?.resumeReceiving()
-        }
+        if context.channel.isWritable { exchange.resumeReceivingIfPaused() }
         context.fireChannelWritabilityChanged()
     }
 
@@ -430,7 +420,29 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     // MARK: - CurlTransferDelegate (called on this loop, possibly inside libcurl)
 
     public func curlTransfer(_ transfer: CurlTransfer, didReceiveHead head: CurlResponseHead) {
-        guard transfer === self.transfer, let context else { return }
+        upstream(transfer, didReceiveHead: head)
+    }
+
+    public func curlTransfer(_ transfer: CurlTransfer, didReceiveBodyBytes bytes: UnsafeRawBufferPointer) -> CurlBodyDisposition {
+        upstream(transfer, didReceiveBodyBytes: bytes)
+    }
+
+    public func curlTransfer(_ transfer: CurlTransfer, fillRequestBody buffer: UnsafeMutableRawBufferPointer) -> CurlUploadChunk {
+        upstream(transfer, fillRequestBody: buffer)
+    }
+
+    public func curlTransferDidFinishBatch(_ transfer: CurlTransfer) {
+        upstreamDidFinishBatch(transfer)
+    }
+
+    public func curlTransfer(_ transfer: CurlTransfer, didCompleteWith result: Result<Void, CurlTransferError>) {
+        upstream(transfer, didCompleteWith: result)
+    }
+
+    // MARK: - Upstream events (from any `UpstreamTransfer`; a test's fake calls these directly)
+
+    func upstream(_ transfer: any UpstreamTransfer, didReceiveHead head: CurlResponseHead) {
+        guard exchange.owns(transfer), let context else { return }
         // A response framed two ways (M-upstream-desync) is refused, not relayed: the client gets a 502 and the
         // cancelled transfer takes the upstream connection out of the pool.
         guard Self.isUnambiguouslyFramed(head) else {
@@ -447,10 +459,10 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
     }
 
-    public func curlTransfer(_ transfer: CurlTransfer, didReceiveBodyBytes bytes: UnsafeRawBufferPointer) -> CurlBodyDisposition {
-        guard transfer === self.transfer, let context else { return .consumed }
+    func upstream(_ transfer: any UpstreamTransfer, didReceiveBodyBytes bytes: UnsafeRawBufferPointer) -> CurlBodyDisposition {
+        guard exchange.owns(transfer), let context else { return .consumed }
         if !context.channel.isWritable {
-            receivePaused = true
+            exchange.pauseReceiving()
             context.flush()
             return .pause
         }
@@ -458,21 +470,21 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         return .consumed
     }
 
-    public func curlTransfer(_ transfer: CurlTransfer, fillRequestBody buffer: UnsafeMutableRawBufferPointer) -> CurlUploadChunk {
+    func upstream(_ transfer: any UpstreamTransfer, fillRequestBody buffer: UnsafeMutableRawBufferPointer) -> CurlUploadChunk {
         // A transfer we let go of must never see its body "complete": hold it until its cancellation lands.
-        guard transfer === self.transfer, let context else { return .pause }
-        let chunk = upload.fill(buffer)
-        if readHeld && upload.isBelowLowWatermark { releaseRead(context: context) }
+        guard exchange.owns(transfer), let context else { return .pause }
+        let (chunk, drained) = exchange.fill(buffer)
+        if readHeld && drained { releaseRead(context: context) }
         return chunk
     }
 
-    public func curlTransferDidFinishBatch(_ transfer: CurlTransfer) {
-        guard transfer === self.transfer else { return }
+    func upstreamDidFinishBatch(_ transfer: any UpstreamTransfer) {
+        guard exchange.owns(transfer) else { return }
         context?.flush()
     }
 
-    public func curlTransfer(_ transfer: CurlTransfer, didCompleteWith result: Result<Void, CurlTransferError>) {
-        guard transfer === self.transfer, let context else { return }
+    func upstream(_ transfer: any UpstreamTransfer, didCompleteWith result: Result<Void, CurlTransferError>) {
+        guard exchange.owns(transfer), let context else { return }
         switch result {
         case .success:
             perform(machine.upstreamCompleted(), context: context)

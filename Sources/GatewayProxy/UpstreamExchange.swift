@@ -1,56 +1,96 @@
 import CurlNIO
 import NIOCore
 
-/// The upload side of one forwarded request: client body parts queued until libcurl asks for them. Bounded by a
-/// high watermark, above which the handler stops reading from the client.
-struct UploadBuffer {
-    private var parts = CircularBuffer<ByteBuffer>(initialCapacity: 4)
-    private(set) var bufferedBytes = 0
-    /// The client's body is complete.
-    var finished = false
-    /// libcurl asked for bytes while none were queued: resume it when some arrive.
-    var curlWaiting = false
+/// The handle the gateway keeps on one upstream transfer: libcurl's `CurlTransfer` in the gateway, a fake in tests
+/// (so the connection handler's back-pressure and failure paths run on an `EmbeddedChannel` without a network).
+public protocol UpstreamTransfer: AnyObject {
+    /// More request body is queued (after the transfer was told to wait).
+    func resumeSending()
+    /// The client can take response bytes again (after they were refused).
+    func resumeReceiving()
+    /// Abort; the transfer's completion still arrives later, and is ignored.
+    func cancel()
+}
 
-    static let highWatermark = 256 * 1024
-    static let lowWatermark = 64 * 1024
+extension CurlTransfer: UpstreamTransfer {}
 
-    var isAboveHighWatermark: Bool { bufferedBytes >= Self.highWatermark }
-    var isBelowLowWatermark: Bool { bufferedBytes <= Self.lowWatermark }
+/// Starts the upstream transfer of a forwarded request. The gateway uses its loop's libcurl driver; tests inject a
+/// fake. Events come back through the `CurlTransferDelegate` calls (or, from a fake, `GatewayHandler`'s
+/// `upstream…` methods).
+public typealias UpstreamStarter = (CurlRequest, GatewayHandler) -> any UpstreamTransfer
 
-    /// Empties the buffer for the next request, keeping its storage (a new one would allocate for every request).
+/// The upstream side of the request in flight: the transfer, the client's body queued for it, and whether the
+/// response is held back for the client. One per connection, reused from request to request, so an exchange costs
+/// no allocation beyond libcurl's own transfer.
+struct UpstreamExchange {
+    private(set) var transfer: (any UpstreamTransfer)?
+    private var upload = UploadBuffer()
+    /// The client channel was not writable and the transfer holds response bytes for us.
+    private(set) var receivePaused = false
+
+    /// Forgets the previous request's transfer (without cancelling it: it ended or was cancelled) and empties the
+    /// upload queue, keeping its storage.
     mutating func reset() {
-        parts.removeAll(keepingCapacity: true)
-        bufferedBytes = 0
-        finished = false
-        curlWaiting = false
+        transfer = nil
+        upload.reset()
+        receivePaused = false
     }
 
-    mutating func append(_ buffer: ByteBuffer) {
-        guard buffer.readableBytes > 0 else { return }
-        bufferedBytes += buffer.readableBytes
-        parts.append(buffer)
+    mutating func begin(_ transfer: any UpstreamTransfer) {
+        self.transfer = transfer
     }
 
-    /// Copies queued bytes into curl's buffer.
-    mutating func fill(_ target: UnsafeMutableRawBufferPointer) -> CurlUploadChunk {
-        var written = 0
-        while written < target.count, var part = parts.first {
-            let n = min(part.readableBytes, target.count - written)
-            part.withUnsafeReadableBytes { source in
-                UnsafeMutableRawBufferPointer(rebasing: target[written..<(written + n)]).copyMemory(from: UnsafeRawBufferPointer(rebasing: source[0..<n]))
-            }
-            part.moveReaderIndex(forwardBy: n)
-            written += n
-            if part.readableBytes == 0 {
-                parts.removeFirst()
-            } else {
-                parts[parts.startIndex] = part
-            }
+    /// Whether `other` is this exchange's transfer (events of one we let go of are ignored).
+    func owns(_ other: any UpstreamTransfer) -> Bool {
+        transfer === other
+    }
+
+    /// Queues client body bytes for the transfer; true when the queue is above its high watermark (stop reading).
+    mutating func send(_ buffer: ByteBuffer) -> Bool {
+        upload.append(buffer)
+        wakeSender()
+        return upload.isAboveHighWatermark
+    }
+
+    /// The client's body is complete.
+    mutating func finishSending() {
+        upload.finished = true
+        wakeSender()
+    }
+
+    /// The transfer asks for body bytes. `drained` says the queue fell to its low watermark (read again).
+    mutating func fill(_ target: UnsafeMutableRawBufferPointer) -> (chunk: CurlUploadChunk, drained: Bool) {
+        let chunk = upload.fill(target)
+        return (chunk, upload.isBelowLowWatermark)
+    }
+
+    /// Response bytes were refused because the client is not writable.
+    mutating func pauseReceiving() {
+        receivePaused = true
+    }
+
+    /// The client is writable again.
+    mutating func resumeReceivingIfPaused() {
+        guard receivePaused else { return }
+        receivePaused = false
+        transfer?.resumeReceiving()
+    }
+
+    /// Aborts the transfer in flight, if any, and lets go of it.
+    mutating func cancel() {
+        transfer?.cancel()
+        transfer = nil
+    }
+
+    /// The transfer completed: let go of it.
+    mutating func release() {
+        transfer = nil
+    }
+
+    private mutating func wakeSender() {
+        if upload.curlWaiting {
+            upload.curlWaiting = false
+            transfer?.resumeSending()
         }
-        bufferedBytes -= written
-        if written > 0 { return .bytes(written) }
-        if finished { return .end }
-        curlWaiting = true
-        return .pause
     }
 }

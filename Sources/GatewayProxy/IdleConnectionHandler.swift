@@ -1,5 +1,4 @@
 import GatewayConfig
-import GatewayProxy
 import NIOCore
 import NIOHTTP1
 
@@ -16,11 +15,11 @@ import NIOHTTP1
 /// `fireChannelRead` returns the companion has reported everything that read contained.
 ///
 /// It also keeps the socket's read interest registered between requests (see `channelReadComplete`).
-final class IdleConnectionHandler: ChannelDuplexHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+public final class IdleConnectionHandler: ChannelDuplexHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
 
     private let headerTimeout: TimeAmount
     private let idleTimeout: TimeAmount
@@ -61,7 +60,7 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
     private let accessLog: AccessLogSink?
 
     /// - Parameter guardsChunkedBodies: whether chunk sizes are checked against the data path's `max_body_bytes`.
-    init(
+    public init(
         headerTimeout: TimeAmount, idleTimeout: TimeAmount, loop: LoopContext, accessLog: AccessLogSink?,
         guardsChunkedBodies: Bool = true
     ) {
@@ -73,25 +72,25 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
     }
 
     /// The companion to add right after the HTTP decoder (before `HTTPServerPipelineHandler`).
-    func boundaries() -> RequestBoundaryHandler {
+    public func boundaries() -> RequestBoundaryHandler {
         RequestBoundaryHandler(clocks: self)
     }
 
-    func channelActive(context: ChannelHandlerContext) {
+    public func channelActive(context: ChannelHandlerContext) {
         armIdle(context: context)
         context.fireChannelActive()
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         if context.channel.isActive { armIdle(context: context) }
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    public func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    public func channelInactive(context: ChannelHandlerContext) {
         headTimer?.cancel()
         headTimer = nil
         idleTimer?.cancel()
@@ -100,7 +99,7 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
         context.fireChannelInactive()
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if speculative {
             speculative = false
             speculationUsed = true
@@ -174,7 +173,7 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
     /// read just stays pending. If bytes do arrive on it (pipelining, or more of an upload), they are passed on as
     /// usual and we issue no further read until the pipeline asks again, so at most one read's worth is taken beyond
     /// what the pipeline asked for.
-    func channelReadComplete(context: ChannelHandlerContext) {
+    public func channelReadComplete(context: ChannelHandlerContext) {
         context.fireChannelReadComplete()
         guard context.channel.isActive else { return }
         pipelineRead = false
@@ -185,7 +184,7 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    func read(context: ChannelHandlerContext) {
+    public func read(context: ChannelHandlerContext) {
         pipelineRead = true
         speculative = false
         speculationUsed = false
@@ -194,7 +193,7 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
 
     /// `ResponseCompleteEvent` is no longer needed (response ends are seen by `RequestBoundaryHandler`); swallowed
     /// so that it never reaches the channel's head.
-    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+    public func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
         if event is ResponseCompleteEvent {
             promise?.succeed(())
             return
@@ -245,7 +244,7 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
     }
 
     private func armIdle(context: ChannelHandlerContext) {
-        let deadline = NIODeadline.now() + idleTimeout
+        let deadline = context.eventLoop.now + idleTimeout  // the loop's clock (virtual in tests)
         idleDeadline = deadline
         if let scheduled = idleTimerDeadline, scheduled <= deadline { return }
         scheduleIdleTimer(at: deadline, context: context)
@@ -266,7 +265,7 @@ final class IdleConnectionHandler: ChannelDuplexHandler {
         idleTimerDeadline = nil
         // No deadline: a request started since (its own clocks apply; the next response end re-arms this one).
         guard let deadline = idleDeadline, outstanding == 0, awaitingHead, !headPending else { return }
-        if deadline <= .now() {
+        if deadline <= context.eventLoop.now {
             context.close(promise: nil)
         } else {
             scheduleIdleTimer(at: deadline, context: context)
@@ -293,11 +292,11 @@ extension IdleConnectionHandler: Sendable {}
 
 /// `IdleConnectionHandler`'s eyes behind the HTTP decoder: reports each decoded request head and end, and each
 /// response end written, without changing anything that passes.
-final class RequestBoundaryHandler: ChannelDuplexHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+public final class RequestBoundaryHandler: ChannelDuplexHandler {
+    public typealias InboundIn = HTTPServerRequestPart
+    public typealias InboundOut = HTTPServerRequestPart
+    public typealias OutboundIn = HTTPServerResponsePart
+    public typealias OutboundOut = HTTPServerResponsePart
 
     private let clocks: IdleConnectionHandler
 
@@ -305,7 +304,7 @@ final class RequestBoundaryHandler: ChannelDuplexHandler {
         self.clocks = clocks
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head): clocks.headDecoded(head)
         case .end: clocks.messageDecoded()
@@ -314,7 +313,7 @@ final class RequestBoundaryHandler: ChannelDuplexHandler {
         context.fireChannelRead(data)
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data) { clocks.responseEnded() }
         context.write(data, promise: promise)
     }
