@@ -30,17 +30,10 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     private var exchange = UpstreamExchange()
     private var requestID = ""
     private var requestBodyBytes: Int64 = 0
-    /// Reading from the client is held back because the upload buffer is full.
-    private var readHeld = false
-    private var readRequested = false
     /// A local document's head and body are written; its end goes out once the request's end has been read.
     private var localResponsePending = false
     /// A request for a `LocalService` whose body is being collected or whose answer is awaited.
     private var local: (service: any LocalService, request: LocalRequest)?
-    /// Tells a late local answer (or a late key refetch) from the current request's.
-    private var exchangeID: UInt64 = 0
-    /// A request whose decision waits for a key-set refetch (`ProxyPolicy.Decision.awaitKeys`).
-    private var held: HeldRequest?
 
     /// The peer's address as text, formatted once per connection rather than for every request.
     private var cachedClientAddress: String??
@@ -80,20 +73,12 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         case .head(let head):
             requestHead(head, context: context)
         case .body(let buffer):
-            if held != nil {
-                held!.parts.append(buffer)
-            } else {
-                requestBody(buffer, context: context)
-            }
+            requestBody(buffer, context: context)
         case .end(let trailers):
             if let trailers, HeaderPolicy.hasForbiddenTrailer(trailers) {
                 return requestMalformed(.requestMalformed, context: context)
             }
-            if held != nil {
-                held!.ended = true
-            } else {
-                requestEnd(context: context)
-            }
+            requestEnd(context: context)
         }
     }
 
@@ -111,8 +96,6 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         requestBodyBytes = 0
         exchange.reset()
         local = nil
-        held = nil
-        exchangeID &+= 1
         policy = loop.policy
         let body = policy.requestBody(head.headers)
         // NIO's decoder stops parsing after a request that asks for an upgrade; we never tunnel, so such a request
@@ -183,29 +166,25 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         _ refetched: EventLoopFuture<Void>, head: HTTPRequestHead, body: CurlRequestBody, keepAlive: Bool,
         context: ChannelHandlerContext
     ) {
-        held = HeldRequest(head: head, body: body, keepAlive: keepAlive)
-        readHeld = true
-        let id = exchangeID
+        let generation = machine.awaitKeys(HeldRequest(head: head, body: body, keepAlive: keepAlive))
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         refetched.hop(to: context.eventLoop).whenComplete { _ in
-            loopBound.value.keysRefetched(exchange: id)
+            loopBound.value.keysRefetched(generation: generation)
         }
     }
 
     /// Decides the held request again with the loop's current policy (the refetched keys), never waiting twice.
-    private func keysRefetched(exchange id: UInt64) {
-        guard exchangeID == id, let request = held, let context else { return }
-        held = nil
+    private func keysRefetched(generation: UInt64) {
+        guard let context, let request = machine.keysRefetched(generation: generation) else { return }
         policy = loop.policy
-        readHeld = false
         decide(request.head, body: request.body, keepAlive: request.keepAlive, mayAwaitKeys: false, context: context)
         for part in request.parts { requestBody(part, context: context) }
         if request.ended { requestEnd(context: context) }
-        if !readHeld { releaseRead(context: context) }
+        if !machine.isReadingHeld { releaseRead(context: context) }
     }
 
     private func requestBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
-        guard case .forwardBody = machine.requestBodyPart() else { return }
+        guard case .forwardBody = machine.requestBodyPart(buffer) else { return }
         requestBodyBytes += Int64(buffer.readableBytes)
         if let service = local?.service {
             if requestBodyBytes > service.maxBodyBytes {
@@ -219,7 +198,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             perform(machine.requestBodyTooLarge(), context: context)
             return
         }
-        if exchange.send(buffer) { readHeld = true }
+        if exchange.send(buffer) { machine.uploadQueueFull() }
     }
 
     // MARK: - Actions
@@ -265,6 +244,8 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             local = nil
         case .readyForNextRequest:
             releaseRead(context: context)
+        case .resumeReading:
+            context.read()
         }
     }
 
@@ -318,11 +299,11 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     /// Hands a complete local request to its service and writes the answer when it comes, if the connection is
     /// still waiting for it.
     private func askLocalService(_ service: any LocalService, _ request: LocalRequest, context: ChannelHandlerContext) {
-        let id = exchangeID
+        let id = machine.generation
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         service.respond(to: request, on: context.eventLoop).hop(to: context.eventLoop).whenComplete { result in
             let handler = loopBound.value
-            guard handler.exchangeID == id, handler.local != nil, let context = handler.context else { return }
+            guard handler.machine.generation == id, handler.local != nil, let context = handler.context else { return }
             handler.local = nil
             let response: LocalResponse
             switch result {
@@ -353,19 +334,11 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     // MARK: - Back-pressure towards the client
 
     public func read(context: ChannelHandlerContext) {
-        if readHeld {
-            readRequested = true
-            return
-        }
-        context.read()
+        if machine.readRequested() { context.read() }
     }
 
     private func releaseRead(context: ChannelHandlerContext) {
-        readHeld = false
-        if readRequested {
-            readRequested = false
-            context.read()
-        }
+        perform(machine.releaseReads(), context: context)
     }
 
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -374,12 +347,6 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        if held != nil {
-            held = nil
-            access.reason = "client_closed"
-            access.status = 499
-            access.write(to: accessLog, requestID: requestID, loop: loop)
-        }
         perform(machine.clientClosed(), context: context)
         context.fireChannelInactive()
     }
@@ -403,12 +370,11 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     /// wrong when no response has started, then close — the byte stream is no longer trusted, and whatever follows
     /// (a smuggled request) must never be read as a request or reach the upstream as body.
     private func requestMalformed(_ error: GatewayError, context: ChannelHandlerContext) {
-        if held == nil && machine.isIdle {
+        if machine.isIdle {
             // No request head got this far: the error is the request.
             requestID = loop.nextRequestID()
             access = AccessRecord(method: "-", uri: "-")
         }
-        held = nil
         let action = machine.requestMalformed(error)
         if case .none = action {
             context.close(promise: nil)
@@ -474,7 +440,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         // A transfer we let go of must never see its body "complete": hold it until its cancellation lands.
         guard exchange.owns(transfer), let context else { return .pause }
         let (chunk, drained) = exchange.fill(buffer)
-        if readHeld && drained { releaseRead(context: context) }
+        if drained && machine.isReadingHeld { releaseRead(context: context) }
         return chunk
     }
 
@@ -549,15 +515,6 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
 
 @available(*, unavailable)
 extension GatewayHandler: Sendable {}
-
-/// A request head kept while its keys are refetched, with what the client sent after it meanwhile.
-private struct HeldRequest {
-    var head: HTTPRequestHead
-    var body: CurlRequestBody
-    var keepAlive: Bool
-    var parts: [ByteBuffer] = []
-    var ended = false
-}
 
 /// Sent outbound by `GatewayHandler` when a response has been written completely, so that connection-level
 /// handlers nearer the socket (header and idle clocks) know a new request may start.

@@ -1,5 +1,10 @@
+import CurlNIO
+import NIOCore
+import NIOHTTP1
+
 /// The life of one request on a client connection, as a value type that returns actions and does no I/O, so every
-/// ordering of client and upstream events can be unit-tested. The handler performs the actions.
+/// ordering of client and upstream events can be unit-tested. The handler performs the actions. It also owns what
+/// the connection wants from the client socket (`ReadDemand`) and a request held while its keys are refetched.
 ///
 /// The hard orderings it settles:
 /// - the gateway answers before the client finished sending its body (a rejection, or an early upstream answer):
@@ -10,6 +15,8 @@ public struct ProxyRequestStateMachine: Sendable {
     enum State: Sendable, Equatable {
         /// Between requests.
         case idle
+        /// A request head waits for a key-set refetch; its body parts are kept (reading is held meanwhile).
+        case awaitingKeys(HeldRequest)
         /// The gateway answered itself; the rest of the request body is dropped.
         case rejected(requestComplete: Bool, close: Bool)
         /// A transfer is in flight.
@@ -22,6 +29,13 @@ public struct ProxyRequestStateMachine: Sendable {
         var requestComplete = false
         var responseHeadSent = false
         var keepAlive: Bool
+    }
+
+    /// Reading from the client stops while the upload queue is full or a request waits for keys; a read the
+    /// channel asked for meanwhile is issued once that ends.
+    struct ReadDemand: Sendable, Equatable {
+        var held = false
+        var requested = false
     }
 
     public enum Action: Sendable, Equatable {
@@ -41,9 +55,14 @@ public struct ProxyRequestStateMachine: Sendable {
         case cancelTransfer
         /// Re-arm reading the next request.
         case readyForNextRequest
+        /// Issue the read the channel asked for while reading was held.
+        case resumeReading
     }
 
     private(set) var state: State = .idle
+    private(set) var reads = ReadDemand()
+    /// Counts requests, so a late key refetch or local answer is told from the current request's.
+    public private(set) var generation: UInt64 = 0
 
     public init() {}
 
@@ -56,6 +75,7 @@ public struct ProxyRequestStateMachine: Sendable {
             state = .closed
             return .respond(.requestMalformed, close: true)
         }
+        generation &+= 1
         if let rejection {
             let close = rejection.closeConnection || !keepAlive || hasBody
             state = .rejected(requestComplete: false, close: close)
@@ -65,15 +85,24 @@ public struct ProxyRequestStateMachine: Sendable {
         return .startTransfer
     }
 
-    public mutating func requestBodyPart() -> Action {
+    public mutating func requestBodyPart(_ part: ByteBuffer) -> Action {
         switch state {
         case .forwarding(let f) where !f.requestComplete: return .forwardBody
+        case .awaitingKeys(var held):
+            state = .idle  // keeps `held` uniquely referenced while it grows
+            held.parts.append(part)
+            state = .awaitingKeys(held)
+            return .none
         default: return .none
         }
     }
 
     public mutating func requestEnd() -> Action {
         switch state {
+        case .awaitingKeys(var held):
+            held.ended = true
+            state = .awaitingKeys(held)
+            return .none
         case .forwarding(var f):
             f.requestComplete = true
             state = .forwarding(f)
@@ -129,7 +158,7 @@ public struct ProxyRequestStateMachine: Sendable {
         let previous = state
         state = .closed
         switch previous {
-        case .idle:
+        case .idle, .awaitingKeys:
             return .respond(error, close: true)
         case .forwarding(let f):
             return f.responseHeadSent ? .abortConnection : .respond(error, close: true)
@@ -139,9 +168,78 @@ public struct ProxyRequestStateMachine: Sendable {
     }
 
     public mutating func clientClosed() -> Action {
-        let wasForwarding: Bool
-        if case .forwarding = state { wasForwarding = true } else { wasForwarding = false }
+        let wasInFlight: Bool
+        switch state {
+        case .forwarding, .awaitingKeys: wasInFlight = true
+        default: wasInFlight = false
+        }
         state = .closed
-        return wasForwarding ? .cancelTransfer : .none
+        return wasInFlight ? .cancelTransfer : .none
+    }
+
+    // MARK: - Waiting for keys
+
+    /// The policy asked to wait for a key-set refetch before deciding this head. Returns the request's generation,
+    /// to hand back to `keysRefetched`.
+    public mutating func awaitKeys(_ request: HeldRequest) -> UInt64 {
+        guard state == .idle else {
+            state = .closed
+            return generation
+        }
+        generation &+= 1
+        state = .awaitingKeys(request)
+        reads.held = true
+        return generation
+    }
+
+    /// The refetch for `generation` finished: the held request, to decide again (reading is no longer held for
+    /// it), or nil when that request is gone (answered, or the client left).
+    public mutating func keysRefetched(generation: UInt64) -> HeldRequest? {
+        guard generation == self.generation, case .awaitingKeys(let held) = state else { return nil }
+        state = .idle
+        reads.held = false
+        return held
+    }
+
+    // MARK: - Read demand
+
+    /// The channel asks to read: true to pass the read on now, false while reading is held.
+    public mutating func readRequested() -> Bool {
+        if reads.held {
+            reads.requested = true
+            return false
+        }
+        return true
+    }
+
+    /// The upload queue went over its high watermark: hold reading.
+    public mutating func uploadQueueFull() {
+        reads.held = true
+    }
+
+    /// Reading may go on (the upload queue drained, a request ended); `.resumeReading` when a read is owed.
+    public mutating func releaseReads() -> Action {
+        reads.held = false
+        guard reads.requested else { return .none }
+        reads.requested = false
+        return .resumeReading
+    }
+
+    /// Whether reading is held (for a full upload queue or a key wait).
+    public var isReadingHeld: Bool { reads.held }
+}
+
+/// A request head kept while its keys are refetched, with what the client sent after it meanwhile.
+public struct HeldRequest: Sendable, Equatable {
+    public var head: HTTPRequestHead
+    public var body: CurlRequestBody
+    public var keepAlive: Bool
+    public var parts: [ByteBuffer] = []
+    public var ended = false
+
+    public init(head: HTTPRequestHead, body: CurlRequestBody, keepAlive: Bool) {
+        self.head = head
+        self.body = body
+        self.keepAlive = keepAlive
     }
 }

@@ -1,3 +1,6 @@
+import CurlNIO
+import NIOCore
+import NIOHTTP1
 import Testing
 @testable import GatewayProxy
 
@@ -15,7 +18,7 @@ import Testing
     @Test func rejectionWithoutBodyKeepsTheConnection() {
         var m = ProxyRequestStateMachine()
         #expect(m.requestHead(rejection: .tokenMissing, keepAlive: true, hasBody: false) == .respond(.tokenMissing, close: false))
-        #expect(m.requestBodyPart() == .none)
+        #expect(m.requestBodyPart(ByteBuffer()) == .none)
         #expect(m.requestEnd() == .readyForNextRequest)
         #expect(m.isIdle)
     }
@@ -23,7 +26,7 @@ import Testing
     @Test func rejectionWithBodyClosesAndDropsTheBody() {  // L-body-unauth, M-expect
         var m = ProxyRequestStateMachine()
         #expect(m.requestHead(rejection: .tokenMissing, keepAlive: true, hasBody: true) == .respond(.tokenMissing, close: true))
-        #expect(m.requestBodyPart() == .none)
+        #expect(m.requestBodyPart(ByteBuffer()) == .none)
         #expect(m.requestEnd() == .none)
     }
 
@@ -43,7 +46,7 @@ import Testing
     @Test func earlyUpstreamAnswerClosesBecauseTheBodyIsUnread() {
         var m = ProxyRequestStateMachine()
         _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: true)
-        #expect(m.requestBodyPart() == .forwardBody)
+        #expect(m.requestBodyPart(ByteBuffer()) == .forwardBody)
         #expect(m.upstreamHead() == .writeResponseHead(close: false))
         #expect(m.upstreamCompleted() == .writeResponseEnd(close: true))
     }
@@ -85,7 +88,7 @@ import Testing
     @Test func malformedBodyBeforeTheResponseIsAnsweredAndCloses() {  // issue 10: bad chunk line mid-upload
         var m = ProxyRequestStateMachine()
         _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: true)
-        #expect(m.requestBodyPart() == .forwardBody)
+        #expect(m.requestBodyPart(ByteBuffer()) == .forwardBody)
         #expect(m.requestMalformed(.requestMalformed) == .respond(.requestMalformed, close: true))
         // Nothing more happens: the cancelled transfer's late events are ignored.
         #expect(m.upstreamHead() == .none)
@@ -110,6 +113,67 @@ import Testing
         var m = ProxyRequestStateMachine()
         _ = m.requestHead(rejection: .tokenMissing, keepAlive: true, hasBody: true)
         #expect(m.requestMalformed(.requestMalformed) == .none)  // answered already: the handler just closes
+    }
+
+    // MARK: - Read demand
+
+    @Test func readsAreHeldWhileTheUploadQueueIsFullAndOwedOnceItDrains() {
+        var m = ProxyRequestStateMachine()
+        _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: true)
+        let free = m.readRequested()
+        #expect(free)
+        m.uploadQueueFull()
+        let first = m.readRequested()
+        let second = m.readRequested()
+        #expect(!first && !second)  // held; owed once, however often asked
+        #expect(m.releaseReads() == .resumeReading)
+        #expect(m.releaseReads() == .none)
+        let again = m.readRequested()
+        #expect(again)
+    }
+
+    // MARK: - Waiting for keys
+
+    static func held(_ method: HTTPMethod = .POST) -> HeldRequest {
+        HeldRequest(head: HTTPRequestHead(version: .http1_1, method: method, uri: "/x"), body: .length(5), keepAlive: true)
+    }
+
+    @Test func aRequestWaitingForKeysKeepsItsBodyAndHoldsReading() {
+        var m = ProxyRequestStateMachine()
+        let generation = m.awaitKeys(Self.held())
+        #expect(!m.isIdle && m.isReadingHeld)
+        let read = m.readRequested()
+        #expect(!read)
+        #expect(m.requestBodyPart(ByteBuffer(string: "hel")) == .none)
+        #expect(m.requestBodyPart(ByteBuffer(string: "lo")) == .none)
+        #expect(m.requestEnd() == .none)
+        let other = m.keysRefetched(generation: generation &+ 1)
+        #expect(other == nil)  // someone else's refetch
+        let request = m.keysRefetched(generation: generation)
+        #expect(request?.parts == [ByteBuffer(string: "hel"), ByteBuffer(string: "lo")] && request?.ended == true)
+        #expect(m.isIdle && !m.isReadingHeld)
+        #expect(m.releaseReads() == .resumeReading)  // the read asked for during the wait
+        let twice = m.keysRefetched(generation: generation)
+        #expect(twice == nil)  // never decided twice
+        // Decided again: an ordinary request from here on.
+        #expect(m.requestHead(rejection: nil, keepAlive: true, hasBody: true) == .startTransfer)
+        #expect(m.generation != generation)
+    }
+
+    @Test func clientGoneWhileWaitingForKeys() {
+        var m = ProxyRequestStateMachine()
+        let generation = m.awaitKeys(Self.held(.GET))
+        #expect(m.clientClosed() == .cancelTransfer)  // logged as 499 client_closed
+        let late = m.keysRefetched(generation: generation)
+        #expect(late == nil)
+    }
+
+    @Test func malformedRequestWhileWaitingForKeysIsAnswered() {
+        var m = ProxyRequestStateMachine()
+        let generation = m.awaitKeys(Self.held())
+        #expect(m.requestMalformed(.requestMalformed) == .respond(.requestMalformed, close: true))
+        let late = m.keysRefetched(generation: generation)
+        #expect(late == nil)
     }
 
     @Test func headWhileBusyIsRefused() {
