@@ -1,5 +1,13 @@
 import NIOHTTP1
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Follows the request byte stream in front of NIO's HTTP decoder just far enough to see what the decoder never
 /// reports: the size each chunk line declares. A chunk that would take the body past `max_body_bytes` is refused
 /// before the decoder reads its size line, so the bytes after it (a client's next request, in the smuggling corpus)
@@ -119,10 +127,18 @@ public struct ChunkedBodyGuard: Sendable {
                 state = .standingAside
                 return .consumed
             case .head(var window):
-                // Requests without a body usually end a read with their blank line: one pass, no per-state work.
+                // Every request head passes here: jump from LF to LF with memchr (vectorised) and look only at the
+                // bytes before each one, instead of shifting every byte through the window.
+                let base = bytes.baseAddress!
                 while i < count {
-                    window = window << 8 | UInt32(bytes[i])
-                    i += 1
+                    guard let found = memchr(base + i, 0x0A, count - i) else {
+                        for k in max(i, count - 3)..<count { window = window << 8 | UInt32(bytes[k]) }
+                        i = count
+                        break
+                    }
+                    let lf = UnsafeRawPointer(found) - base
+                    for k in max(i, lf - 3)...lf { window = window << 8 | UInt32(bytes[k]) }
+                    i = lf + 1
                     if window == 0x0D0A_0D0A {
                         state = .awaitingFraming
                         return .headEnd(i)

@@ -63,6 +63,16 @@ import Testing
         }
     }
 
+    @Test func headEndsAreFoundAcrossEveryReadSplit() {
+        let text = "GET /a HTTP/1.1\r\nHost: h\r\nX-A: \n\r\n\r\r\n\r\n" + Self.get
+        for readSize in 1...text.utf8.count {
+            let (events, g) = Self.run(text, framings: [ChunkedBodyGuard.Framing.none, ChunkedBodyGuard.Framing.none], readSize: readSize)
+            #expect(events == ["head", "head"] && g.state == .head(window: 0), "read size \(readSize)")
+        }
+        // A lone LF or CR never ends a head early.
+        #expect(Self.run("GET /a HTTP/1.1\nHost: h\n\n", framings: []).events.isEmpty)
+    }
+
     @Test func fixedLengthBodiesAreSkipped() {
         let text = "POST /u HTTP/1.1\r\nContent-Length: 8\r\n\r\n\r\n\r\nffff" + Self.get
         let (events, g) = Self.run(text, framings: [.length(8), ChunkedBodyGuard.Framing.none])
