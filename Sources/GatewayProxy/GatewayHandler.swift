@@ -30,8 +30,6 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     private var exchange = UpstreamExchange()
     private var requestID = ""
     private var requestBodyBytes: Int64 = 0
-    /// A local document's head and body are written; its end goes out once the request's end has been read.
-    private var localResponsePending = false
     /// A request for a `LocalService` whose body is being collected or whose answer is awaited.
     private var local: (service: any LocalService, request: LocalRequest)?
 
@@ -84,10 +82,6 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
 
     private func requestEnd(context: ChannelHandlerContext) {
         perform(machine.requestEnd(), context: context)
-        if localResponsePending {
-            localResponsePending = false
-            perform(machine.upstreamCompleted(), context: context)
-        }
     }
 
     private func requestHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
@@ -118,7 +112,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         case .awaitKeys(let refetched):
             awaitKeys(refetched, head: head, body: body, keepAlive: keepAlive, context: context)
         case .local(let service, let request):
-            let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody)
+            let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody, target: .localService)
             guard case .startTransfer = action else { return perform(action, context: context) }
             if case .length(let n) = body, n > service.maxBodyBytes {
                 return perform(machine.requestBodyTooLarge(), context: context)
@@ -130,7 +124,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             }
         case .serve(let document):
             access.status = 200
-            let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody)
+            let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody, target: .localDocument)
             guard case .startTransfer = action else { return perform(action, context: context) }
             serve(document, head: head, context: context)
         case .reject(let error):
@@ -210,11 +204,9 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         case .respond(let error, let close):
             respond(error, close: close, context: context)
         case .finishUpload:
-            if let local {
-                askLocalService(local.service, local.request, context: context)
-                return
-            }
             exchange.finishSending()
+        case .askLocalService:
+            if let local { askLocalService(local.service, local.request, context: context) }
         case .writeResponseHead:
             break  // written by the curl delegate, which has the head
         case .writeResponseEnd(let close):
@@ -293,7 +285,6 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         if head.method != .HEAD {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: document.body)))), promise: nil)
         }
-        localResponsePending = true
     }
 
     /// Hands a complete local request to its service and writes the answer when it comes, if the connection is

@@ -29,6 +29,17 @@ public struct ProxyRequestStateMachine: Sendable {
         var requestComplete = false
         var responseHeadSent = false
         var keepAlive: Bool
+        var target: Target = .upstream
+    }
+
+    /// Who answers a request the gateway took on.
+    public enum Target: Sendable, Equatable {
+        /// The upstream, through libcurl.
+        case upstream
+        /// A `LocalService` (token endpoints), once the whole body is collected.
+        case localService
+        /// A `LocalDocument`, written at once; its end waits for the request's end.
+        case localDocument
     }
 
     /// Reading from the client stops while the upload queue is full or a request waits for keys; a read the
@@ -47,6 +58,8 @@ public struct ProxyRequestStateMachine: Sendable {
         case forwardBody
         /// The request body is complete: tell the transfer.
         case finishUpload
+        /// The local service's request is complete: ask it.
+        case askLocalService
         case writeResponseHead(close: Bool)
         /// Finish the response; close afterwards if `close`.
         case writeResponseEnd(close: Bool)
@@ -68,7 +81,9 @@ public struct ProxyRequestStateMachine: Sendable {
 
     public var isIdle: Bool { state == .idle }
 
-    public mutating func requestHead(rejection: GatewayError?, keepAlive: Bool, hasBody: Bool) -> Action {
+    public mutating func requestHead(
+        rejection: GatewayError?, keepAlive: Bool, hasBody: Bool, target: Target = .upstream
+    ) -> Action {
         guard state == .idle else {
             // HTTPServerPipelineHandler holds back pipelined requests until the previous response is done, so a
             // head can only arrive while idle; anything else is a bug we answer safely.
@@ -81,7 +96,7 @@ public struct ProxyRequestStateMachine: Sendable {
             state = .rejected(requestComplete: false, close: close)
             return .respond(rejection, close: close)
         }
-        state = .forwarding(Forwarding(keepAlive: keepAlive))
+        state = .forwarding(Forwarding(keepAlive: keepAlive, target: target))
         return .startTransfer
     }
 
@@ -106,7 +121,13 @@ public struct ProxyRequestStateMachine: Sendable {
         case .forwarding(var f):
             f.requestComplete = true
             state = .forwarding(f)
-            return .finishUpload
+            switch f.target {
+            case .upstream: return .finishUpload
+            case .localService: return .askLocalService
+            // The document went out with its head; its end waited for this (unread body bytes would otherwise be
+            // read as the next request).
+            case .localDocument: return f.responseHeadSent ? upstreamCompleted() : .none
+            }
         case .rejected(_, let close):
             if close { return .none }
             state = .idle

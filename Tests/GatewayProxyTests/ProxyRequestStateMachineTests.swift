@@ -115,6 +115,34 @@ import Testing
         #expect(m.requestMalformed(.requestMalformed) == .none)  // answered already: the handler just closes
     }
 
+    // MARK: - Local answers
+
+    @Test func localDocumentEndsWithTheRequest() {
+        var m = ProxyRequestStateMachine()
+        #expect(m.requestHead(rejection: nil, keepAlive: true, hasBody: false, target: .localDocument) == .startTransfer)
+        #expect(m.upstreamHead() == .writeResponseHead(close: false))
+        #expect(m.requestEnd() == .writeResponseEnd(close: false))
+        #expect(m.isIdle)
+    }
+
+    @Test func localServiceIsAskedOnceTheBodyIsComplete() {
+        var m = ProxyRequestStateMachine()
+        #expect(m.requestHead(rejection: nil, keepAlive: true, hasBody: true, target: .localService) == .startTransfer)
+        #expect(m.requestBodyPart(ByteBuffer(string: "a=b")) == .forwardBody)
+        #expect(m.requestEnd() == .askLocalService)
+        #expect(m.upstreamHead() == .writeResponseHead(close: false))
+        #expect(m.upstreamCompleted() == .writeResponseEnd(close: false))
+        #expect(m.isIdle)
+    }
+
+    @Test func localServiceAnswerAfterTheClientLeftIsDropped() {
+        var m = ProxyRequestStateMachine()
+        _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: false, target: .localService)
+        #expect(m.requestEnd() == .askLocalService)
+        #expect(m.clientClosed() == .cancelTransfer)
+        #expect(m.upstreamHead() == .none)
+    }
+
     // MARK: - Read demand
 
     @Test func readsAreHeldWhileTheUploadQueueIsFullAndOwedOnceItDrains() {
