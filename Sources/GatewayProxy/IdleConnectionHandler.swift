@@ -2,10 +2,9 @@ import GatewayConfig
 import NIOCore
 import NIOHTTP1
 
-/// Enforces the two connection clocks of DESIGN §5, per request head: once the first byte of a request head has
-/// arrived, the whole head must arrive within `header_timeout_ms` (else 408 and close — the slowloris defence); a
-/// keep-alive connection with no request at all is closed silently after `idle_timeout_ms`. No clock runs while a
-/// request is being answered or its body is still arriving.
+/// Runs the two connection clocks of DESIGN §5 (`ConnectionClocks` decides; this handler feeds it events, keeps
+/// one scheduled task per clock and writes the 408), and guards chunk sizes in front of the decoder
+/// (`ChunkedBodyGuard`).
 ///
 /// Raw bytes alone cannot say where one request ends and the next begins (a body may hold `\r\n\r\n`, and several
 /// pipelined requests may share one read), so the clocks are fed from two places: this handler, in front of the
@@ -21,22 +20,14 @@ public final class IdleConnectionHandler: ChannelDuplexHandler {
     public typealias OutboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
 
-    private let headerTimeout: TimeAmount
-    private let idleTimeout: TimeAmount
-    /// The header clock; only armed for a head that does not arrive in one read.
+    private var clocks: ConnectionClocks
+    /// The header clock's task; only scheduled for a head that does not arrive in one read.
     private var headTimer: Scheduled<Void>?
-    /// The idle clock is lazy: finishing a response only moves `idleDeadline`, and one scheduled task, when it
-    /// fires early, re-schedules itself for the current deadline. Scheduling and cancelling a task for every
+    /// The idle clock's task is lazy: finishing a response only moves the clocks' idle deadline, and one task, when
+    /// it fires early, is scheduled again for the current deadline. Scheduling and cancelling a task for every
     /// request costs allocations and timer-heap work on the hot path.
-    private var idleDeadline: NIODeadline?
     private var idleTimer: Scheduled<Void>?
     private var idleTimerDeadline: NIODeadline?
-    /// The decoder is between messages: the next byte belongs to a request head.
-    private var awaitingHead = true
-    /// Bytes of a request head arrived and the decoder has not produced that head yet.
-    private var headPending = false
-    /// Request heads decoded whose response has not ended yet (pipelined ones included).
-    private var outstanding = 0
     private var context: ChannelHandlerContext?
 
     // Read-ahead (see `channelReadComplete`).
@@ -64,8 +55,7 @@ public final class IdleConnectionHandler: ChannelDuplexHandler {
         headerTimeout: TimeAmount, idleTimeout: TimeAmount, loop: LoopContext, accessLog: AccessLogSink?,
         guardsChunkedBodies: Bool = true
     ) {
-        self.headerTimeout = headerTimeout
-        self.idleTimeout = idleTimeout
+        self.clocks = ConnectionClocks(headerTimeout: headerTimeout, idleTimeout: idleTimeout)
         self.loop = loop
         self.accessLog = accessLog
         self.chunkGuard = ChunkedBodyGuard(following: guardsChunkedBodies)
@@ -77,13 +67,13 @@ public final class IdleConnectionHandler: ChannelDuplexHandler {
     }
 
     public func channelActive(context: ChannelHandlerContext) {
-        armIdle(context: context)
+        perform(clocks.connectionStarted(now: context.eventLoop.now), context: context)
         context.fireChannelActive()
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if context.channel.isActive { armIdle(context: context) }
+        if context.channel.isActive { perform(clocks.connectionStarted(now: context.eventLoop.now), context: context) }
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
@@ -95,7 +85,7 @@ public final class IdleConnectionHandler: ChannelDuplexHandler {
         headTimer = nil
         idleTimer?.cancel()
         idleTimer = nil
-        idleDeadline = nil
+        idleTimerDeadline = nil
         context.fireChannelInactive()
     }
 
@@ -106,21 +96,13 @@ public final class IdleConnectionHandler: ChannelDuplexHandler {
         }
         if chunkRefused { return }
         let buffer = unwrapInboundIn(data)
-        if awaitingHead && buffer.readableBytes > 0 {
-            headPending = true
-            idleDeadline = nil
-        }
+        if buffer.readableBytes > 0 { clocks.bytesArrived() }
         if chunkGuard.isFollowing {
             passGuarded(buffer, data, context: context)
         } else {
             context.fireChannelRead(data)
         }
-        // Most heads arrive in one read and were decoded just now; the header clock is armed only for those that
-        // did not. (A read that ends one message and starts the next head leaves `headPending` false: the decoder
-        // does not say how far it got, so that head's clock starts with its next read, at most one read late.)
-        if headPending && awaitingHead && outstanding == 0 && headTimer == nil {
-            armHeaderClock(context: context)
-        }
+        perform(clocks.readDecoded(now: context.eventLoop.now), context: context)
     }
 
     /// Passes a read on to the decoder through `chunkGuard`: split after each head end, so that the head's framing
@@ -148,7 +130,7 @@ public final class IdleConnectionHandler: ChannelDuplexHandler {
                 // In order with the responses: while an earlier pipelined request is still being answered, the
                 // error must wait behind it (HTTPServerPipelineHandler queues parser errors, not others), so that
                 // request's answer is never the one replaced.
-                let error: any Error = outstanding > 1 ? HTTPParserError.invalidChunkSize : ChunkedBodyTooLargeError()
+                let error: any Error = clocks.outstanding > 1 ? HTTPParserError.invalidChunkSize : ChunkedBodyTooLargeError()
                 context.fireErrorCaught(error)
                 return
             }
@@ -207,74 +189,57 @@ public final class IdleConnectionHandler: ChannelDuplexHandler {
         if chunkGuard.isFollowing {
             decodedFraming = ChunkedBodyGuard.framing(of: head.headers, limit: loop.policy.limits.maxBodyBytes)
         }
-        awaitingHead = false
-        headPending = false
-        outstanding += 1
-        if let headTimer {
-            headTimer.cancel()
-            self.headTimer = nil
-        }
+        let action = clocks.headDecoded()
+        if let context { perform(action, context: context) }
     }
 
     fileprivate func messageDecoded() {
-        awaitingHead = true
+        clocks.messageDecoded()
     }
 
     fileprivate func responseEnded() {
-        outstanding = max(0, outstanding - 1)
-        guard outstanding == 0, awaitingHead, let context else { return }
-        if headPending {
-            // Bytes of the next head arrived while a response was outstanding, when nobody read further: its
-            // clock starts now, not when its first byte came (the gateway, not the client, held it back).
-            if headTimer == nil { armHeaderClock(context: context) }
-        } else {
-            armIdle(context: context)
-        }
+        let action = clocks.responseEnded(now: context?.eventLoop.now ?? .now())
+        if let context { perform(action, context: context) }
     }
 
     // MARK: - Clocks
 
-    private func armHeaderClock(context: ChannelHandlerContext) {
-        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        headTimer = context.eventLoop.scheduleTask(in: headerTimeout) {
-            handler.value.headTimer = nil
-            handler.value.timeOutHead(loopBound.value)
-        }
-    }
-
-    private func armIdle(context: ChannelHandlerContext) {
-        let deadline = context.eventLoop.now + idleTimeout  // the loop's clock (virtual in tests)
-        idleDeadline = deadline
-        if let scheduled = idleTimerDeadline, scheduled <= deadline { return }
-        scheduleIdleTimer(at: deadline, context: context)
-    }
-
-    private func scheduleIdleTimer(at deadline: NIODeadline, context: ChannelHandlerContext) {
-        idleTimer?.cancel()
-        idleTimerDeadline = deadline
-        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        idleTimer = context.eventLoop.scheduleTask(deadline: deadline) {
-            handler.value.idleTimerFired(loopBound.value)
-        }
-    }
-
-    private func idleTimerFired(_ context: ChannelHandlerContext) {
-        idleTimer = nil
-        idleTimerDeadline = nil
-        // No deadline: a request started since (its own clocks apply; the next response end re-arms this one).
-        guard let deadline = idleDeadline, outstanding == 0, awaitingHead, !headPending else { return }
-        if deadline <= context.eventLoop.now {
+    private func perform(_ action: ConnectionClocks.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .none:
+            break
+        case .scheduleHeaderTimer(let deadline):
+            headTimer?.cancel()
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            headTimer = context.eventLoop.scheduleTask(deadline: deadline) {
+                let this = handler.value
+                this.headTimer = nil
+                this.perform(this.clocks.headerTimerFired(now: loopBound.value.eventLoop.now), context: loopBound.value)
+            }
+        case .cancelHeaderTimer:
+            headTimer?.cancel()
+            headTimer = nil
+        case .scheduleIdleTimer(let deadline):
+            if let scheduled = idleTimerDeadline, scheduled <= deadline { return }
+            idleTimer?.cancel()
+            idleTimerDeadline = deadline
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            idleTimer = context.eventLoop.scheduleTask(deadline: deadline) {
+                let this = handler.value
+                this.idleTimer = nil
+                this.idleTimerDeadline = nil
+                this.perform(this.clocks.idleTimerFired(now: loopBound.value.eventLoop.now), context: loopBound.value)
+            }
+        case .timeOutHead:
+            timeOutHead(context)
+        case .closeIdle:
             context.close(promise: nil)
-        } else {
-            scheduleIdleTimer(at: deadline, context: context)
         }
     }
 
     private func timeOutHead(_ context: ChannelHandlerContext) {
-        // Only between responses: a 408 must never land inside another answer.
-        guard headPending, awaitingHead, outstanding == 0 else { return }
         // Answer 408 ourselves: the decoder has not produced a head, so the gateway handler knows nothing yet.
         let requestID = accessLog.map { loop.recordHeadTimeout(accessLog: $0) } ?? loop.nextRequestID()
         let body = GatewayError.requestTimeout.body(requestID: requestID)
