@@ -29,7 +29,6 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     // The request in flight.
     private var exchange = UpstreamExchange()
     private var requestID = ""
-    private var requestBodyBytes: Int64 = 0
     /// A request for a `LocalService` whose body is being collected or whose answer is awaited.
     private var local: (service: any LocalService, request: LocalRequest)?
 
@@ -87,7 +86,6 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     private func requestHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         requestID = head.headers.first(name: "x-request-id").flatMap { isAcceptableRequestID($0[...]) ? $0 : nil } ?? loop.nextRequestID()
         access = AccessRecord(method: head.method.rawValue, uri: head.uri)
-        requestBodyBytes = 0
         exchange.reset()
         local = nil
         policy = loop.policy
@@ -112,7 +110,8 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         case .awaitKeys(let refetched):
             awaitKeys(refetched, head: head, body: body, keepAlive: keepAlive, context: context)
         case .local(let service, let request):
-            let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody, target: .localService)
+            let action = machine.requestHead(
+                rejection: nil, keepAlive: keepAlive, hasBody: hasBody, target: .localService, bodyLimit: Int64(service.maxBodyBytes))
             guard case .startTransfer = action else { return perform(action, context: context) }
             if case .length(let n) = body, n > service.maxBodyBytes {
                 return perform(machine.requestBodyTooLarge(), context: context)
@@ -138,7 +137,8 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             access.route = route.pathPrefix
             access.subject = forward.identity?.subject
             access.upstreamStart = .now()
-            let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody)
+            let action = machine.requestHead(
+                rejection: nil, keepAlive: keepAlive, hasBody: hasBody, bodyLimit: policy.limits.maxBodyBytes)
             if case .startTransfer = action {
                 exchange.begin(startTransfer(forward.request, self))
                 // The client waits for a go-ahead before sending its body; give it only now that the request is
@@ -178,21 +178,18 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     }
 
     private func requestBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
-        guard case .forwardBody = machine.requestBodyPart(buffer) else { return }
-        requestBodyBytes += Int64(buffer.readableBytes)
-        if let service = local?.service {
-            if requestBodyBytes > service.maxBodyBytes {
-                perform(machine.requestBodyTooLarge(), context: context)
-            } else {
+        switch machine.requestBodyPart(buffer) {
+        case .forwardBody:
+            if local != nil {
                 local?.request.body.append(contentsOf: buffer.readableBytesView)
+            } else {
+                let (full, wake) = exchange.send(buffer)
+                if full { machine.uploadQueueFull() }
+                if wake { wakeUpstreamSender() }
             }
-            return
+        case let action:
+            perform(action, context: context)
         }
-        if requestBodyBytes > policy.limits.maxBodyBytes {
-            perform(machine.requestBodyTooLarge(), context: context)
-            return
-        }
-        if exchange.send(buffer) { machine.uploadQueueFull() }
     }
 
     // MARK: - Actions
@@ -204,13 +201,13 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         case .respond(let error, let close):
             respond(error, close: close, context: context)
         case .finishUpload:
-            exchange.finishSending()
+            if exchange.finishSending() { wakeUpstreamSender() }
         case .askLocalService:
             if let local { askLocalService(local.service, local.request, context: context) }
         case .writeResponseHead:
             break  // written by the curl delegate, which has the head
         case .writeResponseEnd(let close):
-            exchange.release()
+            _ = exchange.release()
             access.write(to: accessLog, requestID: requestID, loop: loop)
             let promise: EventLoopPromise<Void>? = close ? context.eventLoop.makePromise() : nil
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
@@ -224,7 +221,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         case .abortConnection:
             if access.reason == nil { access.reason = "response_aborted" }
             access.write(to: accessLog, requestID: requestID, loop: loop)
-            exchange.cancel()
+            cancelUpstream()
             local = nil
             context.close(promise: nil)
         case .cancelTransfer:
@@ -232,7 +229,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             // No response status was sent: log nginx's 499, "client closed request".
             if access.status == 0 { access.status = 499 }
             access.write(to: accessLog, requestID: requestID, loop: loop)
-            exchange.cancel()
+            cancelUpstream()
             local = nil
         case .readyForNextRequest:
             releaseRead(context: context)
@@ -244,7 +241,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     private func respond(_ error: GatewayError, close: Bool, context: ChannelHandlerContext) {
         // An answer of our own ends any transfer still in flight (a body that grew past the limit): cancelling
         // aborts it, so the upstream never sees the truncated body as a complete request.
-        exchange.cancel()
+        cancelUpstream()
         local = nil
         access.status = Int(error.status.code)
         access.reason = error.reason
@@ -328,12 +325,27 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         if machine.readRequested() { context.read() }
     }
 
+    /// libcurl may ask for the body at once, from inside `resumeSending()`: call it outside any access to
+    /// `exchange` (a copy of the reference, not of the exchange, whose queue would then be copied on write).
+    private func wakeUpstreamSender() {
+        let transfer = exchange.transfer
+        transfer?.resumeSending()
+    }
+
+    private func cancelUpstream() {
+        exchange.release()?.cancel()
+    }
+
     private func releaseRead(context: ChannelHandlerContext) {
         perform(machine.releaseReads(), context: context)
     }
 
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { exchange.resumeReceivingIfPaused() }
+        if context.channel.isWritable && exchange.takeReceivePause() {
+            // Outside any access to `exchange`: libcurl may deliver body bytes before this returns.
+            let transfer = exchange.transfer
+            transfer?.resumeReceiving()
+        }
         context.fireChannelWritabilityChanged()
     }
 

@@ -30,6 +30,9 @@ public struct ProxyRequestStateMachine: Sendable {
         var responseHeadSent = false
         var keepAlive: Bool
         var target: Target = .upstream
+        /// `max_body_bytes` (or the local service's limit), counted as the body arrives (chunked bodies).
+        var bodyLimit: Int64 = .max
+        var bodyBytes: Int64 = 0
     }
 
     /// Who answers a request the gateway took on.
@@ -82,7 +85,7 @@ public struct ProxyRequestStateMachine: Sendable {
     public var isIdle: Bool { state == .idle }
 
     public mutating func requestHead(
-        rejection: GatewayError?, keepAlive: Bool, hasBody: Bool, target: Target = .upstream
+        rejection: GatewayError?, keepAlive: Bool, hasBody: Bool, target: Target = .upstream, bodyLimit: Int64 = .max
     ) -> Action {
         guard state == .idle else {
             // HTTPServerPipelineHandler holds back pipelined requests until the previous response is done, so a
@@ -96,13 +99,18 @@ public struct ProxyRequestStateMachine: Sendable {
             state = .rejected(requestComplete: false, close: close)
             return .respond(rejection, close: close)
         }
-        state = .forwarding(Forwarding(keepAlive: keepAlive, target: target))
+        state = .forwarding(Forwarding(keepAlive: keepAlive, target: target, bodyLimit: bodyLimit))
         return .startTransfer
     }
 
+    /// A body part arrived: `.forwardBody`, or the early answer when the body grew past its limit.
     public mutating func requestBodyPart(_ part: ByteBuffer) -> Action {
         switch state {
-        case .forwarding(let f) where !f.requestComplete: return .forwardBody
+        case .forwarding(var f) where !f.requestComplete:
+            f.bodyBytes += Int64(part.readableBytes)
+            if f.bodyBytes > f.bodyLimit { return requestBodyTooLarge() }
+            state = .forwarding(f)
+            return .forwardBody
         case .awaitingKeys(var held):
             state = .idle  // keeps `held` uniquely referenced while it grows
             held.parts.append(part)

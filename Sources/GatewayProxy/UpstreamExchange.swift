@@ -22,6 +22,11 @@ public typealias UpstreamStarter = (CurlRequest, GatewayHandler) -> any Upstream
 /// The upstream side of the request in flight: the transfer, the client's body queued for it, and whether the
 /// response is held back for the client. One per connection, reused from request to request, so an exchange costs
 /// no allocation beyond libcurl's own transfer.
+///
+/// Its mutating methods never call into the transfer: libcurl may call back at once from `resumeSending()` or
+/// `resumeReceiving()` (into `fill`, or with body bytes), and that callback must find the exchange not in the middle
+/// of a mutation (Swift's exclusivity rule). They say instead when the caller should wake the transfer, which it does
+/// once the mutation is over, through its own copy of the `transfer` reference.
 struct UpstreamExchange {
     private(set) var transfer: (any UpstreamTransfer)?
     private var upload = UploadBuffer()
@@ -45,17 +50,17 @@ struct UpstreamExchange {
         transfer === other
     }
 
-    /// Queues client body bytes for the transfer; true when the queue is above its high watermark (stop reading).
-    mutating func send(_ buffer: ByteBuffer) -> Bool {
+    /// Queues client body bytes for the transfer. `full`: the queue is above its high watermark (stop reading);
+    /// `wake`: the transfer was waiting for bytes (call its `resumeSending()`).
+    mutating func send(_ buffer: ByteBuffer) -> (full: Bool, wake: Bool) {
         upload.append(buffer)
-        wakeSender()
-        return upload.isAboveHighWatermark
+        return (upload.isAboveHighWatermark, takeSenderWaiting())
     }
 
-    /// The client's body is complete.
-    mutating func finishSending() {
+    /// The client's body is complete; true when the transfer waits for it (call its `resumeSending()`).
+    mutating func finishSending() -> Bool {
         upload.finished = true
-        wakeSender()
+        return takeSenderWaiting()
     }
 
     /// The transfer asks for body bytes. `drained` says the queue fell to its low watermark (read again).
@@ -69,28 +74,21 @@ struct UpstreamExchange {
         receivePaused = true
     }
 
-    /// The client is writable again.
-    mutating func resumeReceivingIfPaused() {
-        guard receivePaused else { return }
-        receivePaused = false
-        transfer?.resumeReceiving()
+    /// The client is writable again: true when the transfer was paused for it (call its `resumeReceiving()`).
+    mutating func takeReceivePause() -> Bool {
+        defer { receivePaused = false }
+        return receivePaused && transfer != nil
     }
 
-    /// Aborts the transfer in flight, if any, and lets go of it.
-    mutating func cancel() {
-        transfer?.cancel()
-        transfer = nil
+    /// Lets go of the transfer (it completed, or is being cancelled) and returns it.
+    mutating func release() -> (any UpstreamTransfer)? {
+        defer { transfer = nil }
+        return transfer
     }
 
-    /// The transfer completed: let go of it.
-    mutating func release() {
-        transfer = nil
-    }
-
-    private mutating func wakeSender() {
-        if upload.curlWaiting {
-            upload.curlWaiting = false
-            transfer?.resumeSending()
-        }
+    private mutating func takeSenderWaiting() -> Bool {
+        guard upload.curlWaiting else { return false }
+        upload.curlWaiting = false
+        return transfer != nil
     }
 }

@@ -19,9 +19,19 @@ import Testing
         var resumeReceivingCount = 0
         var cancelled = false
 
+        /// Called from inside `resumeSending()` / `resumeReceiving()`, as libcurl may call back at once.
+        var onResumeSending: (() -> Void)?
+        var onResumeReceiving: (() -> Void)?
+
         init(_ request: CurlRequest) { self.request = request }
-        func resumeSending() { resumeSendingCount += 1 }
-        func resumeReceiving() { resumeReceivingCount += 1 }
+        func resumeSending() {
+            resumeSendingCount += 1
+            onResumeSending?()
+        }
+        func resumeReceiving() {
+            resumeReceivingCount += 1
+            onResumeReceiving?()
+        }
         func cancel() { cancelled = true }
     }
 
@@ -144,6 +154,34 @@ import Testing
             guard case .bytes = c.pull(transfer, 64 * 1024) else { Issue.record("queue ran dry"); return }
         }
         #expect(c.reads.count == before + 1)
+    }
+
+    @Test func theUpstreamMayCallBackFromInsideAResume() throws {
+        // libcurl's curl_easy_pause delivers at once: a fill from inside resumeSending, body bytes from inside
+        // resumeReceiving. (An exchange mutated across such a call traps on Swift's exclusivity check.)
+        let c = try Connection(policy: try Self.policy())
+        defer { c.finish() }
+        try c.send(.head(Self.head(.POST, "/up", [("Content-Length", "10")])))
+        let transfer = try #require(c.transfers.first)
+        var pulled: [CurlUploadChunk] = []
+        transfer.onResumeSending = { pulled.append(c.pull(transfer, 64)) }
+        #expect(c.pull(transfer, 64) == .pause)
+        try c.send(.body(ByteBuffer(string: "0123456789")))
+        #expect(pulled == [.bytes(10)])
+        #expect(c.pull(transfer, 64) == .pause)
+        try c.send(.end(nil))
+        #expect(pulled == [.bytes(10), .end])
+
+        c.handler.upstream(transfer, didReceiveHead: CurlResponseHead(status: 200, headers: []))
+        c.channel.isWritable = false
+        _ = Array("abc".utf8).withUnsafeBytes { c.handler.upstream(transfer, didReceiveBodyBytes: $0) }
+        var delivered: [CurlBodyDisposition] = []
+        transfer.onResumeReceiving = {
+            delivered.append(Array("abc".utf8).withUnsafeBytes { c.handler.upstream(transfer, didReceiveBodyBytes: $0) })
+        }
+        c.channel.isWritable = true
+        c.channel.pipeline.fireChannelWritabilityChanged()
+        #expect(delivered == [.consumed])
     }
 
     @Test func responseBackPressurePausesTheUpstreamUntilWritable() throws {

@@ -204,6 +204,19 @@ import Testing
         #expect(late == nil)
     }
 
+    @Test func bodyLimitIsCountedAsPartsArrive() {  // chunked uploads: early 413, or abort once answering
+        var m = ProxyRequestStateMachine()
+        _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: true, bodyLimit: 10)
+        #expect(m.requestBodyPart(ByteBuffer(string: "12345")) == .forwardBody)
+        #expect(m.requestBodyPart(ByteBuffer(string: "67890")) == .forwardBody)  // exactly the limit
+        #expect(m.requestBodyPart(ByteBuffer(string: "x")) == .respond(.bodyTooLarge, close: true))
+        #expect(m.requestBodyPart(ByteBuffer(string: "y")) == .none)
+        var n = ProxyRequestStateMachine()
+        _ = n.requestHead(rejection: nil, keepAlive: true, hasBody: true, target: .localService, bodyLimit: 4)
+        _ = n.upstreamHead()
+        #expect(n.requestBodyPart(ByteBuffer(string: "12345")) == .abortConnection)
+    }
+
     @Test func headWhileBusyIsRefused() {
         var m = ProxyRequestStateMachine()
         _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: false)
