@@ -20,7 +20,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     /// Where access-log lines go; nil when `log.access_log` is off.
     private let accessLog: AccessLogSink
     private var access = AccessRecord()
-    private var machine = ProxyRequestStateMachine()
+    private var machine = ConnectionStateMachine()
     private var context: ChannelHandlerContext?
 
     /// Starts upstream transfers: this loop's libcurl driver, or a test's fake.
@@ -140,7 +140,9 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             let action = machine.requestHead(
                 rejection: nil, keepAlive: keepAlive, hasBody: hasBody, bodyLimit: policy.limits.maxBodyBytes)
             if case .startTransfer = action {
-                exchange.begin(startTransfer(forward.request, self))
+                // Started before `exchange` is accessed: a driver may report (a failure) from inside `start`.
+                let transfer = startTransfer(forward.request, self)
+                exchange.begin(transfer)
                 // The client waits for a go-ahead before sending its body; give it only now that the request is
                 // authorised (a rejected one gets its final answer instead, and the body is never invited).
                 if Self.expectsContinue(head.headers) {
@@ -194,7 +196,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
 
     // MARK: - Actions
 
-    private func perform(_ action: ProxyRequestStateMachine.Action, context: ChannelHandlerContext) {
+    private func perform(_ action: ConnectionStateMachine.Action, context: ChannelHandlerContext) {
         switch action {
         case .none, .startTransfer, .forwardBody:
             break
@@ -211,7 +213,6 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             access.write(to: accessLog, requestID: requestID, loop: loop)
             let promise: EventLoopPromise<Void>? = close ? context.eventLoop.makePromise() : nil
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
-            context.triggerUserOutboundEvent(ResponseCompleteEvent(), promise: nil)
             if close {
                 let channel = context.channel
                 promise?.futureResult.whenComplete { _ in channel.close(promise: nil) }
@@ -265,7 +266,6 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             // The connection carries on: reading may have been held for an upload that just ended early.
             releaseRead(context: context)
         }
-        context.triggerUserOutboundEvent(ResponseCompleteEvent(), promise: nil)
     }
 
     /// Answers with a local document. It goes through the same state machine as a forwarded request that completes
@@ -518,9 +518,3 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
 
 @available(*, unavailable)
 extension GatewayHandler: Sendable {}
-
-/// Sent outbound by `GatewayHandler` when a response has been written completely, so that connection-level
-/// handlers nearer the socket (header and idle clocks) know a new request may start.
-public struct ResponseCompleteEvent: Sendable {
-    public init() {}
-}

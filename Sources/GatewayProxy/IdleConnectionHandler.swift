@@ -173,19 +173,9 @@ public final class IdleConnectionHandler: ChannelDuplexHandler {
         context.read()
     }
 
-    /// `ResponseCompleteEvent` is no longer needed (response ends are seen by `RequestBoundaryHandler`); swallowed
-    /// so that it never reaches the channel's head.
-    public func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
-        if event is ResponseCompleteEvent {
-            promise?.succeed(())
-            return
-        }
-        context.triggerUserOutboundEvent(event, promise: promise)
-    }
-
     // MARK: - Request boundaries (from `RequestBoundaryHandler`)
 
-    fileprivate func headDecoded(_ head: HTTPRequestHead) {
+    func headDecoded(_ head: HTTPRequestHead) {
         if chunkGuard.isFollowing {
             decodedFraming = ChunkedBodyGuard.framing(of: head.headers, limit: loop.policy.limits.maxBodyBytes)
         }
@@ -193,11 +183,11 @@ public final class IdleConnectionHandler: ChannelDuplexHandler {
         if let context { perform(action, context: context) }
     }
 
-    fileprivate func messageDecoded() {
+    func messageDecoded() {
         clocks.messageDecoded()
     }
 
-    fileprivate func responseEnded() {
+    func responseEnded() {
         let action = clocks.responseEnded(now: context?.eventLoop.now ?? .now())
         if let context { perform(action, context: context) }
     }
@@ -254,35 +244,3 @@ public final class IdleConnectionHandler: ChannelDuplexHandler {
 
 @available(*, unavailable)
 extension IdleConnectionHandler: Sendable {}
-
-/// `IdleConnectionHandler`'s eyes behind the HTTP decoder: reports each decoded request head and end, and each
-/// response end written, without changing anything that passes.
-public final class RequestBoundaryHandler: ChannelDuplexHandler {
-    public typealias InboundIn = HTTPServerRequestPart
-    public typealias InboundOut = HTTPServerRequestPart
-    public typealias OutboundIn = HTTPServerResponsePart
-    public typealias OutboundOut = HTTPServerResponsePart
-
-    private let clocks: IdleConnectionHandler
-
-    fileprivate init(clocks: IdleConnectionHandler) {
-        self.clocks = clocks
-    }
-
-    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head): clocks.headDecoded(head)
-        case .end: clocks.messageDecoded()
-        case .body: break
-        }
-        context.fireChannelRead(data)
-    }
-
-    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) { clocks.responseEnded() }
-        context.write(data, promise: promise)
-    }
-}
-
-@available(*, unavailable)
-extension RequestBoundaryHandler: Sendable {}

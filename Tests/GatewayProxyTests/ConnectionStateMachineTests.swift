@@ -4,9 +4,9 @@ import NIOHTTP1
 import Testing
 @testable import GatewayProxy
 
-@Suite struct ProxyRequestStateMachineTests {
+@Suite struct ConnectionStateMachineTests {
     @Test func forwardedRequestWithKeepAlive() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         #expect(m.requestHead(rejection: nil, keepAlive: true, hasBody: false) == .startTransfer)
         #expect(m.requestEnd() == .finishUpload)
         #expect(m.upstreamHead() == .writeResponseHead(close: false))
@@ -16,7 +16,7 @@ import Testing
     }
 
     @Test func rejectionWithoutBodyKeepsTheConnection() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         #expect(m.requestHead(rejection: .tokenMissing, keepAlive: true, hasBody: false) == .respond(.tokenMissing, close: false))
         #expect(m.requestBodyPart(ByteBuffer()) == .none)
         #expect(m.requestEnd() == .readyForNextRequest)
@@ -24,19 +24,19 @@ import Testing
     }
 
     @Test func rejectionWithBodyClosesAndDropsTheBody() {  // L-body-unauth, M-expect
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         #expect(m.requestHead(rejection: .tokenMissing, keepAlive: true, hasBody: true) == .respond(.tokenMissing, close: true))
         #expect(m.requestBodyPart(ByteBuffer()) == .none)
         #expect(m.requestEnd() == .none)
     }
 
     @Test func framingErrorsAlwaysClose() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         #expect(m.requestHead(rejection: .requestMalformed, keepAlive: true, hasBody: false) == .respond(.requestMalformed, close: true))
     }
 
     @Test func connectionCloseRequest() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         _ = m.requestHead(rejection: nil, keepAlive: false, hasBody: false)
         _ = m.requestEnd()
         #expect(m.upstreamHead() == .writeResponseHead(close: true))
@@ -44,7 +44,7 @@ import Testing
     }
 
     @Test func earlyUpstreamAnswerClosesBecauseTheBodyIsUnread() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: true)
         #expect(m.requestBodyPart(ByteBuffer()) == .forwardBody)
         #expect(m.upstreamHead() == .writeResponseHead(close: false))
@@ -52,7 +52,7 @@ import Testing
     }
 
     @Test func upstreamFailureBeforeHeadAnswersItself() {  // U-down, U-timeout
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: false)
         _ = m.requestEnd()
         #expect(m.upstreamFailed(.upstreamUnavailable) == .respond(.upstreamUnavailable, close: false))
@@ -60,7 +60,7 @@ import Testing
     }
 
     @Test func upstreamFailureAfterHeadAbortsTheConnection() {  // U-reset-mid-body
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: false)
         _ = m.requestEnd()
         _ = m.upstreamHead()
@@ -68,7 +68,7 @@ import Testing
     }
 
     @Test func clientGoneCancelsTheTransfer() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: true)
         #expect(m.clientClosed() == .cancelTransfer)
         #expect(m.upstreamCompleted() == .none)
@@ -76,17 +76,17 @@ import Testing
     }
 
     @Test func bodyTooLargeWhileStreaming() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: true)
         #expect(m.requestBodyTooLarge() == .respond(.bodyTooLarge, close: true))
-        var n = ProxyRequestStateMachine()
+        var n = ConnectionStateMachine()
         _ = n.requestHead(rejection: nil, keepAlive: true, hasBody: true)
         _ = n.upstreamHead()
         #expect(n.requestBodyTooLarge() == .abortConnection)
     }
 
     @Test func malformedBodyBeforeTheResponseIsAnsweredAndCloses() {  // issue 10: bad chunk line mid-upload
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: true)
         #expect(m.requestBodyPart(ByteBuffer()) == .forwardBody)
         #expect(m.requestMalformed(.requestMalformed) == .respond(.requestMalformed, close: true))
@@ -97,20 +97,20 @@ import Testing
     }
 
     @Test func malformedBodyAfterTheResponseHeadAborts() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: true)
         _ = m.upstreamHead()
         #expect(m.requestMalformed(.requestMalformed) == .abortConnection)
     }
 
     @Test func malformedRequestBetweenRequestsIsAnswered() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         #expect(m.requestMalformed(.headerTooLarge) == .respond(.headerTooLarge, close: true))
         #expect(m.requestHead(rejection: nil, keepAlive: true, hasBody: false) == .respond(.requestMalformed, close: true))
     }
 
     @Test func malformedBodyAfterALocalAnswerOnlyCloses() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         _ = m.requestHead(rejection: .tokenMissing, keepAlive: true, hasBody: true)
         #expect(m.requestMalformed(.requestMalformed) == .none)  // answered already: the handler just closes
     }
@@ -118,7 +118,7 @@ import Testing
     // MARK: - Local answers
 
     @Test func localDocumentEndsWithTheRequest() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         #expect(m.requestHead(rejection: nil, keepAlive: true, hasBody: false, target: .localDocument) == .startTransfer)
         #expect(m.upstreamHead() == .writeResponseHead(close: false))
         #expect(m.requestEnd() == .writeResponseEnd(close: false))
@@ -126,7 +126,7 @@ import Testing
     }
 
     @Test func localServiceIsAskedOnceTheBodyIsComplete() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         #expect(m.requestHead(rejection: nil, keepAlive: true, hasBody: true, target: .localService) == .startTransfer)
         #expect(m.requestBodyPart(ByteBuffer(string: "a=b")) == .forwardBody)
         #expect(m.requestEnd() == .askLocalService)
@@ -136,7 +136,7 @@ import Testing
     }
 
     @Test func localServiceAnswerAfterTheClientLeftIsDropped() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: false, target: .localService)
         #expect(m.requestEnd() == .askLocalService)
         #expect(m.clientClosed() == .cancelTransfer)
@@ -146,7 +146,7 @@ import Testing
     // MARK: - Read demand
 
     @Test func readsAreHeldWhileTheUploadQueueIsFullAndOwedOnceItDrains() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: true)
         let free = m.readRequested()
         #expect(free)
@@ -167,7 +167,7 @@ import Testing
     }
 
     @Test func aRequestWaitingForKeysKeepsItsBodyAndHoldsReading() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         let generation = m.awaitKeys(Self.held())
         #expect(!m.isIdle && m.isReadingHeld)
         let read = m.readRequested()
@@ -189,7 +189,7 @@ import Testing
     }
 
     @Test func clientGoneWhileWaitingForKeys() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         let generation = m.awaitKeys(Self.held(.GET))
         #expect(m.clientClosed() == .cancelTransfer)  // logged as 499 client_closed
         let late = m.keysRefetched(generation: generation)
@@ -197,7 +197,7 @@ import Testing
     }
 
     @Test func malformedRequestWhileWaitingForKeysIsAnswered() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         let generation = m.awaitKeys(Self.held())
         #expect(m.requestMalformed(.requestMalformed) == .respond(.requestMalformed, close: true))
         let late = m.keysRefetched(generation: generation)
@@ -205,20 +205,20 @@ import Testing
     }
 
     @Test func bodyLimitIsCountedAsPartsArrive() {  // chunked uploads: early 413, or abort once answering
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: true, bodyLimit: 10)
         #expect(m.requestBodyPart(ByteBuffer(string: "12345")) == .forwardBody)
         #expect(m.requestBodyPart(ByteBuffer(string: "67890")) == .forwardBody)  // exactly the limit
         #expect(m.requestBodyPart(ByteBuffer(string: "x")) == .respond(.bodyTooLarge, close: true))
         #expect(m.requestBodyPart(ByteBuffer(string: "y")) == .none)
-        var n = ProxyRequestStateMachine()
+        var n = ConnectionStateMachine()
         _ = n.requestHead(rejection: nil, keepAlive: true, hasBody: true, target: .localService, bodyLimit: 4)
         _ = n.upstreamHead()
         #expect(n.requestBodyPart(ByteBuffer(string: "12345")) == .abortConnection)
     }
 
     @Test func headWhileBusyIsRefused() {
-        var m = ProxyRequestStateMachine()
+        var m = ConnectionStateMachine()
         _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: false)
         #expect(m.requestHead(rejection: nil, keepAlive: true, hasBody: false) == .respond(.requestMalformed, close: true))
     }

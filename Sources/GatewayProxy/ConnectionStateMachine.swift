@@ -2,16 +2,19 @@ import CurlNIO
 import NIOCore
 import NIOHTTP1
 
-/// The life of one request on a client connection, as a value type that returns actions and does no I/O, so every
-/// ordering of client and upstream events can be unit-tested. The handler performs the actions. It also owns what
-/// the connection wants from the client socket (`ReadDemand`) and a request held while its keys are refetched.
+/// What a client connection is doing, request after request, as a value type that returns actions and does no I/O,
+/// so every ordering of client and upstream events can be unit-tested; `GatewayHandler` performs the actions. The
+/// state says it: between requests, waiting for keys (the head and its body held), answered locally, or forwarding
+/// to its target (the upstream, a local service, a local document) with the body counted against its limit; and the
+/// read demand says whether the client may send more (held while the upload queue is full or keys are awaited).
+/// The connection's clocks are `ConnectionClocks`, run in front of the decoder (they must see pipelined heads).
 ///
 /// The hard orderings it settles:
 /// - the gateway answers before the client finished sending its body (a rejection, or an early upstream answer):
 ///   the connection must then close, because the unread body bytes cannot be told apart from the next request;
 /// - the upstream fails after the response head went out: the only honest signal left is to abort the connection;
 /// - the client goes away mid-transfer: the upstream transfer is cancelled.
-public struct ProxyRequestStateMachine: Sendable {
+public struct ConnectionStateMachine: Sendable {
     enum State: Sendable, Equatable {
         /// Between requests.
         case idle
@@ -256,19 +259,4 @@ public struct ProxyRequestStateMachine: Sendable {
 
     /// Whether reading is held (for a full upload queue or a key wait).
     public var isReadingHeld: Bool { reads.held }
-}
-
-/// A request head kept while its keys are refetched, with what the client sent after it meanwhile.
-public struct HeldRequest: Sendable, Equatable {
-    public var head: HTTPRequestHead
-    public var body: CurlRequestBody
-    public var keepAlive: Bool
-    public var parts: [ByteBuffer] = []
-    public var ended = false
-
-    public init(head: HTTPRequestHead, body: CurlRequestBody, keepAlive: Bool) {
-        self.head = head
-        self.body = body
-        self.keepAlive = keepAlive
-    }
 }
