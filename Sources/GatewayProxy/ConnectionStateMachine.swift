@@ -1,4 +1,3 @@
-import CurlNIO
 import NIOCore
 import NIOHTTP1
 
@@ -78,8 +77,31 @@ public struct ConnectionStateMachine: Sendable {
         case resumeReading
     }
 
+    /// Where a request part (or a decoder error) that just arrived goes.
+    public enum Admission: Sendable, Equatable {
+        /// It belongs to the request in hand: handle it now.
+        case now
+        /// It belongs to a pipelined request behind the one being answered: kept, in order (`nextPending`).
+        case queued
+        /// The connection is closing: nothing more is answered.
+        case dropped
+    }
+
+    /// Something that arrived for a later request while the current one is answered (RFC 9112 §9.3.2: answers go
+    /// out in request order).
+    public enum Pending: Sendable {
+        case part(HTTPServerRequestPart)
+        case error(GatewayError)
+    }
+
     private(set) var state: State = .idle
     private(set) var reads = ReadDemand()
+    /// Pipelined parts and errors, oldest first. Usually empty (no storage).
+    private var pending: [Pending] = []
+    /// A drain of `pending` is under way (answers written while draining must not start another).
+    private var draining = false
+    /// Shutting down: the request in hand is the last one answered.
+    private(set) var quiescing = false
     /// Counts requests, so a late key refetch or local answer is told from the current request's.
     public private(set) var generation: UInt64 = 0
 
@@ -91,11 +113,12 @@ public struct ConnectionStateMachine: Sendable {
         rejection: GatewayError?, keepAlive: Bool, hasBody: Bool, target: Target = .upstream, bodyLimit: Int64 = .max
     ) -> Action {
         guard state == .idle else {
-            // HTTPServerPipelineHandler holds back pipelined requests until the previous response is done, so a
-            // head can only arrive while idle; anything else is a bug we answer safely.
+            // `admit` queues a pipelined head until the previous response is done, so a head can only arrive while
+            // idle; anything else is a bug we answer safely.
             state = .closed
             return .respond(.requestMalformed, close: true)
         }
+        let keepAlive = keepAlive && !quiescing
         generation &+= 1
         if let rejection {
             let close = rejection.closeConnection || !keepAlive || hasBody
@@ -233,11 +256,116 @@ public struct ConnectionStateMachine: Sendable {
         return held
     }
 
+    // MARK: - Pipelining
+
+    /// Whether the request in hand has been read to its end (its answer may still be under way).
+    private var requestSideComplete: Bool {
+        switch state {
+        case .idle, .closed: true
+        case .awaitingKeys(let held): held.ended
+        case .forwarding(let f): f.requestComplete
+        case .rejected(let complete, _): complete
+        }
+    }
+
+    /// A decoded request part arrived. Parts of the request in hand are handled now; anything after its end waits
+    /// until its answer is complete (a client may pipeline requests; the answers must keep their order).
+    public mutating func admit(_ part: HTTPServerRequestPart) -> Admission {
+        if state == .closed { return .dropped }
+        if pending.isEmpty {
+            switch part {
+            case .head where state == .idle: return .now
+            case .body, .end: if !requestSideComplete { return .now }
+            case .head: break
+            }
+        }
+        if quiescing { return .dropped }
+        pending.append(.part(part))
+        return .queued
+    }
+
+    /// The decoder refused bytes: handle now if they belong to the request in hand (or none is in hand), else after
+    /// the answers before them (`nextPending`).
+    public mutating func admitError(_ error: GatewayError) -> Admission {
+        if state == .closed { return .dropped }
+        if pending.isEmpty && (state == .idle || !requestSideComplete) { return .now }
+        if quiescing { return .dropped }
+        pending.append(.error(error))
+        return .queued
+    }
+
+    /// Starts handing out pending parts; false while a drain is already under way further up the stack (it goes
+    /// on from there, so many pipelined requests answered at once never recurse).
+    public mutating func beginDrain() -> Bool {
+        guard !draining else { return false }
+        draining = true
+        return true
+    }
+
+    public mutating func endDrain() {
+        draining = false
+    }
+
+    /// The next pending part or error, if the connection can take it now.
+    public mutating func nextPending() -> Pending? {
+        guard let first = pending.first else { return nil }
+        if state == .closed {
+            pending.removeAll()
+            return nil
+        }
+        let ready: Bool
+        switch first {
+        case .part(.head): ready = state == .idle
+        case .part(.body), .part(.end): ready = !requestSideComplete
+        case .error: ready = state == .idle || !requestSideComplete
+        }
+        guard ready else { return nil }
+        pending.removeFirst()
+        return first
+    }
+
+    /// Shutting down (`ChannelShouldQuiesceEvent`): true to close now (nothing is in hand); otherwise the request
+    /// in hand is answered with `Connection: close` (or closed after, if its head went out already) and nothing
+    /// after it is answered.
+    public mutating func quiesce() -> Bool {
+        quiescing = true
+        pending.removeAll()
+        switch state {
+        case .idle:
+            state = .closed
+            return true
+        case .closed:
+            return false
+        case .awaitingKeys(var held):
+            held.keepAlive = false
+            state = .awaitingKeys(held)
+            return false
+        case .forwarding(var f):
+            f.keepAlive = false
+            state = .forwarding(f)
+            return false
+        case .rejected:
+            // The answer is written: only the rest of a request body was still to be read.
+            state = .closed
+            return true
+        }
+    }
+
     // MARK: - Read demand
+
+    /// No more bytes are read while the upload queue is full, keys are awaited, a complete request waits for its
+    /// answer, or pipelined requests are queued: a client cannot make the gateway buffer without bound.
+    private var readBlocked: Bool {
+        if reads.held || !pending.isEmpty { return true }
+        switch state {
+        case .forwarding(let f): return f.requestComplete
+        default: return false
+        }
+    }
 
     /// The channel asks to read: true to pass the read on now, false while reading is held.
     public mutating func readRequested() -> Bool {
-        if reads.held {
+        if readBlocked {
             reads.requested = true
             return false
         }
@@ -252,7 +380,7 @@ public struct ConnectionStateMachine: Sendable {
     /// Reading may go on (the upload queue drained, a request ended); `.resumeReading` when a read is owed.
     public mutating func releaseReads() -> Action {
         reads.held = false
-        guard reads.requested else { return .none }
+        guard reads.requested, !readBlocked else { return .none }
         reads.requested = false
         return .resumeReading
     }

@@ -7,7 +7,9 @@ import NIOHTTP1
 
 /// The data path of one client connection: authorises each request head synchronously on the event loop, then
 /// streams it to the upstream through this loop's libcurl driver and streams the answer back, with back-pressure
-/// both ways. Sits after NIO's HTTP/1.1 codec and `HTTPServerPipelineHandler`, which hands it one request at a time.
+/// both ways. Sits after NIO's HTTP/1.1 codec (without `HTTPServerPipelineHandler`): it translates NIO events and
+/// upstream callbacks into `ConnectionStateMachine` events and performs the actions the machine returns, which
+/// keeps pipelined requests in order, holds reads, and decides every early answer.
 public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     public typealias InboundIn = HTTPServerRequestPart
     public typealias OutboundIn = HTTPServerResponsePart
@@ -66,7 +68,14 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     // MARK: - Client → gateway
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        // A pipelined request waits (in the machine) until the answers before it are complete.
+        guard case .now = machine.admit(part) else { return }
+        handle(part, context: context)
+    }
+
+    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
         case .head(let head):
             requestHead(head, context: context)
         case .body(let buffer):
@@ -336,8 +345,24 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         exchange.release()?.cancel()
     }
 
+    /// Called whenever the connection may take more: hands out pipelined requests that can go now, then reads on.
     private func releaseRead(context: ChannelHandlerContext) {
+        if machine.beginDrain() {
+            while let next = machine.nextPending() {
+                switch next {
+                case .part(let part): handle(part, context: context)
+                case .error(let error): requestMalformed(error, context: context)
+                }
+            }
+            machine.endDrain()
+        }
         perform(machine.releaseReads(), context: context)
+    }
+
+    /// `ChannelShouldQuiesceEvent` (shutdown): idle connections close now, busy ones after the answer in hand.
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else { return context.fireUserInboundEventTriggered(event) }
+        if machine.quiesce() { context.close(promise: nil) }
     }
 
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -366,6 +391,8 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             context.close(promise: nil)
             return
         }
+        // Bytes after a complete request belong to the next one: refused once the answers before them are out.
+        guard case .now = machine.admitError(gatewayError) else { return }
         requestMalformed(gatewayError, context: context)
     }
 

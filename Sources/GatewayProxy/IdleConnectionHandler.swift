@@ -8,8 +8,8 @@ import NIOHTTP1
 ///
 /// Raw bytes alone cannot say where one request ends and the next begins (a body may hold `\r\n\r\n`, and several
 /// pipelined requests may share one read), so the clocks are fed from two places: this handler, in front of the
-/// HTTP decoder, sees when bytes arrive; its `boundaries` companion, right after the decoder (before
-/// `HTTPServerPipelineHandler` queues pipelined requests), sees every request head and end as the decoder produces
+/// HTTP decoder, sees when bytes arrive; its `boundaries` companion, right after the decoder (before anything
+/// queues pipelined requests), sees every request head and end as the decoder produces
 /// them and every response end on its way out. The decoder runs synchronously inside `channelRead`, so once
 /// `fireChannelRead` returns the companion has reported everything that read contained.
 ///
@@ -61,7 +61,7 @@ public final class IdleConnectionHandler: ChannelDuplexHandler {
         self.chunkGuard = ChunkedBodyGuard(following: guardsChunkedBodies)
     }
 
-    /// The companion to add right after the HTTP decoder (before `HTTPServerPipelineHandler`).
+    /// The companion to add right after the HTTP decoder.
     public func boundaries() -> RequestBoundaryHandler {
         RequestBoundaryHandler(clocks: self)
     }
@@ -127,11 +127,8 @@ public final class IdleConnectionHandler: ChannelDuplexHandler {
             case .chunkTooLarge:
                 // Nothing from here on reaches the decoder: the connection is answered and closed.
                 chunkRefused = true
-                // In order with the responses: while an earlier pipelined request is still being answered, the
-                // error must wait behind it (HTTPServerPipelineHandler queues parser errors, not others), so that
-                // request's answer is never the one replaced.
-                let error: any Error = clocks.outstanding > 1 ? HTTPParserError.invalidChunkSize : ChunkedBodyTooLargeError()
-                context.fireErrorCaught(error)
+                // The gateway handler answers it in order: behind an earlier pipelined request still being answered.
+                context.fireErrorCaught(ChunkedBodyTooLargeError())
                 return
             }
         }
@@ -147,8 +144,8 @@ public final class IdleConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// After each read NIO asks the pipeline to read again, and `HTTPServerPipelineHandler` (or the gateway handler,
-    /// for upload back-pressure) holds that request while a response is outstanding — the usual case, since the
+    /// After each read NIO asks the pipeline to read again, and the gateway handler (or `HTTPServerPipelineHandler`
+    /// on the admin listener) holds that request while a response is outstanding — the usual case, since the
     /// upstream answers later. NIO then drops the socket's read interest (`epoll_ctl`) and adds it back when the
     /// response is done: two system calls per request. Instead, when the pipeline holds its read we issue one of our
     /// own, which keeps the interest registered. A client that waits for its response sends nothing meanwhile, so the

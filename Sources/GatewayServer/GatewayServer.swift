@@ -90,8 +90,9 @@ public enum GatewayServer {
                         headerTimeout: .milliseconds(Int64(limits.headerTimeoutMs)), idleTimeout: .milliseconds(Int64(limits.idleTimeoutMs)),
                         loop: loop, accessLog: accessLog)
                     try sync.addHandler(clocks)
+                    // No HTTPServerPipelineHandler: the gateway handler's state machine orders pipelined requests.
                     try sync.configureHTTPServerPipeline(
-                        withPipeliningAssistance: true, withErrorHandling: false,
+                        withPipeliningAssistance: false, withErrorHandling: false,
                         withOutboundHeaderValidation: true, withEncoderConfiguration: .init(),
                         withDecoderLimitConfiguration: decoderLimitsFinal)
                     try addBoundaries(of: clocks, to: sync)
@@ -176,11 +177,11 @@ public enum GatewayServer {
         logger.info("stopped")
     }
 
-    /// Puts the clocks' `RequestBoundaryHandler` right after the HTTP decoder, in front of
-    /// `HTTPServerPipelineHandler`, which holds pipelined requests back: the clocks must see every head as it is decoded.
+    /// Puts the clocks' `RequestBoundaryHandler` right after the HTTP decoder (in front of anything that holds
+    /// pipelined requests back): the clocks must see every head as it is decoded.
     static func addBoundaries(of clocks: IdleConnectionHandler, to sync: ChannelPipeline.SynchronousOperations) throws {
-        let pipelining = try sync.handler(type: HTTPServerPipelineHandler.self)
-        try sync.addHandler(clocks.boundaries(), position: .before(pipelining))
+        let decoder = try sync.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+        try sync.addHandler(clocks.boundaries(), position: .after(decoder))
     }
 
     static func describe(_ address: SocketAddress?, fallback: ListenAddress) -> String {
@@ -243,7 +244,7 @@ private enum SignalSources {
 }
 
 /// Open client connections: counted for `limits.max_connections`, and kept so that shutdown can ask each one to
-/// finish its current request and close (`ChannelShouldQuiesceEvent`, handled by `HTTPServerPipelineHandler`). The
+/// finish its current request and close (`ChannelShouldQuiesceEvent`, handled by `GatewayHandler`). The
 /// lock is taken once per connection, never per request.
 final class ConnectionRegistry: Sendable {
     private struct State {

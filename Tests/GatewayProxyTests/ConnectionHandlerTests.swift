@@ -81,8 +81,9 @@ import Testing
                     headerTimeout: .milliseconds(headerTimeoutMs), idleTimeout: .milliseconds(idleTimeoutMs), loop: loop,
                     accessLog: .off)
                 try sync.addHandler(clocks)
-                try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
-                try sync.addHandler(clocks.boundaries(), position: .before(try sync.handler(type: HTTPServerPipelineHandler.self)))
+                try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false)
+                let decoder = try sync.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+                try sync.addHandler(clocks.boundaries(), position: .after(decoder))
             } else {
                 try sync.addHandler(reads)
             }
@@ -294,6 +295,44 @@ import Testing
         #expect(!wire.contains("408"), "\(wire)")
         #expect(wire.hasSuffix("two"))
         #expect(!c.channel.isActive)  // the idle clock, silently
+    }
+
+    @Test func shutdownClosesAfterTheAnswerInHand() throws {  // ChannelShouldQuiesceEvent, the drain on SIGTERM
+        let c = try Connection(policy: try Self.policy(), wired: true)
+        defer { c.finish() }
+        try c.send(Self.get1 + Self.get2)
+        c.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(c.channel.isActive)
+        c.answer(c.transfers[0], "one")
+        let wire = try c.wire()
+        #expect(wire.contains("Connection: close") && wire.hasSuffix("one"))
+        #expect(!c.channel.isActive)
+        #expect(c.transfers.count == 1)  // the pipelined second request is never answered
+
+        let idle = try Connection(policy: try Self.policy(), wired: true)
+        defer { idle.finish() }
+        idle.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(!idle.channel.isActive)
+    }
+
+    @Test func pipelinedRejectionsAreAnsweredInOrderWithoutRecursion() throws {
+        // 200 pipelined requests the gateway answers at once (404): one drain, in order.
+        let c = try Connection(policy: try Self.policy(limits: "{}"), wired: true)
+        defer { c.finish() }
+        let many = String(repeating: "GET /%2F HTTP/1.1\r\nHost: gw.test\r\n\r\n", count: 200)
+        try c.send(Self.get1 + many + Self.get2)
+        c.answer(c.transfers[0], "one")
+        let wire = try c.wire()
+        var rest = wire[...]
+        var statuses: [Substring] = []
+        while let range = rest.firstRange(of: "HTTP/1.1 ") {
+            statuses.append(rest[range.upperBound...].prefix(3))
+            rest = rest[range.upperBound...]
+        }
+        #expect(statuses.count == 201 && statuses.first == "200" && statuses.dropFirst().allSatisfy { $0 == "400" })
+        #expect(c.transfers.map(\.request.requestTarget) == ["/first", "/second"])
+        c.answer(c.transfers[1], "two")
+        #expect((try c.wire()).hasSuffix("two"))
     }
 
     @Test func slowHeadGets408AfterTheHeaderClock() throws {

@@ -143,6 +143,72 @@ import Testing
         #expect(m.upstreamHead() == .none)
     }
 
+    // MARK: - Pipelining
+
+    static let getHead = HTTPServerRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/b"))
+
+    @Test func aPipelinedRequestWaitsUntilTheAnswerBeforeItIsComplete() {
+        var m = ConnectionStateMachine()
+        #expect(m.admit(Self.getHead) == .now)
+        _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: false)
+        #expect(m.admit(.end(nil)) == .now)
+        #expect(m.requestEnd() == .finishUpload)
+        // The next request arrives while the first is answered.
+        #expect(m.admit(Self.getHead) == .queued)
+        #expect(m.admit(.end(nil)) == .queued)
+        let read = m.readRequested()
+        #expect(!read)  // nothing more is read meanwhile
+        let early = m.nextPending()
+        #expect(early == nil)
+        _ = m.upstreamHead()
+        #expect(m.upstreamCompleted() == .writeResponseEnd(close: false))
+        let drain = m.beginDrain()
+        let nested = m.beginDrain()
+        #expect(drain && !nested)  // an answer written while draining never starts a second drain
+        guard case .part(.head)? = m.nextPending() else { Issue.record("the queued head"); return }
+        _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: false)
+        guard case .part(.end)? = m.nextPending() else { Issue.record("the queued end"); return }
+        let done = m.nextPending()
+        #expect(done == nil)
+        m.endDrain()
+        #expect(m.releaseReads() == .resumeReading)  // the read owed since the pipelined request was queued
+    }
+
+    @Test func aDecoderErrorBehindAnAnswerWaitsForIt() {
+        var m = ConnectionStateMachine()
+        _ = m.admit(Self.getHead)
+        _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: false)
+        _ = m.admit(.end(nil))
+        _ = m.requestEnd()
+        #expect(m.admitError(.requestMalformed) == .queued)
+        _ = m.upstreamHead()
+        _ = m.upstreamCompleted()
+        guard case .error(let error)? = m.nextPending() else { Issue.record("the queued error"); return }
+        #expect(error == .requestMalformed)
+        // While a request is being read, its own errors are handled at once.
+        var n = ConnectionStateMachine()
+        _ = n.requestHead(rejection: nil, keepAlive: true, hasBody: true)
+        #expect(n.admitError(.requestMalformed) == .now)
+    }
+
+    @Test func quiescingClosesIdleConnectionsAndAnswersTheLastRequestWithClose() {
+        var idle = ConnectionStateMachine()
+        let closeNow = idle.quiesce()
+        #expect(closeNow)
+        #expect(idle.admit(Self.getHead) == .dropped)
+
+        var m = ConnectionStateMachine()
+        _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: false)
+        _ = m.requestEnd()
+        #expect(m.admit(Self.getHead) == .queued)
+        let closeBusy = m.quiesce()
+        #expect(!closeBusy)
+        #expect(m.upstreamHead() == .writeResponseHead(close: true))
+        #expect(m.upstreamCompleted() == .writeResponseEnd(close: true))
+        let queued = m.nextPending()
+        #expect(queued == nil)  // the queued request is never answered
+    }
+
     // MARK: - Read demand
 
     @Test func readsAreHeldWhileTheUploadQueueIsFullAndOwedOnceItDrains() {
