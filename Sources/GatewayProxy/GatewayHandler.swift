@@ -25,8 +25,8 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     private var machine = ConnectionStateMachine()
     private var context: ChannelHandlerContext?
 
-    /// Starts upstream transfers: this loop's libcurl driver, or a test's fake.
-    private let startTransfer: UpstreamStarter
+    /// A test's fake upstream; nil: this loop's libcurl driver (no closure allocated per connection).
+    private let startFake: UpstreamStarter?
 
     // The request in flight.
     private var exchange = UpstreamExchange()
@@ -53,8 +53,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         self.loop = loop
         self.accessLog = accessLog
         self.clock = clock
-        let driver = loop.driver
-        self.startTransfer = startTransfer ?? { request, handler in driver.start(request, delegate: handler) }
+        self.startFake = startTransfer
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -150,7 +149,8 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
                 rejection: nil, keepAlive: keepAlive, hasBody: hasBody, bodyLimit: policy.limits.maxBodyBytes)
             if case .startTransfer = action {
                 // Started before `exchange` is accessed: a driver may report (a failure) from inside `start`.
-                let transfer = startTransfer(forward.request, self)
+                let transfer: any UpstreamTransfer =
+                    startFake?(forward.request, self) ?? loop.driver.start(forward.request, delegate: self)
                 exchange.begin(transfer)
                 // The client waits for a go-ahead before sending its body; give it only now that the request is
                 // authorised (a rejected one gets its final answer instead, and the body is never invited).
