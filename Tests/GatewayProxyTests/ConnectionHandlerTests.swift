@@ -335,6 +335,44 @@ import Testing
         #expect((try c.wire()).hasSuffix("two"))
     }
 
+    static let smuggled = "GET /smuggled HTTP/1.1\r\nHost: gw.test\r\n\r\n"
+
+    @Test func aHugeChunkSizeIsRefused413BeforeTheDecoderReadsIt() throws {
+        let c = try Connection(policy: try Self.policy(limits: #"{"max_body_bytes": 1048576}"#), wired: true)
+        defer { c.finish() }
+        try c.send("POST /up HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc" + Self.smuggled)
+        let wire = try c.wire()
+        #expect(wire.hasPrefix("HTTP/1.1 413") && wire.contains("body_too_large"), "\(wire)")
+        #expect(!c.channel.isActive)
+        #expect(c.transfers.count == 1 && c.transfers[0].cancelled)
+        #expect(c.transfers.allSatisfy { $0.request.requestTarget != "/smuggled" })
+    }
+
+    @Test func aMalformedChunkLineIsRefused400() throws {
+        let c = try Connection(policy: try Self.policy(), wired: true)
+        defer { c.finish() }
+        try c.send("POST /up HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n" + Self.smuggled)
+        let wire = try c.wire()
+        #expect(wire.hasPrefix("HTTP/1.1 400") && wire.contains("request_malformed"), "\(wire)")
+        #expect(!c.channel.isActive)
+        #expect(c.transfers.count == 1 && c.transfers[0].cancelled)
+    }
+
+    @Test func aPipelinedHugeChunkIsRefusedAfterTheAnswerBeforeIt() throws {
+        let c = try Connection(policy: try Self.policy(limits: #"{"max_body_bytes": 1048576}"#), wired: true)
+        defer { c.finish() }
+        try c.send(Self.get1 + "POST /up HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n")
+        let before = try c.wire()
+        #expect(c.channel.isActive && before.isEmpty)  // the first answer is not replaced
+        c.answer(c.transfers[0], "one")
+        let wire = try c.wire()
+        #expect(wire.hasPrefix("HTTP/1.1 200 OK") && wire.contains("oneHTTP/1.1 413"), "\(wire)")
+        #expect(!c.channel.isActive)
+        // Its head was decided in turn (a transfer started), then the queued refusal cancelled it: the upstream never
+        // sees that body complete.
+        #expect(c.transfers.count == 2 && c.transfers[1].cancelled)
+    }
+
     @Test func slowHeadGets408AfterTheHeaderClock() throws {
         let c = try Connection(policy: try Self.policy(), wired: true)
         defer { c.finish() }
