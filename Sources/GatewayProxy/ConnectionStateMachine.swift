@@ -4,9 +4,11 @@ import NIOHTTP1
 /// What a client connection is doing, request after request, as a value type that returns actions and does no I/O,
 /// so every ordering of client and upstream events can be unit-tested; `GatewayHandler` performs the actions. The
 /// state says it: between requests, waiting for keys (the head and its body held), answered locally, or forwarding
-/// to its target (the upstream, a local service, a local document) with the body counted against its limit; and the
-/// read demand says whether the client may send more (held while the upload queue is full or keys are awaited).
-/// The connection's clocks are `ConnectionClocks`, run in front of the decoder (they must see pipelined heads).
+/// to its target (the upstream, a local service, a local document) with the body counted against its limit. Parts
+/// of pipelined requests wait in order behind the answer in hand (`admit`, `nextPending`), and the read demand says
+/// whether the client may send more (not while the upload queue is full, keys are awaited, a complete request waits
+/// for its answer, or requests are queued). The connection's clocks are `ConnectionClocks`, run in front of the
+/// decoder (they must see pipelined heads as they are decoded).
 ///
 /// The hard orderings it settles:
 /// - the gateway answers before the client finished sending its body (a rejection, or an early upstream answer):
@@ -47,8 +49,8 @@ public struct ConnectionStateMachine: Sendable {
         case localDocument
     }
 
-    /// Reading from the client stops while the upload queue is full or a request waits for keys; a read the
-    /// channel asked for meanwhile is issued once that ends.
+    /// Reading held for the upload queue or a key wait, and whether the channel asked to read meanwhile (the read
+    /// is owed and issued once nothing holds it).
     struct ReadDemand: Sendable, Equatable {
         var held = false
         var requested = false
