@@ -7,7 +7,9 @@ import NIOHTTP1
 
 /// The data path of one client connection: authorises each request head synchronously on the event loop, then
 /// streams it to the upstream through this loop's libcurl driver and streams the answer back, with back-pressure
-/// both ways. Sits after NIO's HTTP/1.1 codec and `HTTPServerPipelineHandler`, which hands it one request at a time.
+/// both ways. Sits after NIO's HTTP/1.1 codec (without `HTTPServerPipelineHandler`): it translates NIO events and
+/// upstream callbacks into `ConnectionStateMachine` events and performs the actions the machine returns, which
+/// keeps pipelined requests in order, holds reads, and decides every early answer.
 public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     public typealias InboundIn = HTTPServerRequestPart
     public typealias OutboundIn = HTTPServerResponsePart
@@ -20,27 +22,17 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     /// Where access-log lines go; nil when `log.access_log` is off.
     private let accessLog: AccessLogSink
     private var access = AccessRecord()
-    private var machine = ProxyRequestStateMachine()
+    private var machine = ConnectionStateMachine()
     private var context: ChannelHandlerContext?
 
+    /// A test's fake upstream; nil: this loop's libcurl driver (no closure allocated per connection).
+    private let startFake: UpstreamStarter?
+
     // The request in flight.
-    private var transfer: CurlTransfer?
-    private var upload = UploadBuffer()
+    private var exchange = UpstreamExchange()
     private var requestID = ""
-    private var requestBodyBytes: Int64 = 0
-    /// The client channel was not writable and curl holds response bytes for us.
-    private var receivePaused = false
-    /// Reading from the client is held back because the upload buffer is full.
-    private var readHeld = false
-    private var readRequested = false
-    /// A local document's head and body are written; its end goes out once the request's end has been read.
-    private var localResponsePending = false
     /// A request for a `LocalService` whose body is being collected or whose answer is awaited.
     private var local: (service: any LocalService, request: LocalRequest)?
-    /// Tells a late local answer (or a late key refetch) from the current request's.
-    private var exchangeID: UInt64 = 0
-    /// A request whose decision waits for a key-set refetch (`ProxyPolicy.Decision.awaitKeys`).
-    private var held: HeldRequest?
 
     /// The peer's address as text, formatted once per connection rather than for every request.
     private var cachedClientAddress: String??
@@ -52,11 +44,16 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         return address
     }
 
-    public init(loop: LoopContext, accessLog: AccessLogSink = .off, clock: @escaping @Sendable () -> Double) {
+    /// - Parameter startTransfer: how forwarded requests reach the upstream; nil: `loop.driver` (libcurl).
+    public init(
+        loop: LoopContext, accessLog: AccessLogSink = .off, clock: @escaping @Sendable () -> Double,
+        startTransfer: UpstreamStarter? = nil
+    ) {
         self.policy = loop.policy
         self.loop = loop
         self.accessLog = accessLog
         self.clock = clock
+        self.startFake = startTransfer
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -70,41 +67,35 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     // MARK: - Client → gateway
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        // A pipelined request waits (in the machine) until the answers before it are complete.
+        guard case .now = machine.admit(part) else { return }
+        handle(part, context: context)
+    }
+
+    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
         case .head(let head):
             requestHead(head, context: context)
         case .body(let buffer):
-            if held != nil {
-                held!.parts.append(buffer)
-            } else {
-                requestBody(buffer, context: context)
+            requestBody(buffer, context: context)
+        case .end(let trailers):
+            if let trailers, HeaderPolicy.hasForbiddenTrailer(trailers) {
+                return requestMalformed(.requestMalformed, context: context)
             }
-        case .end:
-            if held != nil {
-                held!.ended = true
-            } else {
-                requestEnd(context: context)
-            }
+            requestEnd(context: context)
         }
     }
 
     private func requestEnd(context: ChannelHandlerContext) {
         perform(machine.requestEnd(), context: context)
-        if localResponsePending {
-            localResponsePending = false
-            perform(machine.upstreamCompleted(), context: context)
-        }
     }
 
     private func requestHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         requestID = head.headers.first(name: "x-request-id").flatMap { isAcceptableRequestID($0[...]) ? $0 : nil } ?? loop.nextRequestID()
         access = AccessRecord(method: head.method.rawValue, uri: head.uri)
-        requestBodyBytes = 0
-        upload.reset()
-        receivePaused = false
+        exchange.reset()
         local = nil
-        held = nil
-        exchangeID &+= 1
         policy = loop.policy
         let body = policy.requestBody(head.headers)
         // NIO's decoder stops parsing after a request that asks for an upgrade; we never tunnel, so such a request
@@ -127,7 +118,8 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         case .awaitKeys(let refetched):
             awaitKeys(refetched, head: head, body: body, keepAlive: keepAlive, context: context)
         case .local(let service, let request):
-            let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody)
+            let action = machine.requestHead(
+                rejection: nil, keepAlive: keepAlive, hasBody: hasBody, target: .localService, bodyLimit: Int64(service.maxBodyBytes))
             guard case .startTransfer = action else { return perform(action, context: context) }
             if case .length(let n) = body, n > service.maxBodyBytes {
                 return perform(machine.requestBodyTooLarge(), context: context)
@@ -139,7 +131,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             }
         case .serve(let document):
             access.status = 200
-            let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody)
+            let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody, target: .localDocument)
             guard case .startTransfer = action else { return perform(action, context: context) }
             serve(document, head: head, context: context)
         case .reject(let error):
@@ -153,9 +145,13 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             access.route = route.pathPrefix
             access.subject = forward.identity?.subject
             access.upstreamStart = .now()
-            let action = machine.requestHead(rejection: nil, keepAlive: keepAlive, hasBody: hasBody)
+            let action = machine.requestHead(
+                rejection: nil, keepAlive: keepAlive, hasBody: hasBody, bodyLimit: policy.limits.maxBodyBytes)
             if case .startTransfer = action {
-                transfer = loop.driver.start(forward.request, delegate: self)
+                // Started before `exchange` is accessed: a driver may report (a failure) from inside `start`.
+                let transfer: any UpstreamTransfer =
+                    startFake?(forward.request, self) ?? loop.driver.start(forward.request, delegate: self)
+                exchange.begin(transfer)
                 // The client waits for a go-ahead before sending its body; give it only now that the request is
                 // authorised (a rejected one gets its final answer instead, and the body is never invited).
                 if Self.expectsContinue(head.headers) {
@@ -175,76 +171,57 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         _ refetched: EventLoopFuture<Void>, head: HTTPRequestHead, body: CurlRequestBody, keepAlive: Bool,
         context: ChannelHandlerContext
     ) {
-        held = HeldRequest(head: head, body: body, keepAlive: keepAlive)
-        readHeld = true
-        let id = exchangeID
+        let generation = machine.awaitKeys(HeldRequest(head: head, body: body, keepAlive: keepAlive))
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         refetched.hop(to: context.eventLoop).whenComplete { _ in
-            loopBound.value.keysRefetched(exchange: id)
+            loopBound.value.keysRefetched(generation: generation)
         }
     }
 
     /// Decides the held request again with the loop's current policy (the refetched keys), never waiting twice.
-    private func keysRefetched(exchange id: UInt64) {
-        guard exchangeID == id, let request = held, let context else { return }
-        held = nil
+    private func keysRefetched(generation: UInt64) {
+        guard let context, let request = machine.keysRefetched(generation: generation) else { return }
         policy = loop.policy
-        readHeld = false
         decide(request.head, body: request.body, keepAlive: request.keepAlive, mayAwaitKeys: false, context: context)
         for part in request.parts { requestBody(part, context: context) }
         if request.ended { requestEnd(context: context) }
-        if !readHeld { releaseRead(context: context) }
+        if !machine.isReadingHeld { releaseRead(context: context) }
     }
 
     private func requestBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
-        guard case .forwardBody = machine.requestBodyPart() else { return }
-        requestBodyBytes += Int64(buffer.readableBytes)
-        if let service = local?.service {
-            if requestBodyBytes > service.maxBodyBytes {
-                perform(machine.requestBodyTooLarge(), context: context)
-            } else {
+        switch machine.requestBodyPart(buffer) {
+        case .forwardBody:
+            if local != nil {
                 local?.request.body.append(contentsOf: buffer.readableBytesView)
+            } else {
+                let (full, wake) = exchange.send(buffer)
+                if full { machine.uploadQueueFull() }
+                if wake { wakeUpstreamSender() }
             }
-            return
+        case let action:
+            perform(action, context: context)
         }
-        if requestBodyBytes > policy.limits.maxBodyBytes {
-            perform(machine.requestBodyTooLarge(), context: context)
-            return
-        }
-        upload.append(buffer)
-        if upload.curlWaiting {
-            upload.curlWaiting = false
-            transfer?.resumeSending()
-        }
-        if upload.isAboveHighWatermark { readHeld = true }
     }
 
     // MARK: - Actions
 
-    private func perform(_ action: ProxyRequestStateMachine.Action, context: ChannelHandlerContext) {
+    private func perform(_ action: ConnectionStateMachine.Action, context: ChannelHandlerContext) {
         switch action {
         case .none, .startTransfer, .forwardBody:
             break
         case .respond(let error, let close):
             respond(error, close: close, context: context)
         case .finishUpload:
-            if let local {
-                askLocalService(local.service, local.request, context: context)
-                return
-            }
-            upload.finished = true
-            if upload.curlWaiting {
-                upload.curlWaiting = false
-                transfer?.resumeSending()
-            }
+            if exchange.finishSending() { wakeUpstreamSender() }
+        case .askLocalService:
+            if let local { askLocalService(local.service, local.request, context: context) }
         case .writeResponseHead:
             break  // written by the curl delegate, which has the head
         case .writeResponseEnd(let close):
-            transfer = nil
+            _ = exchange.release()
             access.write(to: accessLog, requestID: requestID, loop: loop)
             let promise: EventLoopPromise<Void>? = close ? context.eventLoop.makePromise() : nil
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
-            context.triggerUserOutboundEvent(ResponseCompleteEvent(), promise: nil)
             if close {
                 let channel = context.channel
                 promise?.futureResult.whenComplete { _ in channel.close(promise: nil) }
@@ -254,8 +231,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         case .abortConnection:
             if access.reason == nil { access.reason = "response_aborted" }
             access.write(to: accessLog, requestID: requestID, loop: loop)
-            transfer?.cancel()
-            transfer = nil
+            cancelUpstream()
             local = nil
             context.close(promise: nil)
         case .cancelTransfer:
@@ -263,19 +239,19 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             // No response status was sent: log nginx's 499, "client closed request".
             if access.status == 0 { access.status = 499 }
             access.write(to: accessLog, requestID: requestID, loop: loop)
-            transfer?.cancel()
-            transfer = nil
+            cancelUpstream()
             local = nil
         case .readyForNextRequest:
             releaseRead(context: context)
+        case .resumeReading:
+            context.read()
         }
     }
 
     private func respond(_ error: GatewayError, close: Bool, context: ChannelHandlerContext) {
         // An answer of our own ends any transfer still in flight (a body that grew past the limit): cancelling
         // aborts it, so the upstream never sees the truncated body as a complete request.
-        transfer?.cancel()
-        transfer = nil
+        cancelUpstream()
         local = nil
         access.status = Int(error.status.code)
         access.reason = error.reason
@@ -299,7 +275,6 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             // The connection carries on: reading may have been held for an upload that just ended early.
             releaseRead(context: context)
         }
-        context.triggerUserOutboundEvent(ResponseCompleteEvent(), promise: nil)
     }
 
     /// Answers with a local document. It goes through the same state machine as a forwarded request that completes
@@ -316,17 +291,16 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         if head.method != .HEAD {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: document.body)))), promise: nil)
         }
-        localResponsePending = true
     }
 
     /// Hands a complete local request to its service and writes the answer when it comes, if the connection is
     /// still waiting for it.
     private func askLocalService(_ service: any LocalService, _ request: LocalRequest, context: ChannelHandlerContext) {
-        let id = exchangeID
+        let id = machine.generation
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         service.respond(to: request, on: context.eventLoop).hop(to: context.eventLoop).whenComplete { result in
             let handler = loopBound.value
-            guard handler.exchangeID == id, handler.local != nil, let context = handler.context else { return }
+            guard handler.machine.generation == id, handler.local != nil, let context = handler.context else { return }
             handler.local = nil
             let response: LocalResponse
             switch result {
@@ -357,66 +331,114 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     // MARK: - Back-pressure towards the client
 
     public func read(context: ChannelHandlerContext) {
-        if readHeld {
-            readRequested = true
-            return
-        }
-        context.read()
+        if machine.readRequested() { context.read() }
     }
 
+    /// libcurl may ask for the body at once, from inside `resumeSending()`: call it outside any access to
+    /// `exchange` (a copy of the reference, not of the exchange, whose queue would then be copied on write).
+    private func wakeUpstreamSender() {
+        let transfer = exchange.transfer
+        transfer?.resumeSending()
+    }
+
+    private func cancelUpstream() {
+        exchange.release()?.cancel()
+    }
+
+    /// Called whenever the connection may take more: hands out pipelined requests that can go now, then reads on.
     private func releaseRead(context: ChannelHandlerContext) {
-        readHeld = false
-        if readRequested {
-            readRequested = false
-            context.read()
+        if machine.beginDrain() {
+            while let next = machine.nextPending() {
+                switch next {
+                case .part(let part): handle(part, context: context)
+                case .error(let error): requestMalformed(error, context: context)
+                }
+            }
+            machine.endDrain()
         }
+        perform(machine.releaseReads(), context: context)
+    }
+
+    /// `ChannelShouldQuiesceEvent` (shutdown): idle connections close now, busy ones after the answer in hand.
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else { return context.fireUserInboundEventTriggered(event) }
+        if machine.quiesce() { context.close(promise: nil) }
     }
 
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable && receivePaused {
-            receivePaused = false
+        if context.channel.isWritable && exchange.takeReceivePause() {
+            // Outside any access to `exchange`: libcurl may deliver body bytes before this returns.
+            let transfer = exchange.transfer
             transfer?.resumeReceiving()
         }
         context.fireChannelWritabilityChanged()
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        if held != nil {
-            held = nil
-            access.reason = "client_closed"
-            access.status = 499
-            access.write(to: accessLog, requestID: requestID, loop: loop)
-        }
         perform(machine.clientClosed(), context: context)
         context.fireChannelInactive()
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        held = nil
-        // Decoder errors: answer what the client got wrong, then close (the byte stream is no longer trusted).
-        guard machine.isIdle else {
-            perform(machine.clientClosed(), context: context)
-            context.close(promise: nil)
-            return
-        }
-        if requestID.isEmpty { requestID = loop.nextRequestID() }
-        access = AccessRecord(method: "-", uri: "-")
         let gatewayError: GatewayError
         switch error as? HTTPParserError {
         case .headerOverflow: gatewayError = .headerTooLarge
         case .some: gatewayError = .requestMalformed
+        case .none where error is ChunkedBodyTooLargeError: gatewayError = .bodyTooLarge
         case .none:
+            // Not about the bytes the client sent (an I/O error): nobody is left to answer; `channelInactive`
+            // cancels what is in flight.
             context.close(promise: nil)
             return
         }
-        _ = machine.clientClosed()
-        respond(gatewayError, close: true, context: context)
+        // Bytes after a complete request belong to the next one: refused once the answers before them are out.
+        guard case .now = machine.admitError(gatewayError) else { return }
+        requestMalformed(gatewayError, context: context)
+    }
+
+    /// Decoder errors (a malformed chunk line mid-body included) and forbidden trailers: answer what the client got
+    /// wrong when no response has started, then close — the byte stream is no longer trusted, and whatever follows
+    /// (a smuggled request) must never be read as a request or reach the upstream as body.
+    private func requestMalformed(_ error: GatewayError, context: ChannelHandlerContext) {
+        if machine.isIdle {
+            // No request head got this far: the error is the request.
+            requestID = loop.nextRequestID()
+            access = AccessRecord(method: "-", uri: "-")
+        }
+        let action = machine.requestMalformed(error)
+        if case .none = action {
+            context.close(promise: nil)
+        } else {
+            perform(action, context: context)
+        }
     }
 
     // MARK: - CurlTransferDelegate (called on this loop, possibly inside libcurl)
 
     public func curlTransfer(_ transfer: CurlTransfer, didReceiveHead head: CurlResponseHead) {
-        guard transfer === self.transfer, let context else { return }
+        upstream(transfer, didReceiveHead: head)
+    }
+
+    public func curlTransfer(_ transfer: CurlTransfer, didReceiveBodyBytes bytes: UnsafeRawBufferPointer) -> CurlBodyDisposition {
+        upstream(transfer, didReceiveBodyBytes: bytes)
+    }
+
+    public func curlTransfer(_ transfer: CurlTransfer, fillRequestBody buffer: UnsafeMutableRawBufferPointer) -> CurlUploadChunk {
+        upstream(transfer, fillRequestBody: buffer)
+    }
+
+    public func curlTransferDidFinishBatch(_ transfer: CurlTransfer) {
+        upstreamDidFinishBatch(transfer)
+    }
+
+    public func curlTransfer(_ transfer: CurlTransfer, didCompleteWith result: Result<Void, CurlTransferError>) {
+        upstream(transfer, didCompleteWith: result)
+    }
+
+    // MARK: - Upstream events (from any `UpstreamTransfer`; a test's fake calls these directly)
+
+    func upstream(_ transfer: any UpstreamTransfer, didReceiveHead head: CurlResponseHead) {
+        guard exchange.owns(transfer), let context else { return }
         // A response framed two ways (M-upstream-desync) is refused, not relayed: the client gets a 502 and the
         // cancelled transfer takes the upstream connection out of the pool.
         guard Self.isUnambiguouslyFramed(head) else {
@@ -427,20 +449,16 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         guard case .writeResponseHead(let close) = machine.upstreamHead() else { return }
         access.status = head.status
         access.upstreamHead = .now()
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(head.headers.count + 1)
-        for header in head.headers where !Self.isHopByHopResponseHeader(header.name) {
-            headers.add(name: header.name, value: header.value)
-        }
+        var headers = Self.clientResponseHeaders(head.headers)
         if close { headers.replaceOrAdd(name: "Connection", value: "close") }
         let status = HTTPResponseStatus(statusCode: head.status)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
     }
 
-    public func curlTransfer(_ transfer: CurlTransfer, didReceiveBodyBytes bytes: UnsafeRawBufferPointer) -> CurlBodyDisposition {
-        guard transfer === self.transfer, let context else { return .consumed }
+    func upstream(_ transfer: any UpstreamTransfer, didReceiveBodyBytes bytes: UnsafeRawBufferPointer) -> CurlBodyDisposition {
+        guard exchange.owns(transfer), let context else { return .consumed }
         if !context.channel.isWritable {
-            receivePaused = true
+            exchange.pauseReceiving()
             context.flush()
             return .pause
         }
@@ -448,21 +466,21 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         return .consumed
     }
 
-    public func curlTransfer(_ transfer: CurlTransfer, fillRequestBody buffer: UnsafeMutableRawBufferPointer) -> CurlUploadChunk {
+    func upstream(_ transfer: any UpstreamTransfer, fillRequestBody buffer: UnsafeMutableRawBufferPointer) -> CurlUploadChunk {
         // A transfer we let go of must never see its body "complete": hold it until its cancellation lands.
-        guard transfer === self.transfer, let context else { return .pause }
-        let chunk = upload.fill(buffer)
-        if readHeld && upload.isBelowLowWatermark { releaseRead(context: context) }
+        guard exchange.owns(transfer), let context else { return .pause }
+        let (chunk, drained) = exchange.fill(buffer)
+        if drained && machine.isReadingHeld { releaseRead(context: context) }
         return chunk
     }
 
-    public func curlTransferDidFinishBatch(_ transfer: CurlTransfer) {
-        guard transfer === self.transfer else { return }
+    func upstreamDidFinishBatch(_ transfer: any UpstreamTransfer) {
+        guard exchange.owns(transfer) else { return }
         context?.flush()
     }
 
-    public func curlTransfer(_ transfer: CurlTransfer, didCompleteWith result: Result<Void, CurlTransferError>) {
-        guard transfer === self.transfer, let context else { return }
+    func upstream(_ transfer: any UpstreamTransfer, didCompleteWith result: Result<Void, CurlTransferError>) {
+        guard exchange.owns(transfer), let context else { return }
         switch result {
         case .success:
             perform(machine.upstreamCompleted(), context: context)
@@ -490,12 +508,27 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         return framing.isUnambiguous
     }
 
-    /// Response fields that describe the upstream hop, not the message (RFC 9110 §7.6.1).
-    static let hopByHopResponseHeaders: Set<String> = [
-        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-    ]
+    /// The upstream's response headers as the client gets them: without the fields that describe the upstream hop
+    /// (RFC 9110 §7.6.1), the fixed ones and every one the upstream named in `Connection`.
+    static func clientResponseHeaders(_ upstream: [CurlHeader]) -> HTTPHeaders {
+        // The names listed in `Connection`, other than the fixed hop-by-hop ones (usually none: no array is built).
+        var listed: [Substring] = []
+        for header in upstream where header.name.equalsIgnoringASCIICase("connection") {
+            for token in header.value.split(separator: ",") {
+                let name = token.trimmingSpaces
+                if !name.isEmpty && !isHopByHopResponseHeader(name) { listed.append(name) }
+            }
+        }
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(upstream.count + 1)
+        for header in upstream where !isHopByHopResponseHeader(header.name) {
+            if !listed.isEmpty && listed.contains(where: { header.name.equalsIgnoringASCIICase(other: $0) }) { continue }
+            headers.add(name: header.name, value: header.value)
+        }
+        return headers
+    }
 
-    static func isHopByHopResponseHeader(_ name: String) -> Bool {
+    static func isHopByHopResponseHeader(_ name: some StringProtocol) -> Bool {
         // Called for every upstream response header: compare by length first, and without `lowercased()`.
         switch name.utf8.count {
         case 2: return name.equalsIgnoringASCIICase("te")
@@ -503,6 +536,8 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         case 10: return name.equalsIgnoringASCIICase("connection") || name.equalsIgnoringASCIICase("keep-alive")
         case 16: return name.equalsIgnoringASCIICase("proxy-connection")
         case 17: return name.equalsIgnoringASCIICase("transfer-encoding")
+        case 18: return name.equalsIgnoringASCIICase("proxy-authenticate")
+        case 19: return name.equalsIgnoringASCIICase("proxy-authorization")
         default: return false
         }
     }
@@ -510,18 +545,3 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
 
 @available(*, unavailable)
 extension GatewayHandler: Sendable {}
-
-/// A request head kept while its keys are refetched, with what the client sent after it meanwhile.
-private struct HeldRequest {
-    var head: HTTPRequestHead
-    var body: CurlRequestBody
-    var keepAlive: Bool
-    var parts: [ByteBuffer] = []
-    var ended = false
-}
-
-/// Sent outbound by `GatewayHandler` when a response has been written completely, so that connection-level
-/// handlers nearer the socket (header and idle clocks) know a new request may start.
-public struct ResponseCompleteEvent: Sendable {
-    public init() {}
-}

@@ -22,6 +22,13 @@ public struct HeaderPolicy: Sendable {
         "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
     ]
 
+    /// The fields that frame a message or describe one hop: they are never taken from a client under another
+    /// spelling, nor from trailers.
+    static let framingAndHopByHop: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+        "proxy-authenticate", "proxy-authorization", "content-length", "host", "expect",
+    ]
+
     public init(identity: IdentityHeaders, forwardToken: Bool) {
         var dropped = Self.hopByHopAndFraming
         dropped.insert(Self.normalise(identity.subject))
@@ -55,17 +62,33 @@ public struct HeaderPolicy: Sendable {
     }
 
     /// Checks framing before anything is forwarded: a request with both `Content-Length` and
-    /// `Transfer-Encoding`, differing or malformed lengths, a coding other than one plain `chunked`, or control bytes
-    /// in a value is refused (400).
+    /// `Transfer-Encoding`, differing or malformed lengths, a coding other than one plain `chunked`, control bytes
+    /// in a value, or a framing or hop-by-hop field under another spelling (`Transfer_Encoding`, `Content.Length`)
+    /// is refused (400).
     public static func validateFraming(_ headers: HTTPHeaders) -> Bool {
         var framing = MessageFraming(strictTransferEncoding: true)
         for (name, value) in headers {
             var bytes = value
             let clean = bytes.withUTF8 { utf8 in !utf8.contains { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F } }
-            if !clean { return false }
+            if !clean || isFramingLookalike(name) { return false }
             framing.add(name: name, value: value)
         }
         return framing.isUnambiguous
+    }
+
+    /// A name that only reads as a framing or hop-by-hop field once `_` and `.` are taken as `-`. We drop such
+    /// headers anyway, but an upstream stack that folds them (CGI, WSGI, PHP) next to libcurl's own framing would
+    /// see the message framed twice: refusing is the only answer that leaves no doubt, as for `CL` + `TE`.
+    static func isFramingLookalike(_ name: String) -> Bool {
+        // Every request header passes here: the set lookup only runs for names holding `_` or `.`.
+        guard name.utf8.contains(where: { $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") }) else { return false }
+        return framingAndHopByHop.contains(normalise(name))
+    }
+
+    /// Trailer fields that must never appear after a chunked body (RFC 9110 §6.5.1): framing, routing and hop-by-hop
+    /// fields, in any spelling. A request carrying one is refused rather than trusted.
+    static func hasForbiddenTrailer(_ trailers: HTTPHeaders) -> Bool {
+        trailers.contains { framingAndHopByHop.contains(normalise($0.name)) }
     }
 
     /// The headers to send upstream.
@@ -153,7 +176,7 @@ public struct HeaderPolicy: Sendable {
     }
 }
 
-extension String {
+extension StringProtocol {
     /// ASCII case-insensitive equality with an all-lower-case `lower`, without allocating (`lowercased()` would, for
     /// every header on the hot path).
     func equalsIgnoringASCIICase(_ lower: StaticString) -> Bool {
@@ -171,6 +194,16 @@ extension String {
 }
 
 extension StringProtocol {
+    /// ASCII case-insensitive equality of two names, without allocating.
+    func equalsIgnoringASCIICase(other: some StringProtocol) -> Bool {
+        let a = self.utf8
+        let b = other.utf8
+        guard a.count == b.count else { return false }
+        return zip(a, b).allSatisfy { x, y in
+            (x >= 0x41 && x <= 0x5A ? x | 0x20 : x) == (y >= 0x41 && y <= 0x5A ? y | 0x20 : y)
+        }
+    }
+
     var trimmingSpaces: Substring {
         var s = Substring(self)
         while let first = s.first, first == " " || first == "\t" { s.removeFirst() }

@@ -158,11 +158,18 @@ public final class ProxyPolicy: Sendable {
 
         let target = targets[routeIndex]
         let path = RouteTable.upstreamPath(for: route, canonicalPath: canonical.path, basePath: target.basePath)
+        var upstreamHeaders = headers.upstreamHeaders(
+            from: head.headers, identity: identity, clientAddress: clientAddress, requestID: requestID)
+        if body == .none, Self.sendsEmptyLength(head) {
+            // libcurl frames a request without a body with no framing header at all; for a method that carries a
+            // body that reads as "length unknown", and servers that require one answer 411.
+            upstreamHeaders.append(CurlHeader(name: "Content-Length", value: "0"))
+        }
         let request = CurlRequest(
             origin: target.origin,
             requestTarget: canonical.query.map { "\(path)?\($0)" } ?? path,
             method: method,
-            headers: headers.upstreamHeaders(from: head.headers, identity: identity, clientAddress: clientAddress, requestID: requestID),
+            headers: upstreamHeaders,
             body: body,
             unixSocketPath: target.unixSocket,
             tls: target.tls,
@@ -201,6 +208,16 @@ public final class ProxyPolicy: Sendable {
             return n == 0 ? .none : .length(n)
         }
         return .none
+    }
+
+    /// Whether an empty body is forwarded with an explicit `Content-Length: 0`: always for the methods that carry a
+    /// body (POST, PUT, PATCH), and when the client said so on any other method but GET and HEAD.
+    static func sendsEmptyLength(_ head: HTTPRequestHead) -> Bool {
+        switch head.method {
+        case .POST, .PUT, .PATCH: return true
+        case .GET, .HEAD: return false
+        default: return head.headers.contains(name: "content-length")
+        }
     }
 
     /// The number of values and the first value of `headers[canonicalForm: "host"]`, without building that array

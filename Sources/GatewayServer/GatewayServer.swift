@@ -86,13 +86,16 @@ public enum GatewayServer {
                         bound.value.metrics.connectionClosed()
                     }
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(IdleConnectionHandler(
+                    let clocks = IdleConnectionHandler(
                         headerTimeout: .milliseconds(Int64(limits.headerTimeoutMs)), idleTimeout: .milliseconds(Int64(limits.idleTimeoutMs)),
-                        loop: loop, accessLog: accessLog))
+                        loop: loop, accessLog: accessLog)
+                    try sync.addHandler(clocks)
+                    // No HTTPServerPipelineHandler: the gateway handler's state machine orders pipelined requests.
                     try sync.configureHTTPServerPipeline(
-                        withPipeliningAssistance: true, withErrorHandling: false,
+                        withPipeliningAssistance: false, withErrorHandling: false,
                         withOutboundHeaderValidation: true, withEncoderConfiguration: .init(),
                         withDecoderLimitConfiguration: decoderLimitsFinal)
+                    try addBoundaries(of: clocks, to: sync)
                     try sync.addHandler(GatewayHandler(loop: loop, accessLog: accessLog, clock: wallClock))
                 }
             }
@@ -125,7 +128,15 @@ public enum GatewayServer {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        // The same header and idle clocks as the data path (a slow client must not hold an admin
+                        // connection forever); its 408s are not data-path requests, so they are not counted.
+                        let clocks = IdleConnectionHandler(
+                            headerTimeout: .milliseconds(Int64(limits.headerTimeoutMs)),
+                            idleTimeout: .milliseconds(Int64(limits.idleTimeoutMs)),
+                            loop: loopContexts.context(on: channel.eventLoop), accessLog: nil, guardsChunkedBodies: false)
+                        try channel.pipeline.syncOperations.addHandler(clocks)
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                        try addBoundaries(of: clocks, to: channel.pipeline.syncOperations)
                         try channel.pipeline.syncOperations.addHandler(SimpleResponder(respondAsync: { head, body, loop in
                             let promise = loop.makePromise(of: SimpleResponder.Response.self)
                             promise.completeWithTask {
@@ -178,6 +189,13 @@ public enum GatewayServer {
         await drivers.shutdown()
         try? await group.shutdownGracefully()
         logger.info("stopped")
+    }
+
+    /// Puts the clocks' `RequestBoundaryHandler` right after the HTTP decoder (in front of anything that holds
+    /// pipelined requests back): the clocks must see every head as it is decoded.
+    static func addBoundaries(of clocks: IdleConnectionHandler, to sync: ChannelPipeline.SynchronousOperations) throws {
+        let decoder = try sync.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+        try sync.addHandler(clocks.boundaries(), position: .after(decoder))
     }
 
     static func describe(_ address: SocketAddress?, fallback: ListenAddress) -> String {
@@ -240,7 +258,7 @@ private enum SignalSources {
 }
 
 /// Open client connections: counted for `limits.max_connections`, and kept so that shutdown can ask each one to
-/// finish its current request and close (`ChannelShouldQuiesceEvent`, handled by `HTTPServerPipelineHandler`). The
+/// finish its current request and close (`ChannelShouldQuiesceEvent`, handled by `GatewayHandler`). The
 /// lock is taken once per connection, never per request.
 final class ConnectionRegistry: Sendable {
     private struct State {

@@ -123,4 +123,22 @@ import Testing
         #expect(!GatewayHandler.isUnambiguouslyFramed(CurlResponseHead(status: 200, headers: [
             CurlHeader(name: "Content-Length", value: "5"), CurlHeader(name: "content-length", value: "6")])))
     }
+
+    @Test func framingLookalikeNamesAreRefused() {  // issue 10: `Transfer_Encoding` beside libcurl's framing
+        for name in ["Transfer_Encoding", "transfer.encoding", "Content_Length", "Content.Length", "Keep_Alive",
+                     "Proxy_Connection", "Proxy.Authorization"] {
+            #expect(!HeaderPolicy.validateFraming(HTTPHeaders([(name, "chunked")])), "\(name)")
+        }
+        // Exact spellings (any case) keep their usual meaning, and other names with `_` or `.` pass.
+        #expect(HeaderPolicy.validateFraming(HTTPHeaders([("transfer-encoding", "chunked")])))
+        #expect(HeaderPolicy.validateFraming(HTTPHeaders([("CONTENT-LENGTH", "5")])))
+        #expect(HeaderPolicy.validateFraming(HTTPHeaders([("X_Custom.Name", "1"), ("T_E", "x")])))
+    }
+
+    @Test func forbiddenTrailers() {
+        #expect(HeaderPolicy.hasForbiddenTrailer(HTTPHeaders([("Content-Length", "5")])))
+        #expect(HeaderPolicy.hasForbiddenTrailer(HTTPHeaders([("x", "1"), ("transfer_encoding", "chunked")])))
+        #expect(HeaderPolicy.hasForbiddenTrailer(HTTPHeaders([("Host", "evil")])))
+        #expect(!HeaderPolicy.hasForbiddenTrailer(HTTPHeaders([("X-Checksum", "abc"), ("grpc-status", "0")])))
+    }
 }

@@ -31,6 +31,8 @@ Behaviour is chosen by the path's last segment (so it works under any gateway ro
   bad-response                    answer with both Content-Length and Transfer-Encoding (response smuggling)
   bad-header                      answer with a control byte (0x01) inside a header value
   redirect                        302 to http://evil.invalid/stolen
+  hop-headers                     200 with hop-by-hop fields (`Connection: X-Hop, keep-alive`, X-Hop, Keep-Alive,
+                                  Proxy-Authenticate, Upgrade, Trailer) beside an end-to-end `X-Kept`
 Keep-alive is supported; `Connection: close` from the client closes after the response.
 Every response carries `X-Upstream-Seq: <seq>`.
 """
@@ -308,6 +310,16 @@ async def respond(reader, writer, seq, method, target, version, headers, body: B
         writer.write(b"HTTP/1.1 200 OK\r\nX-Upstream-Seq: %d\r\nX-Evil: a\x01b\r\nContent-Length: 2\r\n\r\nok" % seq)
         await writer.drain()
         return False
+
+    if last == "hop-headers":
+        writer.write(head_bytes(200, "OK", base + [
+            ("Connection", "X-Hop, keep-alive"), ("X-Hop", "hop-secret"), ("Keep-Alive", "timeout=5"),
+            ("Proxy-Authenticate", 'Basic realm="upstream"'), ("Upgrade", "h2c"), ("Trailer", "X-Trailer"),
+            ("X-Kept", "yes"), ("Content-Length", "2")]))
+        if not is_head:
+            writer.write(b"ok")
+        await writer.drain()
+        return True
 
     if last == "redirect":
         writer.write(head_bytes(302, "Found", base + [("Location", "http://evil.invalid/stolen"),
