@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
-"""Structural checks of deploy/kubernetes/sidecar.yaml against deploy/Dockerfile and deploy/gateway.container.json.
+"""Structural checks of the Kubernetes manifests against deploy/Dockerfile and the gateway.json each one ships:
+deploy/kubernetes/sidecar.yaml with deploy/gateway.container.json (one pod, SQLite), and deploy/kubernetes/fleet.yaml
+with deploy/gateway.fleet.json (several replicas on one PostgreSQL database).
 
 Without a cluster (or kubeconform), this asserts what matters for running Portcullis as a sidecar:
   - the manifest parses as YAML; the ConfigMap's gateway.json is valid JSON and equal to deploy/gateway.container.json;
   - the gateway container gets its configuration where the image's CMD (or the container's args) reads it, and every
     file the configuration names under a read-only mount is provided by that volume;
   - key_dir and the SQLite store are on a writable volume (emptyDir or PVC), not on the read-only root filesystem;
+  - a postgres store: the URL and password come from the environment (password from a Secret), sslmode is
+    verify-full with a mounted ca_file, the signing keys are sealed under a key-encryption key from a Secret, and
+    there is more than one replica (else sidecar.yaml is the simpler choice);
   - every "${NAME}" in gateway.json is set by the container's env or the image's ENV; secret-looking ones come from a
     secretKeyRef to a Secret key defined in the manifest;
   - liveness GET /healthz and readiness GET /readyz point at the admin port (admin_listen), not the data port;
@@ -16,7 +21,8 @@ Without a cluster (or kubeconform), this asserts what matters for running Portcu
   - an admin listener off loopback (for the probes) does not open /introspect unauthenticated: no
     token_service.introspection_token (introspection off), or one taken from a "${NAME}" (a secret).
 If the Python package kubernetes-validate is installed, each document is also validated against the Kubernetes
-OpenAPI schema. Usage: deploy/check-manifests.py [manifest.yaml]; exit 0 when every check passes, 1 otherwise.
+OpenAPI schema. Usage: deploy/check-manifests.py [manifest.yaml config.json]; without arguments both pairs are
+checked. Exit 0 when every check passes, 1 otherwise.
 """
 
 import json
@@ -29,8 +35,10 @@ import sys
 import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MANIFEST = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "kubernetes", "sidecar.yaml")
-CONFIG = os.path.join(HERE, "gateway.container.json")
+PAIRS = ([(sys.argv[1], sys.argv[2])] if len(sys.argv) > 2 else [
+    (os.path.join(HERE, "kubernetes", "sidecar.yaml"), os.path.join(HERE, "gateway.container.json")),
+    (os.path.join(HERE, "kubernetes", "fleet.yaml"), os.path.join(HERE, "gateway.fleet.json")),
+])
 DOCKERFILE = os.path.join(HERE, "Dockerfile")
 SECRET_WORDS = re.compile(r"SECRET|PASSWORD|TOKEN|KEY|CREDENTIAL", re.I)
 
@@ -112,7 +120,7 @@ def listen_port(address):
     return int(address.rsplit(":", 1)[1])
 
 
-def main():
+def main(MANIFEST, CONFIG):
     with open(MANIFEST, encoding="utf-8") as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
     check(True, f"{os.path.relpath(MANIFEST)} parses as YAML ({len(docs)} documents)")
@@ -219,7 +227,7 @@ def main():
         text = configmaps[entry[1]]["data"][entry[2]]
         try:
             mounted = json.loads(text)
-            check(mounted == shipped, "the ConfigMap's gateway.json equals deploy/gateway.container.json")
+            check(mounted == shipped, f"the ConfigMap's gateway.json equals {os.path.relpath(CONFIG)}")
         except json.JSONDecodeError as e:
             check(False, f"the ConfigMap's gateway.json is valid JSON ({e})")
         check(any(m["mountPath"] == posixpath.dirname(config_file) and "subPath" not in m
@@ -233,9 +241,26 @@ def main():
     service = config.get("token_service") or {}
     if service.get("users_file"):
         provides_file(service["users_file"], "token_service.users_file")
-    writable = [("token_service.signing.key_dir", service.get("signing", {}).get("key_dir"))]
-    if config.get("store", {}).get("type", "sqlite") == "sqlite":
-        writable.append(("store.path", posixpath.dirname(config.get("store", {}).get("path", ""))))
+    store = config.get("store", {})
+    signing = service.get("signing", {})
+    writable = []
+    if store.get("type", "sqlite") == "postgres":
+        # Nothing of the gateway's lives in the pod: sessions, revocations, limits and the sealed signing keys are
+        # in the database, so every replica is interchangeable.
+        whole_env = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+        check(bool(whole_env.fullmatch(store.get("url", ""))) or "sslmode=verify-full" in store.get("url", ""),
+              "store.url comes from the environment (or says sslmode=verify-full)")
+        check(bool(whole_env.fullmatch(store.get("password", ""))) or "password_file" in store,
+              "store.password comes from the environment (a Secret), never a literal")
+        if store.get("ca_file"):
+            provides_file(store["ca_file"], "store.ca_file")
+        check(bool(whole_env.fullmatch(signing.get("key_encryption_key", ""))) or "key_encryption_key_file" in signing,
+              "token_service.signing.key_encryption_key comes from the environment (a Secret)")
+        check(deployment["spec"].get("replicas", 1) > 1, f"the fleet has several replicas ({deployment['spec'].get('replicas', 1)})")
+    else:
+        writable.append(("token_service.signing.key_dir", signing.get("key_dir")))
+    if store.get("type", "sqlite") == "sqlite":
+        writable.append(("store.path", posixpath.dirname(store.get("path", ""))))
     for what, path in writable:
         if not path:
             continue
@@ -322,10 +347,12 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    for manifest, config in PAIRS:
+        passes.append(f"--- {os.path.relpath(manifest)} with {os.path.relpath(config)}")
+        main(manifest, config)
     for p in passes:
-        print(f"ok    {p}")
+        print(f"ok    {p}" if not p.startswith("---") else p)
     for f in failures:
         print(f"FAIL  {f}")
-    print(f"{len(passes)} passed, {len(failures)} failed")
+    print(f"{len(passes) - len(PAIRS)} passed, {len(failures)} failed")
     sys.exit(1 if failures else 0)
