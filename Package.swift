@@ -78,10 +78,46 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // Assembly: listeners, admin endpoints, key loading, signals.
+        // Control-plane pieces the key sets, the token service and the assembly share: readiness conditions, the
+        // metrics registry, every loop's context, the wall clock. Small on purpose, so the modules above it only
+        // depend downwards.
+        .target(
+            name: "GatewayControl",
+            dependencies: [
+                "GatewayProxy", "GatewayJSON",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Remote key sets: issuer metadata (discovery) and JWKS fetching through libcurl, the refresh schedule
+        // (Cache-Control), key-set changes, publishing new verifiers to the loops; the static key table.
+        .target(
+            name: "GatewayKeySets",
+            dependencies: [
+                "GatewayControl", "GatewayProxy", "GatewayTokens", "GatewayConfig", "CurlNIO", "GatewayJSON",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The token service at run time: its endpoints, keys, users, credential checks, the session store's
+        // opening, and revocations across processes (the log's sync, the feed and its followers).
+        .target(
+            name: "GatewayTokenService",
+            dependencies: [
+                "GatewayControl", "GatewayProxy", "GatewaySessions", "GatewayTokens", "GatewayConfig", "CurlNIO", "GatewayJSON",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Assembly: listeners, admin endpoints, generations and reload, logging, signals and drain.
         .target(
             name: "GatewayServer",
             dependencies: [
+                "GatewayControl", "GatewayKeySets", "GatewayTokenService",
                 "GatewayProxy", "GatewayTokens", "GatewaySessions", "GatewayConfig", "CurlNIO", "GatewayJSON", "CPlatform",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -93,7 +129,8 @@ let package = Package(
         .executableTarget(
             name: "portcullis",
             dependencies: [
-                "GatewayServer", "GatewayConfig", "GatewaySessions", "GatewayTokens",
+                "GatewayServer", "GatewayKeySets", "GatewayTokenService", "GatewayConfig", "GatewaySessions",
+                "GatewayTokens",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -124,9 +161,9 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
-            name: "GatewayServerTests",
+            name: "GatewayTokenServiceTests",
             dependencies: [
-                "GatewayServer", "GatewayProxy", "GatewaySessions", "GatewayConfig", "GatewayJSON", "CurlNIO",
+                "GatewayTokenService", "GatewayControl", "GatewayProxy", "GatewaySessions", "GatewayConfig", "GatewayJSON", "CurlNIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,6 +1,8 @@
 import GatewayConfig
+import GatewayControl
 import GatewayJSON
 import GatewaySessions
+import GatewayTokenService
 import NIOCore
 import NIOHTTP1
 

@@ -1,5 +1,6 @@
 import Dispatch
 import GatewayConfig
+import GatewayControl
 import GatewayProxy
 import GatewayTokens
 import Logging

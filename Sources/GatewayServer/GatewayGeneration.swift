@@ -1,7 +1,10 @@
 import CurlNIO
 import GatewayConfig
+import GatewayControl
+import GatewayKeySets
 import GatewayProxy
 import GatewaySessions
+import GatewayTokenService
 import GatewayTokens
 import Logging
 import NIOCore

@@ -2,8 +2,11 @@ import CPlatform
 import CurlNIO
 import Dispatch
 import GatewayConfig
+import GatewayControl
+import GatewayKeySets
 import GatewayProxy
 import GatewaySessions
+import GatewayTokenService
 import GatewayTokens
 import Logging
 import NIOCore
@@ -212,9 +215,7 @@ public enum GatewayServer {
 
     /// Seconds since the epoch, with sub-second precision (vDSO, no syscall).
     @Sendable public static func wallClock() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+        WallClock.now()
     }
 
     /// Calls `handler` on every SIGHUP (on a dispatch queue).

@@ -1,8 +1,10 @@
 import ArgumentParser
 import GatewayConfig
 import GatewayJSON
+import GatewayKeySets
 import GatewayServer
 import GatewaySessions
+import GatewayTokenService
 import GatewayTokens
 import Logging
 

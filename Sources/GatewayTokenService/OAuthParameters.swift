@@ -5,12 +5,12 @@ import NIOHTTP1
 /// The parameters of a token-endpoint request body: `application/x-www-form-urlencoded` (RFC 6749 §3.2) or a JSON
 /// object of strings. A parameter given twice, a bad percent-escape, bytes that are not UTF-8 or a non-string JSON
 /// member are `invalid_request` (RFC 6749 §3.1: parameters must not be included more than once).
-struct OAuthParameters: Sendable {
+package struct OAuthParameters: Sendable {
     private(set) var values: [String: String] = [:]
 
-    subscript(name: String) -> String? { values[name] }
+    package subscript(name: String) -> String? { values[name] }
 
-    static func parse(headers: HTTPHeaders, body: [UInt8]) throws(TokenServiceError) -> OAuthParameters {
+    package static func parse(headers: HTTPHeaders, body: [UInt8]) throws(TokenServiceError) -> OAuthParameters {
         let contentTypes = headers[canonicalForm: "content-type"]
         guard contentTypes.count == 1 else {
             throw .invalidRequest("Content-Type must be application/x-www-form-urlencoded or application/json")

@@ -1,11 +1,12 @@
 import CurlNIO
 import GatewayConfig
+import GatewayControl
 import Logging
 import NIOCore
 
 /// Every issuer whose revocation feed is followed (`revocations_uri`). A reload keeps the followers whose source is
 /// unchanged (they go on from the sequence they reached) and replaces the others.
-final class RevocationFollowers: Sendable {
+package final class RevocationFollowers: Sendable {
     let followers: [RevocationFollower]
 
     init(_ followers: [RevocationFollower]) {
@@ -13,7 +14,7 @@ final class RevocationFollowers: Sendable {
     }
 
     /// The followers `configuration` asks for; those of `previous` with the same source are taken over.
-    static func build(
+    package static func build(
         _ configuration: GatewayConfiguration, previous: RevocationFollowers?, loop: any EventLoop, drivers: CurlDriverGroup,
         readiness: Readiness, metrics: MetricsRegistry, logger: Logger
     ) throws -> RevocationFollowers {
@@ -37,14 +38,14 @@ final class RevocationFollowers: Sendable {
     }
 
     /// Starts the followers that are not running yet (those taken over from `previous` are).
-    func start(applyingTo loops: LoopContexts, previous: RevocationFollowers?) {
+    package func start(applyingTo loops: LoopContexts, previous: RevocationFollowers?) {
         for follower in followers where !(previous?.followers.contains { $0 === follower } ?? false) {
             follower.start(applyingTo: loops)
         }
     }
 
     /// Stops the followers `next` does not take over and forgets their readiness conditions.
-    func retire(replacedBy next: RevocationFollowers?, readiness: Readiness) {
+    package func retire(replacedBy next: RevocationFollowers?, readiness: Readiness) {
         for follower in followers where !(next?.followers.contains { $0 === follower } ?? false) {
             follower.stop()
             if !(next?.followers.contains { $0.source.issuer == follower.source.issuer } ?? false) {

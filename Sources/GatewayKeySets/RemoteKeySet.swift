@@ -1,4 +1,5 @@
 import CurlNIO
+import GatewayControl
 import GatewayJSON
 import GatewayTokens
 import Logging

@@ -10,7 +10,7 @@ import NIOCore
 /// `{"subject", "scopes"?, "claims"?}` is a success, 401/403/404 a wrong username or password, and anything else
 /// (another status, a malformed answer, no answer in time) a failed check: 503, so an outage never reads as "wrong
 /// password" and is never counted against the user's login limit.
-final class LoginUpstreamVerifier: CredentialVerifier {
+package final class LoginUpstreamVerifier: CredentialVerifier {
     let target: UpstreamTarget
     let path: String
     /// The exchange runs on this loop's libcurl driver.
@@ -19,7 +19,7 @@ final class LoginUpstreamVerifier: CredentialVerifier {
     let logger: Logger
     static let maxAnswerBytes = 64 * 1024
 
-    init(target: UpstreamTarget, path: String, loop: any EventLoop, drivers: CurlDriverGroup, logger: Logger) {
+    package init(target: UpstreamTarget, path: String, loop: any EventLoop, drivers: CurlDriverGroup, logger: Logger) {
         self.target = target
         self.path = path
         self.loop = loop
@@ -27,7 +27,7 @@ final class LoginUpstreamVerifier: CredentialVerifier {
         self.logger = logger
     }
 
-    func authenticate(username: String, password: String) async throws(TokenServiceError) -> AuthenticatedUser? {
+    package func authenticate(username: String, password: String) async throws(TokenServiceError) -> AuthenticatedUser? {
         let body = Array(JSONWriter.string(.object(JSONObject([("username", .string(username)), ("password", .string(password))]))).utf8)
         let request = CurlRequest(
             origin: target.origin, requestTarget: target.basePath + path, method: "POST",

@@ -9,7 +9,7 @@ import Synchronization
 /// Own code rather than swift-metrics + swift-prometheus: their counters and histograms synchronise on every update
 /// (atomics, and a lock per histogram observation), which the per-request path must not pay; per-loop counters
 /// summed at scrape time need no synchronisation at all.
-final class MetricsRegistry: Sendable {
+package final class MetricsRegistry: Sendable {
     /// A labelled counter family of the control plane.
     struct Counter: Sendable {
         var values: [[String]: Int] = [:]
@@ -21,6 +21,8 @@ final class MetricsRegistry: Sendable {
     }
 
     private let state = Mutex(State())
+
+    package init() {}
 
     /// name → (help, label names), for the control-plane families.
     static let controlFamilies: [(name: String, help: String, labels: [String])] = [
@@ -38,22 +40,22 @@ final class MetricsRegistry: Sendable {
         ("portcullis_revocation_feed_waiters", "Readers of this gateway's revocation feed waiting in a long poll now (at most 10,000)", []),
     ]
 
-    func increment(_ name: String, _ labels: [String]) {
+    package func increment(_ name: String, _ labels: [String]) {
         state.withLock { $0.counters[name, default: Counter()].values[labels, default: 0] += 1 }
     }
 
-    func setGauge(_ name: String, _ labels: [String], _ value: Double) {
+    package func setGauge(_ name: String, _ labels: [String], _ value: Double) {
         state.withLock { $0.gauges[name, default: [:]][labels] = value }
     }
 
     /// Forgets a gauge's sample (a followed feed that a reload removed).
-    func removeGauge(_ name: String, _ labels: [String]) {
+    package func removeGauge(_ name: String, _ labels: [String]) {
         state.withLock { _ = $0.gauges[name]?.removeValue(forKey: labels) }
     }
 
     /// The exposition of `data` (the summed loop snapshots), the remote key sets, the revoked-session count and the
     /// control-plane families.
-    func render(data: LoopMetrics.Snapshot, keySets: [KeySetStatus], revokedSessions: Int?) -> String {
+    package func render(data: LoopMetrics.Snapshot, keySets: [KeySetStatus], revokedSessions: Int?) -> String {
         var out = ""
         family(&out, "portcullis_requests_total", "Requests answered, by route and status", "counter")
         for (key, value) in data.requests.sorted(by: { ($0.key.route, $0.key.status) < ($1.key.route, $1.key.status) }) {

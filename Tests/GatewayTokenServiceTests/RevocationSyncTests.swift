@@ -4,7 +4,7 @@ import NIOPosix
 import Synchronization
 import Testing
 
-@testable import GatewayServer
+@testable import GatewayTokenService
 
 /// `RevocationSync` over the memory store: catch-up, idempotence, pages, and the feed's long-poll waiters. The
 /// waiters' timers run on one real event loop; nothing touches the network.

@@ -8,14 +8,14 @@ import NIOHTTP1
 /// The token endpoints under `token_service.path_prefix` (DESIGN §7) as a `LocalService` of the data path:
 /// `POST login`, `token`, `revoke` and `logout`, and `GET revocations` when the feed is configured. Parses the
 /// request, runs the `SessionService` off the event loop and answers in the RFC 6749 shape, `Cache-Control: no-store`.
-final class TokenEndpoints: LocalService {
+package final class TokenEndpoints: LocalService {
     let prefix: String
     let service: SessionService
     let realm: String
     /// The revocation feed, when `token_service.revocations_feed_token` is set.
     let feed: RevocationFeed?
     /// Token-endpoint bodies are a few hundred bytes; anything larger is refused before it is parsed.
-    let maxBodyBytes = 16 * 1024
+    package let maxBodyBytes = 16 * 1024
 
     init(prefix: String, service: SessionService, realm: String, feed: RevocationFeed? = nil) {
         self.feed = feed
@@ -28,7 +28,7 @@ final class TokenEndpoints: LocalService {
         case login, token, revoke, logout, revocations
     }
 
-    func respond(to request: LocalRequest, on eventLoop: any EventLoop) -> EventLoopFuture<LocalResponse> {
+    package func respond(to request: LocalRequest, on eventLoop: any EventLoop) -> EventLoopFuture<LocalResponse> {
         let name = request.path.dropFirst(prefix.count + 1)
         guard request.path != prefix, let endpoint = Endpoint(rawValue: String(name)), endpoint != .revocations || feed != nil else {
             return eventLoop.makeSucceededFuture(Self.error(

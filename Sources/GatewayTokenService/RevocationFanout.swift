@@ -1,3 +1,4 @@
+import GatewayControl
 import GatewayProxy
 import NIOCore
 import Synchronization
@@ -37,7 +38,7 @@ final class RevocationFanout: Sendable {
     /// future completes once every loop has it.
     @discardableResult
     static func apply(_ revocations: [Revocation], to loops: LoopContexts) -> EventLoopFuture<Void> {
-        let now = GatewayServer.wallClock()
+        let now = WallClock.now()
         return loops.apply { context in
             for revocation in revocations {
                 context.revocations.insert(revocation.sessionID, issuer: revocation.issuer, until: revocation.until, now: now)

@@ -1,5 +1,6 @@
 import CurlNIO
 import GatewayConfig
+import GatewayControl
 import GatewayJSON
 import GatewayTokens
 import Logging
@@ -225,7 +226,7 @@ final class RevocationFollower: Sendable {
         }
         guard !stopped else { return }
         let issuer = source.issuer
-        let now = GatewayServer.wallClock()
+        let now = WallClock.now()
         let live = page.revocations.filter { $0.until > now }
         var applied: EventLoopFuture<Void>? = nil
         if !live.isEmpty, let loops = loops.withLock({ $0 }) {

@@ -1,3 +1,4 @@
+import GatewayControl
 import Logging
 import Synchronization
 

@@ -1,10 +1,11 @@
 import CurlNIO
+import GatewayControl
 import GatewayJSON
 import GatewayProxy
 import GatewaySessions
 import Testing
 
-@testable import GatewayServer
+@testable import GatewayTokenService
 
 /// The feed's wire format on both sides: query parsing, the secret compare, the answer body, and the follower's
 /// checks of what it reads.

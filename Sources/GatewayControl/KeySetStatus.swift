@@ -9,4 +9,15 @@ public struct KeySetStatus: Sendable {
     public var fetchesFailed: [String: Int]
     /// Seconds since the last successful fetch (nil: none yet).
     public var ageSeconds: Double?
+
+    package init(
+        issuer: String, loaded: Bool, keyCount: Int, fetchesSucceeded: Int, fetchesFailed: [String: Int], ageSeconds: Double?
+    ) {
+        self.issuer = issuer
+        self.loaded = loaded
+        self.keyCount = keyCount
+        self.fetchesSucceeded = fetchesSucceeded
+        self.fetchesFailed = fetchesFailed
+        self.ageSeconds = ageSeconds
+    }
 }

@@ -1,9 +1,10 @@
+import GatewayControl
 import GatewayProxy
 import GatewaySessions
 import Logging
 import Testing
 
-@testable import GatewayServer
+@testable import GatewayTokenService
 
 /// DESIGN §9 "Database down" as `/readyz` and `/metrics` show it.
 @Suite struct StoreHealthTests {

@@ -31,7 +31,7 @@ struct RevocationFeedPage: Sendable, Hashable {
 /// It also serves the revocation feed: the entries that still matter are kept in memory in sequence order, so a
 /// feed answer never touches the store, and readers with nothing new wait (long poll) on a promise completed by the
 /// next round that brings entries — no thread and no polling per waiter.
-final class RevocationSync: Sendable {
+package final class RevocationSync: Sendable {
     typealias Apply = @Sendable ([RevocationRecord]) -> Void
 
     struct Settings: Sendable {
@@ -108,7 +108,7 @@ final class RevocationSync: Sendable {
     var hasCaughtUp: Bool { state.withLock { $0.caughtUp } }
 
     /// Feed readers waiting now.
-    var waiterCount: Int { state.withLock { $0.waiters.count } }
+    package var waiterCount: Int { state.withLock { $0.waiters.count } }
 
     // MARK: - Catching up
 
@@ -194,7 +194,7 @@ final class RevocationSync: Sendable {
     }
 
     /// Stops polling and answers every waiting feed reader with what it has (nothing new).
-    func stop() {
+    package func stop() {
         let (poll, waiters) = state.withLock { state in
             state.stopped = true
             defer {

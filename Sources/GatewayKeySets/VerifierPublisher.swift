@@ -1,3 +1,4 @@
+import GatewayControl
 import GatewayProxy
 import GatewayTokens
 import NIOCore

@@ -1,4 +1,5 @@
 import GatewayConfig
+import GatewayControl
 import GatewayJSON
 import GatewayProxy
 import GatewaySessions
@@ -10,17 +11,17 @@ import Synchronization
 /// The running token service: keys, session store, credential check, the `SessionService`, its HTTP endpoints and
 /// the documents it publishes. Revocations fan out to every event loop through `revocations` once the loops exist;
 /// `sync` keeps the loops in step with the store's revocation log (other replicas' revocations) and serves the feed.
-final class TokenServiceRuntime: Sendable {
-    let configuration: TokenService
-    let sessions: SessionService
-    let endpoints: TokenEndpoints
+package final class TokenServiceRuntime: Sendable {
+    package let configuration: TokenService
+    package let sessions: SessionService
+    package let endpoints: TokenEndpoints
     /// The own issuer's policy, for the data path's verifier.
-    let issuerPolicy: IssuerPolicy
+    package let issuerPolicy: IssuerPolicy
     /// JWKS and RFC 8414 metadata, by path.
-    let documents: [String: LocalDocument]
+    package let documents: [String: LocalDocument]
     let store: any SessionStore
     let revocations: RevocationFanout
-    let sync: RevocationSync
+    package let sync: RevocationSync
     private let metrics: MetricsRegistry
     private let usersVerifier: UsersFileVerifier?
     private let purgeTask = Mutex<Task<Void, Never>?>(nil)
@@ -28,11 +29,11 @@ final class TokenServiceRuntime: Sendable {
     /// Opens the keys, the store and the users file; nothing is served yet. A reload passes the running runtime as
     /// `previous`: its session store, revocation fan-out and sync carry over (the store configuration cannot change
     /// without a restart), everything else is read anew (keys, users, lifetimes, limits).
-    static func start(
+    package static func start(
         _ service: TokenService, configuration: GatewayConfiguration, credentials upstreamCredentials: (any CredentialVerifier)?,
         metrics: MetricsRegistry, logger: Logger, previous: TokenServiceRuntime? = nil
     ) async throws -> TokenServiceRuntime {
-        let now = GatewayServer.wallClock()
+        let now = WallClock.now()
         let leeway = Double(configuration.auth.leewaySeconds)
         let retention = Double(service.accessTokenTTLSeconds) + leeway
         let (signingKey, issuerPolicy, jwks) = try TokenServiceKeys.open(service, now: now, retention: retention)
@@ -52,7 +53,7 @@ final class TokenServiceRuntime: Sendable {
 
         let store = if let previous { previous.store } else { try await SessionStores.open(configuration.store) }
         let revocations = previous?.revocations ?? RevocationFanout()
-        let sync = previous?.sync ?? RevocationSync(store: store, retention: retention, clock: GatewayServer.wallClock)
+        let sync = previous?.sync ?? RevocationSync(store: store, retention: retention, clock: WallClock.now)
         let ownIssuer = service.issuer
         let settings = SessionService.Settings(
             accessTokenLifetime: service.accessTokenTTLSeconds,
@@ -79,7 +80,7 @@ final class TokenServiceRuntime: Sendable {
                 case .revocation(let cause): metrics.increment("portcullis_revocations_total", [cause])
                 }
             },
-            clock: GatewayServer.wallClock,
+            clock: WallClock.now,
             // The entry is in the log now: feed readers and this process's sync pick it up at once.
             onRevocationLogged: { sync.wake() })
 
@@ -121,7 +122,7 @@ final class TokenServiceRuntime: Sendable {
     /// survive a restart, and other replicas'), and starts the background work: a poll of the log every 5 s, which
     /// is also the store's health check (readiness condition `store`, `degraded`, `portcullis_store_up`), and the
     /// cleanup every minute. A store that does not answer at start leaves the gateway unready, not stopped.
-    func attach(_ loops: LoopContexts, readiness: Readiness, logger: Logger) async throws {
+    package func attach(_ loops: LoopContexts, readiness: Readiness, logger: Logger) async throws {
         revocations.attach(loops)
         let sessions = self.sessions
         let fanout = revocations
@@ -170,7 +171,7 @@ final class TokenServiceRuntime: Sendable {
     }
 
     /// Stops the background work and the password workers; closes the store unless a newer runtime took it over.
-    func shutdown(closingStore: Bool = true) async {
+    package func shutdown(closingStore: Bool = true) async {
         purgeTask.withLock { $0?.cancel() }
         await usersVerifier?.shutdown()
         if closingStore {

@@ -1,4 +1,5 @@
 import CurlNIO
+import GatewayControl
 import GatewayProxy
 import GatewayTokens
 import Logging
@@ -15,7 +16,7 @@ public final class RemoteKeySets: KeyRefetcher {
     /// - Parameters:
     ///   - policies: every issuer's policy as loaded (remote ones without keys), in configured order.
     ///   - loop: where fetches and timers run (one of the gateway's loops; its libcurl driver does the fetching).
-    init(
+    package init(
         sources: [RemoteKeySource], policies: [IssuerPolicy], leeway: Double, loop: any EventLoop, drivers: CurlDriverGroup,
         readiness: Readiness, logger: Logger
     ) {
@@ -30,26 +31,26 @@ public final class RemoteKeySets: KeyRefetcher {
     }
 
     /// Starts the prefetches; new key sets are installed on `loops`.
-    func start(installingOn loops: LoopContexts) {
+    package func start(installingOn loops: LoopContexts) {
         publisher.attach(loops)
         for set in ordered { set.start() }
     }
 
     /// Stops timers and fetching (shutdown, or a reload that replaces these key sets); a fetch in flight installs
     /// nothing.
-    func stop() {
+    package func stop() {
         for set in ordered { set.stop() }
     }
 
     /// The issuers' readiness condition names (a reload that drops these sets unregisters them).
-    var readinessNames: [String] { ordered.map(\.source.readinessName) }
+    package var readinessNames: [String] { ordered.map(\.source.readinessName) }
 
     /// See `VerifierPublisher.replacePolicies`.
-    func replacePolicies(_ policies: [IssuerPolicy]) -> TokenVerifier {
+    package func replacePolicies(_ policies: [IssuerPolicy]) -> TokenVerifier {
         publisher.replacePolicies(policies)
     }
 
-    func republish() {
+    package func republish() {
         publisher.republish()
     }
 
