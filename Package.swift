@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
     ],
     targets: [
         // libcurl through a system-library target; the shim header wraps the variadic C API.
@@ -113,7 +114,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // Assembly: listeners, admin endpoints, generations and reload, logging, signals and drain.
+        // Assembly: listeners, admin endpoints, generations and reload, logging; startup, signals,
+        // reload and drain run as services of one swift-service-lifecycle ServiceGroup.
         .target(
             name: "GatewayServer",
             dependencies: [
@@ -123,6 +125,8 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

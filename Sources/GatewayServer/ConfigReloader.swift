@@ -115,8 +115,11 @@ actor ConfigReloader {
         await reload(reason: "file changed")
     }
 
-    func stop() {
+    /// Stops watching the file; returns once a reload the watcher started has finished.
+    func stop() async {
         watcher?.cancel()
+        await watcher?.value
+        watcher = nil
     }
 }
 
