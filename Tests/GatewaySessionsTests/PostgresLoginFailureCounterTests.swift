@@ -69,7 +69,7 @@ import Testing
         let server = try PostgresTestServer.start()
         defer { server.destroy() }
         let settings = server.settings(database: try await server.createDatabase(), connectTimeoutMilliseconds: 300)
-        let store = try await PostgresSessionStore.open(settings)
+        let store = try await openRetrying(settings)
         let counter = store.loginFailureCounter(limits: .init())
         server.stop()
         await #expect(throws: SessionStoreError.self) { _ = try await counter.retryAfter(username: "a", address: nil, now: 0) }

@@ -52,7 +52,7 @@ import Testing
     @Test func aServerRestartIsDisconnectedThenConnected() async throws {
         let server = try PostgresTestServer.start()
         defer { server.destroy() }
-        let settings = server.settings(database: try await server.createDatabase(), connectTimeoutMilliseconds: 500)
+        let settings = server.settings(database: try await server.createDatabase(), connectTimeoutMilliseconds: 1000)
         let listener = PostgresRevocationListener(settings: settings, heartbeat: .milliseconds(300))
         var events = listener.events.makeAsyncIterator()
         #expect(await next(&events) == .connected)
@@ -65,7 +65,7 @@ import Testing
         try server.launch()
         #expect(await next(&events, within: .seconds(15)) == .connected)
         // It listens again: a revocation made now is notified.
-        let store = try await PostgresSessionStore.open(settings)
+        let store = try await openRetrying(settings)
         try await store.create(SessionRecord(id: "s", subject: "a", scopes: [], clientID: "c", createdAt: t0), refreshTokenHash: [1])
         try await store.revoke(sessionID: "s", at: t0)
         if case .notified = await next(&events) {} else { Issue.record("no notification after the restart") }

@@ -162,7 +162,7 @@ import Testing
         let server = try PostgresTestServer.start()
         defer { server.destroy() }
         let settings = server.settings(database: try await server.createDatabase(), connectTimeoutMilliseconds: 500)
-        let store = try await PostgresSessionStore.open(settings)
+        let store = try await openRetrying(settings)
         try await store.create(session("s1"), refreshTokenHash: [1])
         server.stop()
         for _ in 0..<3 {

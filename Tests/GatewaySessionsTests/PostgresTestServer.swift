@@ -1,8 +1,5 @@
 import Foundation
 import GatewaySessions
-import Logging
-import NIOCore
-import PostgresNIO
 import Synchronization
 
 #if canImport(Glibc)
@@ -28,15 +25,22 @@ final class PostgresTestServer: Sendable {
     let port: Int
     let user = "portcullis"
     let password: String
+    /// Whether the server only accepts TLS over TCP (`hostssl`), with a certificate for 127.0.0.1 and localhost
+    /// issued by `caFile`.
+    let tls: Bool
     private let process = Mutex<Process?>(nil)
+
+    /// The test CA that issued the server's certificate (TLS servers).
+    var caFile: String { directory + "/tls/ca.pem" }
 
     var dataDirectory: String { directory + "/data" }
     var socketDirectory: String { directory + "/sock" }
 
-    private init(directory: String, port: Int, password: String) {
+    private init(directory: String, port: Int, password: String, tls: Bool) {
         self.directory = directory
         self.port = port
         self.password = password
+        self.tls = tls
     }
 
     // MARK: - The shared server
@@ -60,15 +64,36 @@ final class PostgresTestServer: Sendable {
         if case .success(let server) = sharedResult { server.destroy() }
     }
 
+    private static let sharedTLSResult: Result<PostgresTestServer, Failure> = {
+        do {
+            let server = try PostgresTestServer.start(tls: true)
+            atexit { PostgresTestServer.stopSharedTLS() }
+            return .success(server)
+        } catch {
+            return .failure(Failure(description: "cannot start the test PostgreSQL server with TLS: \(error)"))
+        }
+    }()
+
+    /// A second shared server that accepts TCP only with TLS, started on first use, stopped at exit.
+    static func sharedTLS() throws -> PostgresTestServer {
+        try sharedTLSResult.get()
+    }
+
+    private static func stopSharedTLS() {
+        if case .success(let server) = sharedTLSResult { server.destroy() }
+    }
+
     // MARK: - Life cycle
 
-    /// A new server of its own (initdb, start, role); `destroy()` it at the end.
-    static func start() throws -> PostgresTestServer {
+    /// A new server of its own (initdb, start, role); `destroy()` it at the end. With `tls`, TCP connections must
+    /// use TLS.
+    static func start(tls: Bool = false) throws -> PostgresTestServer {
         let bin = try binDirectory()
         var template = Array("/tmp/pcpg-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw Failure(description: "mkdtemp failed") }
         let directory = String(cString: made)
-        let server = PostgresTestServer(directory: directory, port: try freePort(), password: "pw-" + UUID().uuidString)
+        let server = PostgresTestServer(
+            directory: directory, port: try freePort(), password: "pw-" + UUID().uuidString, tls: tls)
         do {
             try server.initialise(bin: bin)
             try server.launch()
@@ -97,10 +122,32 @@ final class PostgresTestServer: Sendable {
         // Only loopback TCP with a password, and the local socket for the test's administration.
         let hba = """
             local all postgres trust
-            host all all 127.0.0.1/32 scram-sha-256
+            \(tls ? "hostssl" : "host") all all 127.0.0.1/32 scram-sha-256
 
             """
         try hba.write(toFile: dataDirectory + "/pg_hba.conf", atomically: false, encoding: .utf8)
+        if tls { try makeCertificates() }
+    }
+
+    /// A CA and a server certificate for 127.0.0.1 and localhost (P-256), and the server's TLS settings.
+    private func makeCertificates() throws {
+        let dir = directory + "/tls"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try "subjectAltName=IP:127.0.0.1,DNS:localhost\n".write(toFile: dir + "/san.ext", atomically: false, encoding: .utf8)
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        try run("/usr/bin/openssl", ["req", "-x509"] + ec + ["-keyout", dir + "/ca.key", "-out", dir + "/ca.pem", "-days", "2", "-subj", "/CN=portcullis-test-ca"], asPostgres: false)
+        try run("/usr/bin/openssl", ["req"] + ec + ["-keyout", dir + "/server.key", "-out", dir + "/server.csr", "-subj", "/CN=localhost"], asPostgres: false)
+        try run("/usr/bin/openssl", [
+            "x509", "-req", "-in", dir + "/server.csr", "-CA", dir + "/ca.pem", "-CAkey", dir + "/ca.key", "-CAcreateserial",
+            "-out", dir + "/server.pem", "-days", "2", "-extfile", dir + "/san.ext",
+        ], asPostgres: false)
+        _ = chmod(dir + "/server.key", 0o600)
+        if Self.runsAsRoot { try run("/bin/chown", ["-R", "postgres:postgres", dir], asPostgres: false) }
+        let settings = "\nssl = on\nssl_cert_file = '\(dir)/server.pem'\nssl_key_file = '\(dir)/server.key'\n"
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: dataDirectory + "/postgresql.conf"))
+        handle.seekToEndOfFile()
+        handle.write(Data(settings.utf8))
+        try handle.close()
     }
 
     /// Starts `postgres` (again, after `stop()`) on the same port and data directory, and waits until it accepts
@@ -118,7 +165,7 @@ final class PostgresTestServer: Sendable {
         process.executableURL = URL(fileURLWithPath: arguments[0])
         process.arguments = Array(arguments.dropFirst())
         let logPath = directory + "/postgres.log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = FileHandle(forWritingAtPath: logPath)
         log?.seekToEndOfFile()
         process.standardOutput = log
@@ -161,27 +208,23 @@ final class PostgresTestServer: Sendable {
 
     // MARK: - For tests
 
-    /// A new empty database owned by `portcullis`.
+    /// A new empty database owned by `portcullis` (made over the unix socket, so it works for TLS servers too).
     func createDatabase() async throws -> String {
         let name = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
-        let configuration = PostgresConnection.Configuration(
-            host: "127.0.0.1", port: port, username: user, password: password, database: "postgres", tls: .disable)
-        let connection = try await PostgresConnection.connect(
-            configuration: configuration, id: 1, logger: Logger(label: "test-admin"))
-        do {
-            try await connection.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: Logger(label: "test-admin"))
-        } catch {
-            try? await connection.close()
-            throw error
-        }
-        try? await connection.close()
+        try run(try Self.binDirectory() + "/psql", [
+            "-X", "-q", "-h", socketDirectory, "-p", "\(port)", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1",
+            "-c", "CREATE DATABASE \(name) OWNER \(user)",
+        ], asPostgres: false)
         return name
     }
 
     /// Connection settings for `database` on this server.
-    func settings(database: String, connectTimeoutMilliseconds: Int = 2000, poolSize: Int = 4) -> PostgresConnectionSettings {
+    func settings(
+        database: String, tls: PostgresConnectionSettings.TLSMode = .disable, connectTimeoutMilliseconds: Int = 2000,
+        poolSize: Int = 4
+    ) -> PostgresConnectionSettings {
         PostgresConnectionSettings(
-            host: "127.0.0.1", port: port, user: user, password: password, database: database, tls: .disable,
+            host: "127.0.0.1", port: port, user: user, password: password, database: database, tls: tls,
             poolSize: poolSize, connectTimeoutMilliseconds: connectTimeoutMilliseconds)
     }
 
@@ -257,4 +300,13 @@ final class PostgresTestServer: Sendable {
             }
         }
     }
+}
+
+/// Opens a store, retrying a few times: tests that use a short deadline (to see it expire later) may miss it while
+/// connecting on a loaded machine.
+func openRetrying(_ settings: PostgresConnectionSettings) async throws -> PostgresSessionStore {
+    for _ in 0..<4 {
+        if let store = try? await PostgresSessionStore.open(settings) { return store }
+    }
+    return try await PostgresSessionStore.open(settings)
 }
