@@ -11,29 +11,93 @@ import Synchronization
 ///   database is down (research §1.2); past the deadline the caller gets `SessionStoreError(.timedOut)` at once,
 ///   and the connection the call was using is closed, so a query lost in a silent partition does not keep its
 ///   connection forever;
-/// - errors mapped to `SessionStoreError` (outage) or `PostgresStoreError`, with no password in them.
+/// - errors mapped to `SessionStoreError` (outage) or `PostgresStoreError`, with no password in them;
+/// - a quick recovery after a long outage. The pool retries connecting with a backoff that grows to 60 s, and
+///   after 60 s without a connection fails every lease at once (its circuit breaker), so once the database is
+///   back it could take up to a minute to notice. When a call fails `.unavailable`, a probe connects directly
+///   with its own backoff (100 ms → 5 s); as soon as one succeeds, the pool is replaced by a fresh one.
 final class PostgresPool: Sendable {
     let settings: PostgresConnectionSettings
-    let client: PostgresClient
     let logger: Logger
-    private let runTask: Mutex<Task<Void, Never>?>
+    private let state: Mutex<State>
+
+    private struct State {
+        var client: PostgresClient
+        var runTask: Task<Void, Never>
+        var healing: Task<Void, Never>?
+        var closed = false
+        /// How many times the pool was replaced (tests).
+        var generation = 0
+        var lastReplaced: ContinuousClock.Instant?
+    }
+
+    /// A pool is replaced at most this often: `.unavailable` from a reachable server (too many connections, an
+    /// administrator's kill) must not turn into a reconnect storm.
+    static let minimumReplacementInterval = Duration.seconds(10)
 
     init(settings: PostgresConnectionSettings, logger: Logger) throws {
         self.settings = settings
         self.logger = logger
         let client = PostgresClient(configuration: try settings.clientConfiguration(), backgroundLogger: logger)
-        self.client = client
-        self.runTask = Mutex(Task { await client.run() })
+        self.state = Mutex(State(client: client, runTask: Task { await client.run() }))
     }
 
-    /// Cancels the pool's task (which closes its connections) and waits for it to end.
+    /// The pool in use now.
+    var client: PostgresClient { state.withLock { $0.client } }
+
+    var generation: Int { state.withLock { $0.generation } }
+
+    /// Cancels the pool's task (which closes its connections) and any recovery, and waits for them to end.
     func close() async {
-        let task = runTask.withLock { task -> Task<Void, Never>? in
-            defer { task = nil }
-            return task
+        let tasks = state.withLock { state -> [Task<Void, Never>] in
+            guard !state.closed else { return [] }
+            state.closed = true
+            return [state.runTask] + (state.healing.map { [$0] } ?? [])
         }
-        task?.cancel()
-        await task?.value
+        for task in tasks { task.cancel() }
+        for task in tasks { await task.value }
+    }
+
+    /// Starts the recovery probe unless it runs already (see the type's comment).
+    func startHealing() {
+        let settings = self.settings
+        let logger = self.logger
+        state.withLock { state in
+            guard !state.closed, state.healing == nil else { return }
+            if let last = state.lastReplaced, last.duration(to: .now) < Self.minimumReplacementInterval { return }
+            state.healing = Task { [weak self] in
+                var delay = Duration.milliseconds(100)
+                while !Task.isCancelled {
+                    let reachable = (try? await PostgresProbe.withConnection(settings, "probe", logger: logger) { _ in true }) ?? false
+                    if reachable {
+                        await self?.replaceClient()
+                        return
+                    }
+                    try? await Task.sleep(for: delay)
+                    delay = min(delay * 2, .seconds(5))
+                }
+            }
+        }
+    }
+
+    /// Swaps in a fresh pool and stops the old one (its leases fail; their callers get `.unavailable` and retry).
+    func replaceClient() async {
+        guard let configuration = try? settings.clientConfiguration() else { return }
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        let runTask = Task { await client.run() }
+        let old = state.withLock { state -> Task<Void, Never>? in
+            state.healing = nil
+            guard !state.closed else { return runTask }
+            defer {
+                state.client = client
+                state.runTask = runTask
+                state.generation += 1
+                state.lastReplaced = .now
+            }
+            return state.runTask
+        }
+        old?.cancel()
+        await old?.value
     }
 
     /// Runs `body` on a leased connection under the deadline. `what` names the operation in errors.
@@ -42,10 +106,11 @@ final class PostgresPool: Sendable {
         _ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
         let lease = LeaseWatch()
-        let client = self.client
         let deadline = settings.deadline
         let milliseconds = settings.connectTimeoutMilliseconds
-        guard runTask.withLock({ $0 != nil }) else { throw PostgresStoreError(.closed, "\(what): the store is closed") }
+        guard let client = state.withLock({ $0.closed ? nil : $0.client }) else {
+            throw PostgresStoreError(.closed, "\(what): the store is closed")
+        }
         do {
             return try await withThrowingTaskGroup(of: Outcome<T>.self) { group in
                 group.addTask {
@@ -91,7 +156,9 @@ final class PostgresPool: Sendable {
                 }
             }
         } catch {
-            throw PostgresStoreError.map(error, what)
+            let mapped = PostgresStoreError.map(error, what)
+            if let failure = mapped as? SessionStoreError, failure.code == .unavailable { startHealing() }
+            throw mapped
         }
     }
 
