@@ -11,8 +11,16 @@ enum PostgresProbe {
     static func connect(_ settings: PostgresConnectionSettings, _ what: String, logger: Logger) async throws -> PostgresConnection {
         let configuration = try settings.connectionConfiguration()
         // The connect attempt is cancelled when the deadline passes (postgres-nio closes a half-made connection).
-        return try await withDeadline(settings, what) {
-            try await PostgresConnection.connect(configuration: configuration, id: nextID(), logger: logger)
+        // A connection that completes just as the deadline passes is closed here: nobody will use it, and
+        // postgres-nio wants every connection closed before it is released.
+        let late = LateConnection()
+        return try await withDeadline(settings, what, onTimeout: { late.expire() }) {
+            let connection = try await PostgresConnection.connect(configuration: configuration, id: nextID(), logger: logger)
+            guard late.deliver(connection) else {
+                try? await connection.close()
+                throw CancellationError()
+            }
+            return connection
         }
     }
 
@@ -42,7 +50,7 @@ enum PostgresProbe {
     /// attempt is cancelled.
     static func withDeadline<T: Sendable>(
         _ settings: PostgresConnectionSettings, _ what: String, closing connection: PostgresConnection? = nil,
-        _ body: @escaping @Sendable () async throws -> T
+        onTimeout: @escaping @Sendable () -> Void = {}, _ body: @escaping @Sendable () async throws -> T
     ) async throws -> T {
         let deadline = settings.deadline
         let milliseconds = settings.connectTimeoutMilliseconds
@@ -52,6 +60,7 @@ enum PostgresProbe {
                 group.addTask {
                     try await Task.sleep(for: deadline)
                     connection?.closeWithoutWaiting()
+                    onTimeout()
                     return nil
                 }
                 guard let first = try await group.next() else { throw CancellationError() }
@@ -71,6 +80,34 @@ enum PostgresProbe {
     /// Connection ids for postgres-nio's logs (the pool numbers its own from 0).
     static func nextID() -> Int {
         counter.add(1, ordering: .relaxed).newValue
+    }
+}
+
+/// A connection made by `connect`, and whether its deadline passed first: exactly one side ends up closing a
+/// connection that arrives too late.
+private final class LateConnection: Sendable {
+    private struct State {
+        var connection: PostgresConnection?
+        var expired = false
+    }
+
+    private let state = Mutex(State())
+
+    /// false when the deadline passed already: the caller closes the connection.
+    func deliver(_ connection: PostgresConnection) -> Bool {
+        state.withLock { state in
+            if !state.expired { state.connection = connection }
+            return !state.expired
+        }
+    }
+
+    /// Closes a connection delivered but no longer wanted.
+    func expire() {
+        let connection = state.withLock { state -> PostgresConnection? in
+            state.expired = true
+            return state.connection
+        }
+        connection?.closeWithoutWaiting()
     }
 }
 
