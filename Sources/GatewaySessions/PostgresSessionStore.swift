@@ -69,17 +69,8 @@ public final class PostgresSessionStore: SessionStore {
     public func lookup(refreshTokenHash: [UInt8]) async throws -> (token: RefreshTokenRecord, session: SessionRecord)? {
         let logger = self.logger
         let found = try await pool.withConnection("lookup") { connection -> LookupRow? in
-            let rows = try await connection.query(
-                """
-                SELECT t.state, t.retired_at, t.successor,
-                       s.id, s.subject, s.scopes, s.client_id, s.claims, s.created_at, s.last_refreshed_at, s.revoked_at
-                FROM portcullis_refresh_tokens AS t JOIN portcullis_sessions AS s ON s.id = t.session_id
-                WHERE t.hash = \(Bytes(refreshTokenHash))
-                """, logger: logger)
             var result: LookupRow?
-            for try await row in rows.decode(
-                (String, Double?, ByteBuffer?, String, String, String, String, String, Double, Double, Double?).self)
-            {
+            for try await row in try await connection.execute(LookupStatement(hash: refreshTokenHash), logger: logger) {
                 result = LookupRow(row)
             }
             return result
@@ -99,32 +90,15 @@ public final class PostgresSessionStore: SessionStore {
 
     public func rotate(oldHash: [UInt8], at: Double, sealedSuccessor: [UInt8], newHash: [UInt8], session: SessionRecord) async throws -> Bool {
         let logger = self.logger
-        let successor: Bytes? = sealedSuccessor.isEmpty ? nil : Bytes(sealedSuccessor)
+        let statement = RotateStatement(
+            oldHash: oldHash, at: at, sealedSuccessor: sealedSuccessor, newHash: newHash, session: session)
         return try await pool.withConnection("rotate") { connection in
-            // One statement (atomic, one round trip). `retired` is the conditional update that decides a race; the
-            // other two run only when it retired the token. The session's row is updated only while it is not
-            // revoked, and its revoked_at is never written here: a revocation committed meanwhile must stand.
-            let rows = try await connection.query(
-                """
-                WITH retired AS (
-                    UPDATE portcullis_refresh_tokens SET state = 'retired', retired_at = \(at), successor = \(successor)
-                    WHERE hash = \(Bytes(oldHash)) AND state = 'active' AND session_id = \(session.id)
-                      AND EXISTS (SELECT 1 FROM portcullis_sessions WHERE id = \(session.id) AND revoked_at IS NULL)
-                    RETURNING session_id
-                ), added AS (
-                    INSERT INTO portcullis_refresh_tokens (hash, session_id) SELECT \(Bytes(newHash)), session_id FROM retired
-                    RETURNING 1
-                ), refreshed AS (
-                    UPDATE portcullis_sessions SET subject = \(session.subject), scopes = \(session.scopes.joined(separator: " ")),
-                        client_id = \(session.clientID), claims = \(session.claims), created_at = \(session.createdAt),
-                        last_refreshed_at = \(session.lastRefreshedAt)
-                    WHERE id IN (SELECT session_id FROM retired) AND revoked_at IS NULL
-                    RETURNING 1
-                )
-                SELECT count(*) FROM retired
-                """, logger: logger)
+            // One statement (atomic, one round trip; `RotateStatement.sql`). Its `retired` part is the conditional
+            // update that decides a race; the other two run only when it retired the token. The session's row is
+            // updated only while it is not revoked, and its revoked_at is never written here: a revocation
+            // committed meanwhile must stand.
             var count = 0
-            for try await n in rows.decode(Int.self) { count = n }
+            for try await n in try await connection.execute(statement, logger: logger) { count = n }
             return count == 1
         }
     }
