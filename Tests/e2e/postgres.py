@@ -60,6 +60,15 @@ def _as_postgres() -> dict:
     return {"preexec_fn": demote}
 
 
+# Runs "$@" (the server) until SIGTERM or until process PARENT is gone; then SIGQUIT (immediate shutdown) and wait.
+_WATCHDOG = """
+"$@" & pg=$!
+trap 'kill -QUIT $pg 2>/dev/null; wait $pg; exit 0' TERM INT
+while kill -0 PARENT 2>/dev/null && kill -0 $pg 2>/dev/null; do sleep 0.5 & wait $!; done
+kill -QUIT $pg 2>/dev/null; wait $pg
+"""
+
+
 @dataclass
 class PostgresDatabase:
     """One database on a server: what a gateway's `store` block needs."""
@@ -132,11 +141,17 @@ class PostgresServer:
         if self.process is not None and self.process.poll() is None:
             return
         log = open(self.log_path, "ab")
+        # A small shell keeps watch: it stops the server on SIGTERM (stop()) and also when this Python process is
+        # gone, so a killed test run leaves no server behind. The server itself drops root (preexec_fn does not
+        # reach through the shell), via setpriv.
+        drop = (["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+                if os.geteuid() == 0 else [])
         self.process = subprocess.Popen(
+            ["/bin/sh", "-c", _WATCHDOG.replace("PARENT", str(os.getpid())), "postgres-watchdog"] + drop +
             [f"{self.bin}/postgres", "-D", self.data_dir, "-p", str(self.port), "-k", self.socket_dir,
              "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
              "-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=32MB"],
-            stdout=log, stderr=log, cwd=self.directory, **_as_postgres())
+            stdout=log, stderr=log, cwd=self.directory)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -154,7 +169,7 @@ class PostgresServer:
         if self.process is None:
             return
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)
+            self.process.send_signal(signal.SIGTERM)  # the watchdog stops the server (SIGQUIT) and waits for it
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
