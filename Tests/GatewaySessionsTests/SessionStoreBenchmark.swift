@@ -4,7 +4,8 @@ import Testing
 @testable import GatewaySessions
 
 /// A micro-benchmark, not a test: off unless PORTCULLIS_BENCH=1, asserts nothing about time, prints rotations per
-/// second of the SQLite store (WAL, synchronous=NORMAL) on a temporary file.
+/// second of the SQLite store (WAL, synchronous=NORMAL) on a temporary file, and of the PostgreSQL store on the test
+/// server (fsync off, loopback: compare the two as a ratio, DESIGN §8 "a refresh on PostgreSQL ≥ 0.5× SQLite").
 /// Run: PORTCULLIS_BENCH=1 swift test -c release --filter GatewaySessionsTests.SessionStoreBenchmark
 @Suite(.enabled(if: ProcessInfo.processInfo.environment["PORTCULLIS_BENCH"] == "1"))
 struct SessionStoreBenchmark {
@@ -21,7 +22,7 @@ struct SessionStoreBenchmark {
     static let successor = [UInt8](repeating: 0x5A, count: 700)
 
     /// Rotates chain `chain` (session "c<chain>") `count` times, starting from step `first`.
-    static func rotate(_ store: SQLiteSessionStore, chain: Int, from first: Int, count: Int, t0: Double) async throws {
+    static func rotate(_ store: any SessionStore, chain: Int, from first: Int, count: Int, t0: Double) async throws {
         var session = SessionRecord(id: "c\(chain)", subject: "bench", scopes: ["read"], clientID: "portcullis", createdAt: t0)
         for step in first..<(first + count) {
             session.lastRefreshedAt = t0 + Double(step)
@@ -84,6 +85,40 @@ struct SessionStoreBenchmark {
         }
         report("\(tasks) tasks over two instances on one file", tasks * perTask, clock.now - sharedStart)
         await other.close()
+        await store.close()
+    }
+
+    @Test func postgresRotationsPerSecond() async throws {
+        let server = try PostgresTestServer.shared()
+        let settings = server.settings(database: try await server.createDatabase(), poolSize: 8)
+        let store = try await PostgresSessionStore.open(settings)
+        let tasks = 8
+        for chain in 0...tasks {
+            try await store.create(
+                SessionRecord(id: "c\(chain)", subject: "bench", scopes: ["read"], clientID: "portcullis", createdAt: t0),
+                refreshTokenHash: Self.hash(chain, 0))
+        }
+        let clock = ContinuousClock()
+        func report(_ name: String, _ count: Int, _ elapsed: Duration) {
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            print("bench PostgresSessionStore \(name): \(count) rotations in \(String(format: "%.3f", seconds)) s = "
+                  + "\(String(format: "%.0f", Double(count) / seconds)) rotations/s")
+        }
+        try await Self.rotate(store, chain: tasks, from: 0, count: 300, t0: t0)  // warm-up
+        let sequential = 3_000
+        let start = clock.now
+        try await Self.rotate(store, chain: tasks, from: 300, count: sequential, t0: t0)
+        report("sequential", sequential, clock.now - start)
+        let perTask = 1_000
+        let t0 = self.t0
+        let concurrentStart = clock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for chain in 0..<tasks {
+                group.addTask { try await Self.rotate(store, chain: chain, from: 0, count: perTask, t0: t0) }
+            }
+            try await group.waitForAll()
+        }
+        report("\(tasks) concurrent tasks", tasks * perTask, clock.now - concurrentStart)
         await store.close()
     }
 }
