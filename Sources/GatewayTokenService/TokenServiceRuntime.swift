@@ -214,8 +214,8 @@ package final class TokenServiceRuntime: Sendable {
 }
 
 /// Opens the configured session store.
-enum SessionStores {
-    static func open(_ store: Store) async throws -> any SessionStore {
+package enum SessionStores {
+    package static func open(_ store: Store) async throws -> any SessionStore {
         switch store.kind {
         case .memory:
             return MemorySessionStore()

@@ -89,6 +89,19 @@ struct Check: AsyncParsableCommand {
         } catch {
             throw options.fail(error)
         }
+        // A shared database is part of the configuration's truth: an unreachable host, a refused password or a TLS
+        // failure is found here, before a deployment rolls out (DESIGN §9). No file is created for SQLite.
+        if configuration.tokenService != nil, configuration.store.kind == .postgres {
+            do {
+                let store = try await SessionStores.open(configuration.store)
+                await store.close()
+            } catch let errors as ConfigErrors {
+                throw options.fail(errors)
+            } catch {
+                printError("\(options.config): store: \(error)")
+                throw ExitCode(1)
+            }
+        }
         print("\(options.config): ok (\(configuration.routes.count) routes, \(configuration.upstreams.count) upstreams, \(configuration.issuers.count) issuers)")
     }
 }
