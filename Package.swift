@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.0"),
     ],
     targets: [
         // libcurl through a system-library target; the shim header wraps the variadic C API.
@@ -51,9 +52,14 @@ let package = Package(
         .target(
             name: "GatewaySessions",
             dependencies: [
-                "GatewayTokens", "GatewayJSON", "CCrypt", "CSQLite",
+                "GatewayTokens", "GatewayJSON", "GatewayConfig", "CCrypt", "CSQLite",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
+                // The shared store of a fleet (DESIGN §9).
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -101,7 +107,13 @@ let package = Package(
         .testTarget(name: "GatewayJSONTests", dependencies: ["GatewayJSON"], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "GatewaySessionsTests", dependencies: ["GatewaySessions", "GatewayTokens", "GatewayJSON"],
+            name: "GatewaySessionsTests",
+            dependencies: [
+                "GatewaySessions", "GatewayTokens", "GatewayJSON", "GatewayConfig",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "GatewayTokensTests",

@@ -429,6 +429,15 @@ private struct Decoder {
         if var s = r.child("signing") {
             service.signingAlgorithm = s.oneOf("algorithm", ["ES256", "EdDSA", "RS256", "PS256"], default: service.signingAlgorithm)
             service.keyDirectory = s.string("key_dir").map(resolve) ?? service.keyDirectory
+            let kek = s.string("key_encryption_key")
+            let kekFile = s.string("key_encryption_key_file")
+            if let kek, kek.utf8.count < 32 { s.record(.invalidValue, "key_encryption_key", "must be at least 32 bytes long") }
+            if kek != nil && kekFile != nil {
+                s.record(.invalidValue, "key_encryption_key_file", "give key_encryption_key or key_encryption_key_file, not both")
+            }
+            service.keyEncryptionKey = kek.map { .value($0) } ?? kekFile.map { .file(resolve($0)) }
+            service.activationDelaySeconds = s.integer(
+                "activation_delay_seconds", default: service.activationDelaySeconds, range: 0...86400)
             s.finish()
         }
         service.usersFile = r.string("users_file").map(resolve)
@@ -469,12 +478,47 @@ private struct Decoder {
         var store = Store(path: resolve("data/portcullis.db"))
         guard var r = root.child("store") else { return store }
         store.kind = Store.Kind(rawValue: r.oneOf("type", ["sqlite", "memory", "postgres"], default: "sqlite")) ?? .sqlite
-        store.path = r.string("path").map(resolve) ?? store.path
-        store.url = r.string("url")
         if store.kind == .postgres {
-            r.record(.invalidValue, "type", "the postgres store is not available in this build; use sqlite or memory")
+            store.postgres = decodePostgres(&r)
+            if r.raw("path") != nil { r.record(.invalidValue, "path", "is for type \"sqlite\"; a postgres store is named by url") }
+        } else {
+            store.path = r.string("path").map(resolve) ?? store.path
+            for key in ["url", "password", "password_file", "ca_file", "pool_size", "connect_timeout_ms"] where r.raw(key) != nil {
+                r.record(.invalidValue, key, "is for type \"postgres\"")
+            }
         }
         r.finish()
+        return store
+    }
+
+    /// The keys of `store` for `type: postgres` (DESIGN §9). Errors name the key (`store.url`, `store.password`, …).
+    func decodePostgres(_ r: inout ConfigReader) -> PostgresStore? {
+        var store: PostgresStore?
+        if let url = r.requiredString("url") {
+            do {
+                store = try PostgresStore.parse(url)
+            } catch {
+                r.record(.invalidValue, "url", error.message)
+            }
+        }
+        let password = r.string("password")
+        let passwordFile = r.string("password_file")
+        if let password, password.isEmpty { r.record(.invalidValue, "password", "must not be empty") }
+        if password != nil && passwordFile != nil {
+            r.record(.invalidValue, "password_file", "give password or password_file, not both")
+        }
+        let caFile = r.string("ca_file").map(resolve)
+        let poolSize = r.integer("pool_size", default: 4, range: 1...100)
+        let timeout = r.integer("connect_timeout_ms", default: 2000, range: 100...60000)
+        guard var store else { return nil }
+        store.password = password.map { .value($0) } ?? passwordFile.map { .file(resolve($0)) }
+        if caFile != nil && store.sslMode != .verifyFull {
+            // With require the file would not be used (libpq would quietly verify with it); say so rather than guess.
+            r.record(.invalidValue, "ca_file", "is only used with sslmode=verify-full")
+        }
+        store.caFile = caFile
+        store.poolSize = poolSize
+        store.connectTimeoutMilliseconds = timeout
         return store
     }
 

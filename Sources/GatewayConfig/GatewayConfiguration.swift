@@ -190,6 +190,11 @@ public struct TokenService: Sendable, Hashable {
     public var refreshReuseGraceSeconds = 10
     public var signingAlgorithm = "ES256"
     public var keyDirectory: String
+    /// Seals the signing keys kept in a shared (postgres) store (`signing.key_encryption_key` or
+    /// `signing.key_encryption_key_file`, DESIGN §9).
+    public var keyEncryptionKey: SealingSecret?
+    /// How long a key added to a shared store is published before it signs (`signing.activation_delay_seconds`).
+    public var activationDelaySeconds = 60
     public var usersFile: String?
     public var loginUpstream: LoginUpstream?
     /// The bearer secret `POST /introspect` on the admin listener requires (≥ 32 bytes). Without one, introspection
@@ -207,6 +212,39 @@ public struct TokenService: Sendable, Hashable {
         public var windowSeconds = 60
     }
 
+    /// A secret given inline (usually `${ENV}`) or as a file. Its description never shows the value.
+    public enum SealingSecret: Sendable, Hashable, CustomStringConvertible {
+        case value(String)
+        case file(String)
+
+        public var description: String {
+            switch self {
+            case .value: "<secret>"
+            case .file(let path): "<secret from \(path)>"
+            }
+        }
+
+        /// The secret's bytes (a file's without its trailing newline); at least 32. Errors name `path`.
+        public func bytes(path: String) throws(ConfigErrors) -> [UInt8] {
+            var bytes: [UInt8]
+            switch self {
+            case .value(let value):
+                bytes = Array(value.utf8)
+            case .file(let file):
+                do {
+                    bytes = try GatewayConfiguration.readReferencedFile(file)
+                } catch {
+                    throw ConfigErrors([ConfigError(.unreadableFile, path: path + "_file", error.message)])
+                }
+                while let last = bytes.last, last == 0x0A || last == 0x0D { bytes.removeLast() }
+            }
+            guard bytes.count >= 32 else {
+                throw ConfigErrors([ConfigError(.invalidValue, path: path, "must be at least 32 bytes long")])
+            }
+            return bytes
+        }
+    }
+
     public struct LoginUpstream: Sendable, Hashable {
         public var upstream: String
         public var path: String
@@ -216,8 +254,10 @@ public struct TokenService: Sendable, Hashable {
 public struct Store: Sendable, Hashable {
     public enum Kind: String, Sendable, Hashable { case sqlite, memory, postgres }
     public var kind: Kind = .sqlite
+    /// The SQLite file (`type: sqlite`).
     public var path: String
-    public var url: String?
+    /// The database and how to reach it (`type: postgres`, DESIGN §9); nil for the other kinds.
+    public var postgres: PostgresStore?
 }
 
 public struct Log: Sendable, Hashable {

@@ -225,7 +225,16 @@ enum SessionStores {
                 throw ConfigErrors([ConfigError(.unreadableFile, path: "store.path", "\(error)")])
             }
         case .postgres:
-            throw ConfigErrors([ConfigError(.invalidValue, path: "store.type", "the postgres store is not available in this build")])
+            guard let postgres = store.postgres else {
+                throw ConfigErrors([ConfigError(.missingKey, path: "store.url", "is required")])
+            }
+            let settings = try PostgresConnectionSettings(postgres)
+            do {
+                return try await PostgresSessionStore.open(settings)
+            } catch {
+                // Unreachable, wrong password, missing database, newer schema: `portcullis check` exits 1 naming store.
+                throw ConfigErrors([ConfigError(.invalidValue, path: "store.url", "cannot open \(settings): \(error)")])
+            }
         }
     }
 }

@@ -43,8 +43,9 @@ public final class SessionService: Sendable {
     public let signer: AccessTokenIssuer
     public let store: any SessionStore
     let credentials: any CredentialVerifier
-    /// Failed-login counts; a reload with the same limits hands it to the next service.
-    public let limiter: LoginRateLimiter
+    /// Failed-login counts (in this process, or shared by the fleet); a reload with the same limits hands it to the
+    /// next service.
+    public let limiter: any LoginFailureCounter
     /// Verifies the service's own access tokens (revoke, logout, introspection).
     let verifier: TokenVerifier
     let onRevoke: @Sendable (_ sessionID: String, _ until: Double) -> Void
@@ -59,7 +60,7 @@ public final class SessionService: Sendable {
 
     public init(
         settings: Settings, signer: AccessTokenIssuer, store: any SessionStore, credentials: any CredentialVerifier,
-        limiter: LoginRateLimiter, verifier: TokenVerifier, onRevoke: @escaping @Sendable (String, Double) -> Void,
+        limiter: any LoginFailureCounter, verifier: TokenVerifier, onRevoke: @escaping @Sendable (String, Double) -> Void,
         onEvent: @escaping @Sendable (Event) -> Void = { _ in }, clock: @escaping @Sendable () -> Double,
         onRevocationLogged: @escaping @Sendable () -> Void = {}
     ) {
@@ -101,14 +102,24 @@ public final class SessionService: Sendable {
         guard !password.isEmpty, password.utf8.count <= 1024 else { throw .invalidRequest("password must be 1 to 1024 bytes") }
         let requested = try Self.parseScope(scope)
         let client = try clientIDOrDefault(clientID)
-        if let wait = limiter.retryAfter(username: username, address: clientAddress, now: clock()) {
-            throw .tooManyRequests(retryAfter: wait)
+        // A counter that cannot answer fails closed (503): an uncounted guess is what the limit exists to prevent.
+        let wait: Int?
+        do {
+            wait = try await limiter.retryAfter(username: username, address: clientAddress, now: clock())
+        } catch {
+            throw .storeFailure(error)
         }
+        if let wait { throw .tooManyRequests(retryAfter: wait) }
         guard let user = try await credentials.authenticate(username: username, password: password) else {
-            limiter.recordFailure(username: username, address: clientAddress, now: clock())
+            do {
+                try await limiter.recordFailure(username: username, address: clientAddress, now: clock())
+            } catch {
+                throw .storeFailure(error)
+            }
             throw .badCredentials(status: failureStatus)
         }
-        limiter.recordSuccess(username: username)
+        // Clearing is a courtesy to the real user; failing to clear changes nothing about the answer.
+        try? await limiter.recordSuccess(username: username)
         let scopes = try Self.grantedScopes(requested: requested, allowed: user.scopes)
 
         let now = clock()

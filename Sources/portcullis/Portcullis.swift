@@ -126,7 +126,8 @@ struct Keys: AsyncParsableCommand {
 
         @Option(help: "ES256, EdDSA, RS256 or PS256.") var algorithm = "ES256"
         @Option(help: "Key folder (default: token_service.signing.key_dir of --config).") var dir: String?
-        @Option(help: "Configuration file, for the default key folder.") var config = "gateway.json"
+        @Option(help: "Configuration file, for the default key folder (or the postgres store holding the keys).")
+        var config = "gateway.json"
 
         func run() async throws {
             guard let alg = JWSAlgorithm(rawValue: algorithm), SigningKey.supportedAlgorithms.contains(alg) else {
@@ -137,9 +138,14 @@ struct Keys: AsyncParsableCommand {
             if let dir {
                 directory = dir
             } else {
-                guard let service = try ConfigOption(config: config).load().tokenService else {
+                let configuration = try ConfigOption(config: config).load()
+                guard let service = configuration.tokenService else {
                     printError("\(config): token_service is not configured; pass --dir")
                     throw ExitCode(1)
+                }
+                if configuration.store.kind == .postgres, let postgres = configuration.store.postgres {
+                    try await generateInDatabase(postgres, service: service, algorithm: alg)
+                    return
                 }
                 directory = service.keyDirectory
             }
@@ -151,6 +157,46 @@ struct Keys: AsyncParsableCommand {
                 throw ExitCode(2)
             }
         }
+    }
+}
+
+extension Keys.Generate {
+    /// A postgres store keeps the fleet's keys (DESIGN §9): the new key is published by every replica at once and
+    /// signs after `signing.activation_delay_seconds`; the first key of an empty store signs at once.
+    func generateInDatabase(_ postgres: PostgresStore, service: TokenService, algorithm: JWSAlgorithm) async throws {
+        let options = ConfigOption(config: config)
+        guard let secret = service.keyEncryptionKey else {
+            printError("\(config): token_service.signing.key_encryption_key: is required to keep signing keys in a postgres store")
+            throw ExitCode(1)
+        }
+        let store: PostgresSessionStore
+        let kek: [UInt8]
+        do {
+            kek = try secret.bytes(path: "token_service.signing.key_encryption_key")
+            store = try await PostgresSessionStore.open(try PostgresConnectionSettings(postgres))
+        } catch let errors as ConfigErrors {
+            throw options.fail(errors)
+        } catch {
+            printError("\(config): store: \(error)")
+            throw ExitCode(1)
+        }
+        do {
+            let keys = try store.signingKeys(keyEncryptionKey: kek)
+            let now = GatewayServer.wallClock()
+            if try await keys.keys().isEmpty {
+                let first = try await keys.keysCreatingFirst(algorithm: algorithm, now: now)
+                for key in first { print("\(key.key.kid) \(key.key.algorithm.rawValue) in the store (current)") }
+            } else {
+                let delay = Double(service.activationDelaySeconds)
+                let key = try await keys.add(algorithm: algorithm, now: now, activationDelay: delay)
+                print("\(key.key.kid) \(algorithm.rawValue) in the store (published now, signs in \(Int(delay)) s)")
+            }
+        } catch {
+            await store.close()
+            printError("portcullis: \(error)")
+            throw ExitCode(2)
+        }
+        await store.close()
     }
 }
 

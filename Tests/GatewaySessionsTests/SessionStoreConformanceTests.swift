@@ -7,6 +7,8 @@ import Testing
 enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case memory
     case sqlite
+    /// A fresh database on the test process's PostgreSQL server (`PostgresTestServer.shared()`).
+    case postgres
 
     var testDescription: String { rawValue }
 
@@ -22,6 +24,16 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
             let directory = TemporaryDirectory()
             defer { directory.remove() }
             let store = try await SQLiteSessionStore.open(path: directory.path + "/sessions.db")
+            do {
+                try await body(store)
+            } catch {
+                await store.close()
+                throw error
+            }
+            await store.close()
+        case .postgres:
+            let server = try PostgresTestServer.shared()
+            let store = try await PostgresSessionStore.open(server.settings(database: try await server.createDatabase()))
             do {
                 try await body(store)
             } catch {

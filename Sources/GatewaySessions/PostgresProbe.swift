@@ -1,0 +1,87 @@
+import Logging
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+/// One connection of its own, outside the pool, under the deadline: what `PostgresSessionStore.open` migrates on
+/// (so a wrong password is reported as the server's answer, not as a pool timeout) and what the revocation
+/// listener connects with.
+enum PostgresProbe {
+    /// Connects within the deadline. Errors as `PostgresStoreError.map`.
+    static func connect(_ settings: PostgresConnectionSettings, _ what: String, logger: Logger) async throws -> PostgresConnection {
+        let configuration = try settings.connectionConfiguration()
+        // The connect attempt is cancelled when the deadline passes (postgres-nio closes a half-made connection).
+        return try await withDeadline(settings, what) {
+            try await PostgresConnection.connect(configuration: configuration, id: nextID(), logger: logger)
+        }
+    }
+
+    /// Connects (under the deadline), runs `body` under `bodyDeadline` (default: the deadline), closes.
+    static func withConnection<T: Sendable>(
+        _ settings: PostgresConnectionSettings, _ what: String, bodyDeadline: Duration? = nil, logger: Logger,
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        let connection = try await connect(settings, what, logger: logger)
+        var bodySettings = settings
+        if let bodyDeadline {
+            bodySettings.connectTimeoutMilliseconds = Int(bodyDeadline.components.seconds * 1000)
+                + Int(bodyDeadline.components.attoseconds / 1_000_000_000_000_000)
+        }
+        do {
+            let value = try await withDeadline(bodySettings, what, closing: connection) { try await body(connection) }
+            try? await connection.close()
+            return value
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+    }
+
+    /// `body` or `SessionStoreError(.timedOut)` after the deadline, whichever comes first. When the deadline wins,
+    /// `closing` is closed, which fails whatever `body` waits for on it, so `body` ends promptly too; a connection
+    /// attempt is cancelled.
+    static func withDeadline<T: Sendable>(
+        _ settings: PostgresConnectionSettings, _ what: String, closing connection: PostgresConnection? = nil,
+        _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        let deadline = settings.deadline
+        let milliseconds = settings.connectTimeoutMilliseconds
+        do {
+            return try await withThrowingTaskGroup(of: T?.self) { group in
+                group.addTask { try await body() }
+                group.addTask {
+                    try await Task.sleep(for: deadline)
+                    connection?.closeWithoutWaiting()
+                    return nil
+                }
+                guard let first = try await group.next() else { throw CancellationError() }
+                group.cancelAll()
+                guard let value = first else {
+                    throw SessionStoreError(.timedOut, "\(what): the database did not answer within \(milliseconds) ms")
+                }
+                return value
+            }
+        } catch {
+            throw PostgresStoreError.map(error, what)
+        }
+    }
+
+    private static let counter = Atomic<Int>(1_000_000)
+
+    /// Connection ids for postgres-nio's logs (the pool numbers its own from 0).
+    static func nextID() -> Int {
+        counter.add(1, ordering: .relaxed).newValue
+    }
+}
+
+extension PostgresConnection {
+    /// Starts closing the connection without waiting for it (from synchronous code and cancellation handlers):
+    /// whatever waits on it fails at once.
+    func closeWithoutWaiting() {
+        let _: EventLoopFuture<Void> = close()
+    }
+}
+
+/// The default logger of the PostgreSQL types (`PostgresSessionStore.open`, `PostgresRevocationListener`): none. postgres-nio reports every failed reconnect at info level;
+/// the runtime passes its own logger when it wants them.
+public let silentPostgresLogger = Logger(label: "portcullis.postgres", factory: { _ in SwiftLogNoOpLogHandler() })

@@ -1,0 +1,193 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Testing
+
+@testable import GatewaySessions
+
+/// What only the PostgreSQL store has to prove: several processes (here: several stores, each with its own pool)
+/// on one database, migrations racing, deadlines and outages. The common contract is in the conformance suite.
+@Suite struct PostgresSessionStoreTests {
+    let t0 = 1_767_225_600.0
+
+    func freshSettings(connectTimeoutMilliseconds: Int = 2000) async throws -> PostgresConnectionSettings {
+        let server = try PostgresTestServer.shared()
+        return server.settings(database: try await server.createDatabase(), connectTimeoutMilliseconds: connectTimeoutMilliseconds)
+    }
+
+    func session(_ id: String) -> SessionRecord {
+        SessionRecord(id: id, subject: "alice", scopes: ["read"], clientID: "portcullis", createdAt: t0)
+    }
+
+    @Test func tenReplicasMigratingAtOnceAllOpen() async throws {
+        let settings = try await freshSettings()
+        let stores = try await withThrowingTaskGroup(of: PostgresSessionStore.self) { group in
+            for _ in 0..<10 { group.addTask { try await PostgresSessionStore.open(settings) } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(stores.count == 10)
+        // Every one of them works on the one schema.
+        try await stores[0].create(session("s1"), refreshTokenHash: [1])
+        #expect(try await stores[9].lookup(refreshTokenHash: [1])?.session.id == "s1")
+        let version = try await PostgresProbe.withConnection(settings, "test", logger: Logger(label: "test")) { connection in
+            var versions: [Int] = []
+            for try await v in try await connection.query("SELECT version FROM portcullis_schema", logger: Logger(label: "test"))
+                .decode(Int.self)
+            { versions.append(v) }
+            return versions
+        }
+        #expect(version == [PostgresSessionStore.schemaVersion])
+        for store in stores { await store.close() }
+    }
+
+    @Test func concurrentRotationsOnSeveralReplicasRotateExactlyOnce() async throws {
+        let settings = try await freshSettings()
+        var stores: [PostgresSessionStore] = []
+        for _ in 0..<4 { stores.append(try await PostgresSessionStore.open(settings)) }
+        try await stores[0].create(session("s1"), refreshTokenHash: [0xAA])
+        for round in 0..<5 {
+            let old: [UInt8] = round == 0 ? [0xAA] : [UInt8(round)]
+            let replicas = stores
+            let wins = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for i in 0..<20 {
+                    group.addTask {
+                        var refreshed = session("s1")
+                        refreshed.lastRefreshedAt = t0 + Double(round + 1)
+                        return try await replicas[i % replicas.count].rotate(
+                            oldHash: old, at: t0 + Double(round + 1), sealedSuccessor: [UInt8(i)],
+                            newHash: [UInt8(round + 1)], session: refreshed)
+                    }
+                }
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+            #expect(wins == 1, "round \(round)")
+            let retired = try #require(try await stores[1].lookup(refreshTokenHash: old))
+            guard case .retired(let at, let successor) = retired.token.state else {
+                Issue.record("not retired")
+                return
+            }
+            #expect(at == t0 + Double(round + 1) && successor.count == 1)
+            #expect(try await stores[2].lookup(refreshTokenHash: [UInt8(round + 1)])?.token.state == .active)
+        }
+        for store in stores { await store.close() }
+    }
+
+    @Test func aRevocationOnOneReplicaStopsRotationOnAnother() async throws {
+        let settings = try await freshSettings()
+        let a = try await PostgresSessionStore.open(settings)
+        let b = try await PostgresSessionStore.open(settings)
+        try await a.create(session("s1"), refreshTokenHash: [1])
+        try await b.revoke(sessionID: "s1", at: t0 + 1)
+        #expect(try await a.rotate(oldHash: [1], at: t0 + 2, sealedSuccessor: [9], newHash: [2], session: session("s1")) == false)
+        #expect(try await a.revocations(after: 0, limit: 10).map(\.sessionID) == ["s1"])
+        await a.close()
+        await b.close()
+    }
+
+    @Test func concurrentRevocationsGetDistinctIncreasingSequences() async throws {
+        let settings = try await freshSettings()
+        var stores: [PostgresSessionStore] = []
+        for _ in 0..<3 { stores.append(try await PostgresSessionStore.open(settings)) }
+        for i in 0..<30 { try await stores[0].create(session("s\(i)"), refreshTokenHash: [UInt8(i)]) }
+        let replicas = stores
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<30 {
+                group.addTask { try await replicas[i % 3].revoke(sessionID: "s\(i)", at: t0 + Double(i)) }
+                // A second revocation of the same session, racing: still one entry.
+                group.addTask { try await replicas[(i + 1) % 3].revoke(sessionID: "s\(i)", at: t0 + Double(i)) }
+            }
+            try await group.waitForAll()
+        }
+        let log = try await stores[1].revocations(after: 0, limit: 100)
+        #expect(log.count == 30)
+        #expect(Set(log.map(\.sessionID)).count == 30)
+        #expect(log.map(\.sequence) == log.map(\.sequence).sorted())
+        for store in stores { await store.close() }
+    }
+
+    @Test func wrongPasswordIsAClearError() async throws {
+        var settings = try await freshSettings()
+        settings.password = "not-the-password"
+        do {
+            _ = try await PostgresSessionStore.open(settings)
+            Issue.record("opened with a wrong password")
+        } catch let error as SessionStoreError {
+            #expect(error.code == .unavailable)
+            #expect(error.message.contains("password authentication failed"), "\(error)")
+            #expect(!error.message.contains("not-the-password"))
+        }
+    }
+
+    @Test func missingDatabaseIsAClearError() async throws {
+        let server = try PostgresTestServer.shared()
+        do {
+            _ = try await PostgresSessionStore.open(server.settings(database: "no_such_database"))
+            Issue.record("opened a missing database")
+        } catch let error as SessionStoreError {
+            #expect(error.code == .unavailable && error.message.contains("does not exist"), "\(error)")
+        }
+    }
+
+    @Test func nothingListeningIsUnavailable() async throws {
+        var settings = try await freshSettings()
+        settings.port = try PostgresTestServer.freePort()
+        await #expect(throws: SessionStoreError.self) { _ = try await PostgresSessionStore.open(settings) }
+    }
+
+    @Test func aSlowStatementTimesOutAndThePoolRecovers() async throws {
+        let store = try await PostgresSessionStore.open(try await freshSettings())
+        var short = store.settings
+        short.connectTimeoutMilliseconds = 300
+        let pool = try PostgresPool(settings: short, logger: silentPostgresLogger)
+        let started = ContinuousClock.now
+        do {
+            try await pool.withConnection("sleep") { connection in
+                try await connection.query("SELECT pg_sleep(5)", logger: Logger(label: "test"))
+            }
+            Issue.record("no timeout")
+        } catch let error as SessionStoreError {
+            #expect(error.code == .timedOut)
+        }
+        #expect(ContinuousClock.now - started < .seconds(2))
+        // The connection the slow statement held was closed; the pool makes a new one.
+        try await pool.withConnection("after") { connection in
+            _ = try await connection.query("SELECT 1", logger: silentPostgresLogger)
+            return ()
+        }
+        await pool.close()
+        await store.close()
+    }
+
+    @Test func serverDownIsAStoreErrorWithinTheDeadlineAndRecovers() async throws {
+        let server = try PostgresTestServer.start()
+        defer { server.destroy() }
+        let settings = server.settings(database: try await server.createDatabase(), connectTimeoutMilliseconds: 500)
+        let store = try await PostgresSessionStore.open(settings)
+        try await store.create(session("s1"), refreshTokenHash: [1])
+        server.stop()
+        for _ in 0..<3 {
+            let started = ContinuousClock.now
+            await #expect(throws: SessionStoreError.self) { _ = try await store.lookup(refreshTokenHash: [1]) }
+            #expect(ContinuousClock.now - started < .milliseconds(1500))
+        }
+        try server.launch()
+        var recovered = false
+        var lastError: (any Error)?
+        for _ in 0..<100 where !recovered {
+            do {
+                recovered = try await store.lookup(refreshTokenHash: [1])?.session.id == "s1"
+            } catch {
+                lastError = error
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        #expect(recovered, "last error: \(String(describing: lastError))")
+        await store.close()
+    }
+
+    @Test func closedStoreRefusesCalls() async throws {
+        let store = try await PostgresSessionStore.open(try await freshSettings())
+        await store.close()
+        await #expect(throws: PostgresStoreError.self) { try await store.ping() }
+    }
+}
