@@ -21,6 +21,8 @@ final class TokenServiceRuntime: Sendable {
     let store: any SessionStore
     let revocations: RevocationFanout
     let sync: RevocationSync
+    /// Other replicas' revocations from a postgres store's notifications (nil for other stores); carried over.
+    let revocationBridge: PostgresRevocationBridge?
     private let metrics: MetricsRegistry
     private let usersVerifier: UsersFileVerifier?
     private let purgeTask = Mutex<Task<Void, Never>?>(nil)
@@ -53,6 +55,7 @@ final class TokenServiceRuntime: Sendable {
         let store = if let previous { previous.store } else { try await SessionStores.open(configuration.store) }
         let revocations = previous?.revocations ?? RevocationFanout()
         let sync = previous?.sync ?? RevocationSync(store: store, retention: retention, clock: GatewayServer.wallClock)
+        let revocationBridge = previous?.revocationBridge ?? (store as? PostgresSessionStore).map { PostgresRevocationBridge(store: $0, sync: sync) }
         let ownIssuer = service.issuer
         let settings = SessionService.Settings(
             accessTokenLifetime: service.accessTokenTTLSeconds,
@@ -64,7 +67,7 @@ final class TokenServiceRuntime: Sendable {
         let wanted = LoginRateLimiter.Limits(
             perUsername: limits.perUsername, perAddress: limits.perAddress, window: Double(limits.windowSeconds))
         // A reload keeps the failures counted so far, unless the limits themselves changed.
-        let limiter = previous.map(\.sessions.limiter).flatMap { $0.limits == wanted ? $0 : nil } ?? LoginRateLimiter(limits: wanted)
+        let limiter = previous.map(\.sessions.limiter).flatMap { $0.limits == wanted ? $0 : nil } ?? SessionStores.loginFailureCounter(store, limits: wanted)
         let sessions = SessionService(
             settings: settings,
             signer: AccessTokenIssuer(issuer: service.issuer, audience: service.audience, key: signingKey),
@@ -96,16 +99,17 @@ final class TokenServiceRuntime: Sendable {
             endpoints: TokenEndpoints(
                 prefix: service.pathPrefix, service: sessions, realm: configuration.auth.realm,
                 feed: service.revocationsFeedToken.map { RevocationFeed(secret: $0, sync: sync, realm: configuration.auth.realm) }),
-            issuerPolicy: issuerPolicy, documents: documents, store: store, revocations: revocations, sync: sync, metrics: metrics,
-            usersVerifier: usersVerifier)
+            issuerPolicy: issuerPolicy, documents: documents, store: store, revocations: revocations, sync: sync,
+            revocationBridge: revocationBridge, metrics: metrics, usersVerifier: usersVerifier)
     }
 
     private init(
         configuration: TokenService, sessions: SessionService, endpoints: TokenEndpoints, issuerPolicy: IssuerPolicy,
         documents: [String: LocalDocument], store: any SessionStore, revocations: RevocationFanout, sync: RevocationSync,
-        metrics: MetricsRegistry, usersVerifier: UsersFileVerifier?
+        revocationBridge: PostgresRevocationBridge?, metrics: MetricsRegistry, usersVerifier: UsersFileVerifier?
     ) {
         self.sync = sync
+        self.revocationBridge = revocationBridge
         self.metrics = metrics
         self.configuration = configuration
         self.sessions = sessions
@@ -146,6 +150,8 @@ final class TokenServiceRuntime: Sendable {
         } catch {
             health.failed(error)
         }
+        // After the first catch-up, with `apply` set: an entry read before would move the sequence past it unapplied.
+        revocationBridge?.start(health: health)
         sync.startPolling(every: .seconds(5)) { result in
             switch result {
             case .success:
@@ -175,6 +181,7 @@ final class TokenServiceRuntime: Sendable {
         await usersVerifier?.shutdown()
         if closingStore {
             // No newer runtime took the sync over: stop its poll and answer the feed's waiting readers.
+            await revocationBridge?.stop()
             sync.stop()
             await store.close()
         }
