@@ -197,7 +197,7 @@ class Fleet:
         return Service(gw, self.upstream)
 
     def restart(self, i: int) -> Service:
-        self.replicas[i].gw.stop()
+        stop_cleanly(self.replicas[i].gw)
         self.replicas[i] = self.start(i, name=f"r{i + 1}-again-{time.monotonic_ns()}")
         wait_ready(self.replicas[i].gw)
         return self.replicas[i]
@@ -254,6 +254,14 @@ def make_fleet(binary, workdir, upstream, pg):  # noqa: F811
 
 # ------------------------------------------------------------------------------------------------------------------
 # helpers
+
+
+def stop_cleanly(gw: Gateway):
+    """SIGTERM: the gateway drains, stops its listener and closes its pool, and exits 0 without hanging."""
+    started = time.monotonic()
+    rc = gw.stop()
+    took = time.monotonic() - started
+    assert rc == 0 and took < 5, f"exit {rc} after {took:.1f} s\n{gw.logs()[-2000:]!r}"
 
 
 def admin_get(gw: Gateway, path: str) -> requests.Response:
@@ -618,3 +626,7 @@ def test_database_down_the_data_path_serves_and_the_fleet_recovers(make_fleet, p
     at = logout(fleet.replicas[1], tokens[1]["access_token"])
     refused_everywhere(fleet.gateways, tokens[1]["access_token"], since=at)
     assert_error(fleet.replicas[2].refresh(tokens[1]["refresh_token"]), 400, "invalid_grant", "session_revoked")
+    # A replica stopped while the database is away (its listener reconnecting) still exits at once and cleanly.
+    pg.server.stop()
+    wait_ready(fleet.replicas[2].gw, degraded=True)
+    stop_cleanly(fleet.replicas[2].gw)
