@@ -630,3 +630,73 @@ def test_database_down_the_data_path_serves_and_the_fleet_recovers(make_fleet, p
     pg.server.stop()
     wait_ready(fleet.replicas[2].gw, degraded=True)
     stop_cleanly(fleet.replicas[2].gw)
+
+
+def test_a_reload_keeps_the_fleet_keys_and_limits_running(make_fleet, binary):
+    """A reload builds a new token service: it keeps the database's keys (and their refresh), the shared login
+    counts and the revocation listener."""
+    import json
+    import signal
+
+    fleet = make_fleet("fleet-reload", count=2)
+    r1, r2 = fleet.replicas
+    old_kid = kid_of(r1.tokens()["access_token"])
+    for _ in range(2):
+        assert_error(r1.login("bob", password="wrong"), 401, "invalid_grant")
+    config = dict(r1.gw.config)
+    config["routes"] = [{"path_prefix": "/api", "upstream": "app"}, {"path_prefix": "/", "upstream": "app"}]
+    with open(r1.gw.config_path + ".tmp", "w") as f:
+        json.dump(config, f)
+    os.replace(r1.gw.config_path + ".tmp", r1.gw.config_path)
+    r1.gw.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while b"configuration reloaded" not in r1.gw.logs():
+        assert time.monotonic() < deadline, "no reload"
+        time.sleep(0.05)
+    # Counted before the reload and on the other replica: the sixth attempt is refused.
+    for _ in range(3):
+        assert_error(r2.login("bob", password="wrong"), 401, "invalid_grant")
+    assert_error(r1.login("bob"), 429, "too_many_requests", "login_rate_limited")
+    # Revocations still arrive.
+    t = r1.tokens()
+    assert kid_of(t["access_token"]) == old_kid
+    at = logout(r2, t["access_token"])
+    refused_within(r1.gw, t["access_token"], DEADLINE, since=at)
+    # A new key is still picked up, published and then signed with.
+    p = subprocess.run([binary, "keys", "generate", "--config", r2.gw.config_path], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    new_kid = p.stdout.split()[0]
+    deadline = time.monotonic() + ACTIVATION
+    while jwks_kids(r1.gw) != {old_kid, new_kid}:
+        assert time.monotonic() < deadline, jwks_kids(r1.gw)
+        time.sleep(0.05)
+    time.sleep(ACTIVATION + 0.2)
+    t = r1.tokens()
+    assert kid_of(t["access_token"]) == new_kid
+    assert api(r1.gw, t["access_token"]).status_code == 200 and api(r2.gw, t["access_token"]).status_code == 200
+    # The reloaded token service's own logout/introspection trust the new key too.
+    logout(r1, t["access_token"])
+
+
+def test_a_postgres_store_needs_the_key_encryption_key(binary, workdir, upstream, pg):  # noqa: F811
+    fleet_dir = os.path.join(workdir, "fleet-nokek")
+    os.makedirs(fleet_dir, exist_ok=True)
+    write_users(fleet_dir)
+    port = free_port()
+    config = {
+        "listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{free_port()}",
+        "upstreams": {"app": {"url": f"http://127.0.0.1:{upstream.port}"}},
+        "routes": [{"path_prefix": "/", "upstream": "app"}],
+        "auth": {"realm": "api", "audiences": ["api"]},
+        "token_service": {"issuer": f"http://127.0.0.1:{port}", "audience": "api", "users_file": "users.json"},
+        "store": pg.store_config(),
+    }
+    import json
+    path = os.path.join(fleet_dir, "gateway.json")
+    with open(path, "w") as f:
+        json.dump(config, f)
+    for command in (["check"], ["serve"]):
+        p = subprocess.run([binary, *command, "--config", path], capture_output=True, text=True, timeout=60, cwd=fleet_dir)
+        assert p.returncode == 1, (command, p.stdout, p.stderr)
+        assert "token_service.signing.key_encryption_key" in p.stdout + p.stderr, p.stdout + p.stderr
+        assert pg.password not in p.stdout + p.stderr
