@@ -11,7 +11,9 @@ import NIOCore
 public final class RemoteKeySets: KeyRefetcher {
     private let sets: [String: RemoteKeySet]
     private let ordered: [RemoteKeySet]
-    private let publisher: VerifierPublisher
+    /// Also carries the token service's own keys when they change at runtime (a shared store): one table, so
+    /// neither kind of update can overwrite the other's keys.
+    let publisher: VerifierPublisher
 
     /// - Parameters:
     ///   - policies: every issuer's policy as loaded (remote ones without keys), in configured order.

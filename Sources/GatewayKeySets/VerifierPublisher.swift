@@ -13,6 +13,9 @@ final class VerifierPublisher: Sendable {
         var remoteKeys: [String: [VerificationKey]] = [:]
         var verifier: TokenVerifier
         var loops: LoopContexts?
+        /// Documents that replace the policy's (the token service's JWKS when its keys live in a shared store and
+        /// change at runtime); installed together with the verifier, so the JWKS never lags the keys trusted.
+        var documents: [String: LocalDocument] = [:]
     }
 
     private let leeway: Double
@@ -29,6 +32,8 @@ final class VerifierPublisher: Sendable {
         state.withLock { state in
             state.policies = policies
             state.verifier = Self.verifier(policies: policies, remoteKeys: state.remoteKeys, leeway: leeway)
+            // The new generation's policy carries its own documents; whoever set these sets them again for it.
+            state.documents = [:]
             return state.verifier
         }
     }
@@ -37,7 +42,14 @@ final class VerifierPublisher: Sendable {
     /// a key-set change in between is not lost).
     func republish() {
         let loops = state.withLock { $0.loops }
-        loops?.apply { context in context.policy = context.policy.replacing(verifier: self.current) }
+        loops?.apply { context in self.install(on: context) }
+    }
+
+    /// The latest verifier and documents on one loop's policy (on that loop). Each loop reads the latest when its
+    /// turn comes, so two updates racing can never leave an older table installed after a newer one.
+    private func install(on context: LoopContext) {
+        let (verifier, documents) = state.withLock { ($0.verifier, $0.documents) }
+        context.policy = context.policy.replacing(verifier: verifier, documents: documents)
     }
 
     private static func verifier(policies: [IssuerPolicy], remoteKeys: [String: [VerificationKey]], leeway: Double) -> TokenVerifier {
@@ -70,7 +82,25 @@ final class VerifierPublisher: Sendable {
         // Each loop installs the latest verifier when its turn comes, so two updates racing can never leave an
         // older table installed after a newer one.
         return loops?.apply { context in
-            context.policy = context.policy.replacing(verifier: self.current)
+            self.install(on: context)
+            if keysRemoved { context.tokenCache.removeAll() }
+        }
+    }
+
+    /// Replaces the policy of `policy.issuer` as a whole (the token service's own, whose keys — and so algorithms —
+    /// change at runtime when they live in a shared store) and installs the result with `documents` (its JWKS) on
+    /// every loop, the same way as `update(issuer:keys:keysRemoved:)`. Nil when no policy has that issuer (a reload
+    /// renamed it: the caller is stale) or the loops are not attached yet.
+    func replace(policy: IssuerPolicy, keysRemoved: Bool, documents: [String: LocalDocument]) -> EventLoopFuture<Void>? {
+        let loops = state.withLock { state -> LoopContexts? in
+            guard let index = state.policies.firstIndex(where: { $0.issuer == policy.issuer }) else { return nil }
+            state.policies[index] = policy
+            state.documents.merge(documents) { _, new in new }
+            state.verifier = Self.verifier(policies: state.policies, remoteKeys: state.remoteKeys, leeway: leeway)
+            return state.loops
+        }
+        return loops?.apply { context in
+            self.install(on: context)
             if keysRemoved { context.tokenCache.removeAll() }
         }
     }

@@ -47,7 +47,14 @@ public final class ProxyPolicy: Sendable {
         ProxyPolicy(copying: self, verifier: verifier)
     }
 
-    private init(copying other: ProxyPolicy, verifier: TokenVerifier) {
+    /// A copy with another key table and some documents replaced (the token service's JWKS after a key of a shared
+    /// store was added, activated or dropped); documents not named in `documents` and every other field are shared.
+    public func replacing(verifier: TokenVerifier, documents: [String: LocalDocument]) -> ProxyPolicy {
+        guard !documents.isEmpty else { return replacing(verifier: verifier) }
+        return ProxyPolicy(copying: self, verifier: verifier, documents: localDocuments.merging(documents) { _, new in new })
+    }
+
+    private init(copying other: ProxyPolicy, verifier: TokenVerifier, documents: [String: LocalDocument]? = nil) {
         self.routes = other.routes
         self.targets = other.targets
         self.headers = other.headers
@@ -55,7 +62,7 @@ public final class ProxyPolicy: Sendable {
         self.realm = other.realm
         self.limits = other.limits
         self.tokenCacheEntries = other.tokenCacheEntries
-        self.localDocuments = other.localDocuments
+        self.localDocuments = documents ?? other.localDocuments
         self.localService = other.localService
         self.ownIssuer = other.ownIssuer
         self.keyRefetcher = other.keyRefetcher

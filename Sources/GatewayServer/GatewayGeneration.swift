@@ -19,6 +19,9 @@ final class GatewayGeneration: Sendable {
     /// The followed revocation feeds (`revocations_uri`).
     let followers: RevocationFollowers?
     let policy: ProxyPolicy
+    /// Where the token service's own keys go when they change at runtime (kept in a postgres store): the remote key
+    /// sets' publisher when there are any (one key table for both), else one of its own.
+    let keyPublisher: VerifierPublisher?
 
     /// What every generation uses.
     struct Shared: Sendable {
@@ -33,8 +36,9 @@ final class GatewayGeneration: Sendable {
 
     private init(
         configuration: GatewayConfiguration, tokenService: TokenServiceRuntime?, remoteKeys: RemoteKeySets?, followers: RevocationFollowers?,
-        policy: ProxyPolicy
+        policy: ProxyPolicy, keyPublisher: VerifierPublisher?
     ) {
+        self.keyPublisher = keyPublisher
         self.followers = followers
         self.configuration = configuration
         self.tokenService = tokenService
@@ -109,14 +113,28 @@ final class GatewayGeneration: Sendable {
         let policy = ProxyPolicy(
             configuration: configuration, verifier: verifier, targets: targets, localDocuments: tokenService?.documents ?? [:],
             localService: tokenService.map { ($0.configuration.pathPrefix, $0.endpoints) }, keyRefetcher: remoteKeys)
+        let keyPublisher: VerifierPublisher? =
+            tokenService?.fleetKeys == nil ? nil : remoteKeys?.publisher ?? VerifierPublisher(policies: loaded.policies, leeway: leeway)
         return GatewayGeneration(
-            configuration: configuration, tokenService: tokenService, remoteKeys: remoteKeys, followers: followers, policy: policy)
+            configuration: configuration, tokenService: tokenService, remoteKeys: remoteKeys, followers: followers, policy: policy,
+            keyPublisher: keyPublisher)
     }
 
     /// Starts what runs in the background (revocations, the store check, key-set fetches), once the loops have the
     /// policy. `previous` is the generation this one replaces.
     func activate(on loops: LoopContexts, shared: Shared, previous: GatewayGeneration?) async throws {
         try await tokenService?.attach(loops, readiness: shared.readiness, logger: shared.logger)
+        if let tokenService, let fleetKeys = tokenService.fleetKeys, let keyPublisher {
+            // A reload that could not keep the running keys object (another key-encryption key) stops the old one
+            // before it installs old keys over these.
+            if let old = previous?.tokenService?.fleetKeys, old !== fleetKeys { old.stop() }
+            keyPublisher.attach(loops)
+            await fleetKeys.attach(
+                FleetKeys.Target(
+                    service: tokenService.configuration,
+                    retention: tokenService.sessions.settings.revocationRetention,
+                    leeway: Double(configuration.auth.leewaySeconds), sessions: tokenService.sessions, publisher: keyPublisher))
+        }
         followers?.start(applyingTo: loops, previous: previous?.followers)
         if let remoteKeys {
             if remoteKeys === previous?.remoteKeys {

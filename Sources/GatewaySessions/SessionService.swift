@@ -40,14 +40,18 @@ public final class SessionService: Sendable {
     }
 
     public let settings: Settings
-    public let signer: AccessTokenIssuer
+    /// Mints the access tokens; `replaceKeys` swaps it when the fleet's signing key changes.
+    public var signer: AccessTokenIssuer { keys.withLock { $0.signer } }
     public let store: any SessionStore
     let credentials: any CredentialVerifier
     /// Failed-login counts (in this process, or shared by the fleet); a reload with the same limits hands it to the
     /// next service.
     public let limiter: any LoginFailureCounter
     /// Verifies the service's own access tokens (revoke, logout, introspection).
-    let verifier: TokenVerifier
+    var verifier: TokenVerifier { keys.withLock { $0.verifier } }
+    /// Behind a lock because keys kept in a shared store change while the service runs (DESIGN §9); only the token
+    /// endpoints read them, never the proxied data path.
+    private let keys: Mutex<(signer: AccessTokenIssuer, verifier: TokenVerifier)>
     let onRevoke: @Sendable (_ sessionID: String, _ until: Double) -> Void
     /// Called after a revocation was written to the store (and so to its revocation log): the moment other
     /// replicas and feed readers can see it, so the server's revocation sync catches up now rather than at its next
@@ -67,13 +71,18 @@ public final class SessionService: Sendable {
         self.onEvent = onEvent
         self.onRevocationLogged = onRevocationLogged
         self.settings = settings
-        self.signer = signer
+        self.keys = Mutex((signer, verifier))
         self.store = store
         self.credentials = credentials
         self.limiter = limiter
-        self.verifier = verifier
         self.onRevoke = onRevoke
         self.clock = clock
+    }
+
+    /// Signs with `signer` and trusts `verifier` from now on (a new key of the fleet activated, or one was added
+    /// or dropped). Requests already past their key lookup finish with the keys they read.
+    public func replaceKeys(signer: AccessTokenIssuer, verifier: TokenVerifier) {
+        keys.withLock { $0 = (signer, verifier) }
     }
 
     // MARK: - Grants

@@ -22,6 +22,10 @@ package final class TokenServiceRuntime: Sendable {
     let store: any SessionStore
     let revocations: RevocationFanout
     package let sync: RevocationSync
+    /// The signing keys kept in a postgres store (nil: in `signing.key_dir`); carried over by a reload.
+    let fleetKeys: FleetKeys?
+    /// Other replicas' revocations from a postgres store's notifications (nil for other stores); carried over.
+    let revocationBridge: PostgresRevocationBridge?
     private let metrics: MetricsRegistry
     private let usersVerifier: UsersFileVerifier?
     private let purgeTask = Mutex<Task<Void, Never>?>(nil)
@@ -36,7 +40,10 @@ package final class TokenServiceRuntime: Sendable {
         let now = WallClock.now()
         let leeway = Double(configuration.auth.leewaySeconds)
         let retention = Double(service.accessTokenTTLSeconds) + leeway
-        let (signingKey, issuerPolicy, jwks) = try TokenServiceKeys.open(service, now: now, retention: retention)
+        // With a postgres store the keys are the fleet's, in the database (read below, once the store is open).
+        _ = try FleetKeys.requiredSecret(service, store: configuration.store)
+        var fileKeys: (SigningKey, IssuerPolicy, String)?
+        if configuration.store.kind != .postgres { fileKeys = try TokenServiceKeys.open(service, now: now, retention: retention) }
 
         var usersVerifier: UsersFileVerifier? = nil
         let credentials: any CredentialVerifier
@@ -54,6 +61,11 @@ package final class TokenServiceRuntime: Sendable {
         let store = if let previous { previous.store } else { try await SessionStores.open(configuration.store) }
         let revocations = previous?.revocations ?? RevocationFanout()
         let sync = previous?.sync ?? RevocationSync(store: store, retention: retention, clock: WallClock.now)
+        let revocationBridge = previous?.revocationBridge ?? (store as? PostgresSessionStore).map { PostgresRevocationBridge(store: $0, sync: sync) }
+        let fleetKeys = try await FleetKeys.open(
+            service, configuration: configuration, store: store, previous: previous?.fleetKeys, now: now, logger: logger)
+        let fleetMaterial = fleetKeys?.material(for: service, retention: retention, now: now)
+        let (signingKey, issuerPolicy, jwks) = fleetMaterial.map { ($0.signing, $0.policy, $0.jwks) } ?? fileKeys!
         let ownIssuer = service.issuer
         let settings = SessionService.Settings(
             accessTokenLifetime: service.accessTokenTTLSeconds,
@@ -65,7 +77,7 @@ package final class TokenServiceRuntime: Sendable {
         let wanted = LoginRateLimiter.Limits(
             perUsername: limits.perUsername, perAddress: limits.perAddress, window: Double(limits.windowSeconds))
         // A reload keeps the failures counted so far, unless the limits themselves changed.
-        let limiter = previous.map(\.sessions.limiter).flatMap { $0.limits == wanted ? $0 : nil } ?? LoginRateLimiter(limits: wanted)
+        let limiter = previous.map(\.sessions.limiter).flatMap { $0.limits == wanted ? $0 : nil } ?? SessionStores.loginFailureCounter(store, limits: wanted)
         let sessions = SessionService(
             settings: settings,
             signer: AccessTokenIssuer(issuer: service.issuer, audience: service.audience, key: signingKey),
@@ -85,8 +97,10 @@ package final class TokenServiceRuntime: Sendable {
             onRevocationLogged: { sync.wake() })
 
         var documents: [String: LocalDocument] = [:]
-        documents["/.well-known/jwks.json"] = LocalDocument(
-            contentType: "application/jwk-set+json", body: Array(jwks.utf8), cacheControl: "public, max-age=300")
+        documents["/.well-known/jwks.json"] =
+            fleetKeys != nil
+            ? FleetKeys.jwksDocument(jwks, service: service)
+            : LocalDocument(contentType: "application/jwk-set+json", body: Array(jwks.utf8), cacheControl: "public, max-age=300")
         let (metadataPath, metadata) = metadataDocument(service, scopes: usersVerifier?.users.allScopes ?? [])
         documents[metadataPath] = LocalDocument(contentType: "application/json", body: metadata, cacheControl: "public, max-age=3600")
 
@@ -97,16 +111,18 @@ package final class TokenServiceRuntime: Sendable {
             endpoints: TokenEndpoints(
                 prefix: service.pathPrefix, service: sessions, realm: configuration.auth.realm,
                 feed: service.revocationsFeedToken.map { RevocationFeed(secret: $0, sync: sync, realm: configuration.auth.realm) }),
-            issuerPolicy: issuerPolicy, documents: documents, store: store, revocations: revocations, sync: sync, metrics: metrics,
-            usersVerifier: usersVerifier)
+            issuerPolicy: issuerPolicy, documents: documents, store: store, revocations: revocations, sync: sync, fleetKeys: fleetKeys,
+            revocationBridge: revocationBridge, metrics: metrics, usersVerifier: usersVerifier)
     }
 
     private init(
         configuration: TokenService, sessions: SessionService, endpoints: TokenEndpoints, issuerPolicy: IssuerPolicy,
         documents: [String: LocalDocument], store: any SessionStore, revocations: RevocationFanout, sync: RevocationSync,
-        metrics: MetricsRegistry, usersVerifier: UsersFileVerifier?
+        fleetKeys: FleetKeys?, revocationBridge: PostgresRevocationBridge?, metrics: MetricsRegistry, usersVerifier: UsersFileVerifier?
     ) {
         self.sync = sync
+        self.fleetKeys = fleetKeys
+        self.revocationBridge = revocationBridge
         self.metrics = metrics
         self.configuration = configuration
         self.sessions = sessions
@@ -147,6 +163,8 @@ package final class TokenServiceRuntime: Sendable {
         } catch {
             health.failed(error)
         }
+        // After the first catch-up, with `apply` set: an entry read before would move the sequence past it unapplied.
+        revocationBridge?.start(health: health)
         sync.startPolling(every: .seconds(5)) { result in
             switch result {
             case .success:
@@ -176,6 +194,8 @@ package final class TokenServiceRuntime: Sendable {
         await usersVerifier?.shutdown()
         if closingStore {
             // No newer runtime took the sync over: stop its poll and answer the feed's waiting readers.
+            await revocationBridge?.stop()
+            fleetKeys?.stop()
             sync.stop()
             await store.close()
         }

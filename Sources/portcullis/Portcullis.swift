@@ -85,7 +85,10 @@ struct Check: AsyncParsableCommand {
         do {
             let loaded = try IssuerLoader.load(configuration)
             for warning in loaded.warnings { printError("\(options.config): warning: \(warning)") }
-            if let service = configuration.tokenService { _ = try TokenServiceUsers.load(service) }
+            if let service = configuration.tokenService {
+                _ = try TokenServiceUsers.load(service)
+                _ = try FleetKeys.requiredSecret(service, store: configuration.store)
+            }
         } catch {
             throw options.fail(error)
         }
