@@ -91,7 +91,7 @@ let package = Package(
         .target(
             name: "GatewayControl",
             dependencies: [
-                "GatewayProxy", "GatewayJSON",
+                "GatewayProxy", "GatewayTokens", "GatewayJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings

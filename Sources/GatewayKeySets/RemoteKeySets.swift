@@ -13,7 +13,7 @@ public final class RemoteKeySets: KeyRefetcher {
     private let ordered: [RemoteKeySet]
     /// Also carries the token service's own keys when they change at runtime (a shared store): one table, so
     /// neither kind of update can overwrite the other's keys.
-    let publisher: VerifierPublisher
+    package let publisher: VerifierPublisher
 
     /// - Parameters:
     ///   - policies: every issuer's policy as loaded (remote ones without keys), in configured order.

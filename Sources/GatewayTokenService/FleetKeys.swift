@@ -40,12 +40,22 @@ public final class FleetKeys: Sendable {
     }
 
     /// What new keys are installed into: the running token service and the data path's key table.
-    struct Target: Sendable {
-        var service: TokenService
-        var retention: Double
-        var leeway: Double
-        var sessions: SessionService
-        var publisher: VerifierPublisher
+    package struct Target: Sendable {
+        package var service: TokenService
+        package var retention: Double
+        package var leeway: Double
+        package var sessions: SessionService
+        package var publisher: VerifierPublisher
+
+        package init(
+            service: TokenService, retention: Double, leeway: Double, sessions: SessionService, publisher: VerifierPublisher
+        ) {
+            self.service = service
+            self.retention = retention
+            self.leeway = leeway
+            self.sessions = sessions
+            self.publisher = publisher
+        }
     }
 
     static let jwksPath = "/.well-known/jwks.json"
@@ -176,7 +186,7 @@ public final class FleetKeys: Sendable {
 
     /// Installs the current keys into `target` now and keeps them current from then on (the background refresh starts
     /// with the first call). A reload calls it again for its new token service; the old one is no longer written to.
-    func attach(_ target: Target) async {
+    package func attach(_ target: Target) async {
         let previousTask = state.withLock { state -> Task<Void, Never>? in
             state.target = target
             state.installed = nil
@@ -194,7 +204,7 @@ public final class FleetKeys: Sendable {
     }
 
     /// Stops the refresh (shutdown, or a reload that replaced this object).
-    func stop() {
+    package func stop() {
         let task = state.withLock { state -> Task<Void, Never>? in
             state.stopped = true
             defer { state.task = nil }

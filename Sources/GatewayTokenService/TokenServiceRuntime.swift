@@ -23,7 +23,7 @@ package final class TokenServiceRuntime: Sendable {
     let revocations: RevocationFanout
     package let sync: RevocationSync
     /// The signing keys kept in a postgres store (nil: in `signing.key_dir`); carried over by a reload.
-    let fleetKeys: FleetKeys?
+    package let fleetKeys: FleetKeys?
     /// Other replicas' revocations from a postgres store's notifications (nil for other stores); carried over.
     let revocationBridge: PostgresRevocationBridge?
     private let metrics: MetricsRegistry

@@ -6,7 +6,7 @@ import Synchronization
 
 /// Builds the data path's `TokenVerifier` from the fixed issuer policies and the current keys of every remote key
 /// set, and installs it on every event loop (a new `ProxyPolicy` sharing everything else). Control plane only.
-final class VerifierPublisher: Sendable {
+package final class VerifierPublisher: Sendable {
     private struct State {
         /// In configured order; remote issuers with the keys they were loaded with (none). A reload replaces them.
         var policies: [IssuerPolicy]
@@ -21,14 +21,14 @@ final class VerifierPublisher: Sendable {
     private let leeway: Double
     private let state: Mutex<State>
 
-    init(policies: [IssuerPolicy], leeway: Double) {
+    package init(policies: [IssuerPolicy], leeway: Double) {
         self.leeway = leeway
         self.state = Mutex(State(policies: policies, verifier: TokenVerifier(issuers: policies, leeway: leeway)))
     }
 
     /// A reload with the same remote key sources: the other issuers' policies (and the remote ones' audiences, types,
     /// claims) change, the fetched keys stay. Returns the verifier to build the new `ProxyPolicy` with.
-    func replacePolicies(_ policies: [IssuerPolicy]) -> TokenVerifier {
+    package func replacePolicies(_ policies: [IssuerPolicy]) -> TokenVerifier {
         state.withLock { state in
             state.policies = policies
             state.verifier = Self.verifier(policies: policies, remoteKeys: state.remoteKeys, leeway: leeway)
@@ -40,7 +40,7 @@ final class VerifierPublisher: Sendable {
 
     /// Installs the latest verifier on every loop again (after a reload installed a policy built a moment earlier, so
     /// a key-set change in between is not lost).
-    func republish() {
+    package func republish() {
         let loops = state.withLock { $0.loops }
         loops?.apply { context in self.install(on: context) }
     }
@@ -63,17 +63,17 @@ final class VerifierPublisher: Sendable {
     }
 
     /// Where new verifiers go. Set once the loops exist (their policies need the refetcher, which needs this).
-    func attach(_ loops: LoopContexts) {
+    package func attach(_ loops: LoopContexts) {
         state.withLock { $0.loops = loops }
     }
 
     /// The latest verifier.
-    var current: TokenVerifier { state.withLock { $0.verifier } }
+    package var current: TokenVerifier { state.withLock { $0.verifier } }
 
     /// Replaces `issuer`'s keys and installs the resulting verifier on every loop; when keys were removed, the loops'
     /// verified-token caches are emptied too, so a token verified with a removed key stops working at once. The
     /// future completes once every loop has the new verifier.
-    func update(issuer: String, keys: [VerificationKey], keysRemoved: Bool) -> EventLoopFuture<Void>? {
+    package func update(issuer: String, keys: [VerificationKey], keysRemoved: Bool) -> EventLoopFuture<Void>? {
         let loops = state.withLock { state -> LoopContexts? in
             state.remoteKeys[issuer] = keys
             state.verifier = Self.verifier(policies: state.policies, remoteKeys: state.remoteKeys, leeway: leeway)
@@ -91,7 +91,7 @@ final class VerifierPublisher: Sendable {
     /// change at runtime when they live in a shared store) and installs the result with `documents` (its JWKS) on
     /// every loop, the same way as `update(issuer:keys:keysRemoved:)`. Nil when no policy has that issuer (a reload
     /// renamed it: the caller is stale) or the loops are not attached yet.
-    func replace(policy: IssuerPolicy, keysRemoved: Bool, documents: [String: LocalDocument]) -> EventLoopFuture<Void>? {
+    package func replace(policy: IssuerPolicy, keysRemoved: Bool, documents: [String: LocalDocument]) -> EventLoopFuture<Void>? {
         let loops = state.withLock { state -> LoopContexts? in
             guard let index = state.policies.firstIndex(where: { $0.issuer == policy.issuer }) else { return nil }
             state.policies[index] = policy
