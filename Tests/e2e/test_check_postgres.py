@@ -12,7 +12,10 @@ from token_service import service_config
 
 
 def _check(binary: str, directory: str, store: dict) -> subprocess.CompletedProcess:
-    config = service_config(directory, upstream_port=free_port(), store=store)
+    os.makedirs(directory, exist_ok=True)
+    # A postgres store keeps the signing keys in the database, sealed under the key-encryption key.
+    signing = {"algorithm": "ES256", "key_encryption_key": "k" * 32}
+    config = service_config(directory, upstream_port=free_port(), store=store, signing=signing)
     path = os.path.join(directory, "gateway.json")
     with open(path, "w") as f:
         json.dump(config, f)
