@@ -59,7 +59,8 @@ import Testing
 
     /// Found by the `path` fuzz target: a segment of parameters only (`/;x/admin`) left an empty segment in the
     /// match path (`//admin`), so a rule for `/admin` did not match while a parameter-dropping upstream served
-    /// `/admin`. Such segments do not count for matching; the forwarded path keeps them.
+    /// `/admin`. Such segments do not count for matching (a last one leaves a directory: `/admin/;x` matches as
+    /// `/admin/`); the forwarded path keeps them.
     @Test(arguments: [
         ("/;x/admin/users", "/admin/users", "/;x/admin/users"),
         ("/;a//=", "/=", "/;a/="),
@@ -67,6 +68,8 @@ import Testing
         ("/;x", "/", "/;x"),
         ("/;x/", "/", "/;x/"),
         ("/;", "/", "/;"),
+        ("/admin/;x", "/admin/", "/admin/;x"),
+        ("/api;/;", "/api/", "/api;/;"),
     ])
     func parameterOnlySegmentsDoNotCountForMatching(input: String, matchPath: String, path: String) throws {
         let c = try CanonicalPath.parse(input).get()
