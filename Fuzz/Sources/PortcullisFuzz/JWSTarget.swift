@@ -27,7 +27,17 @@ let jwsTarget = FuzzTarget("jws", "GatewayTokens CompactJWS + TokenVerifier with
         let header = Base64URL.encode(rest[..<split])
         let payload = Base64URL.encode(rest[min(split + 1, rest.count)...])
         let signingInput = Array("\(header).\(payload)".utf8)
-        token = signingInput + Array(".".utf8) + Array(Base64URL.encode(chosen.sign(signingInput)).utf8)
+        // The verifier reads both as JSON objects before it looks at the signature: only then is signing (an RSA
+        // signature costs more than everything else in an input) worth it.
+        let signature: [UInt8]
+        if case .object? = try? JSONParser.parse(rest[..<split], limits: .token),
+            case .object? = try? JSONParser.parse(rest[min(split + 1, rest.count)...], limits: .token)
+        {
+            signature = chosen.sign(signingInput)
+        } else {
+            signature = [UInt8](repeating: 0, count: 64)
+        }
+        token = signingInput + Array(".".utf8) + Array(Base64URL.encode(signature).utf8)
     }
 
     let result = token.withUnsafeBytes { verifier.verify($0, now: FuzzKeys.now) }
