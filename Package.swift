@@ -12,7 +12,13 @@ let package = Package(
     // builds it. SwiftPM's `platforms` can only name Apple platforms (and their minimum versions); there is no Linux
     // entry to declare, so the list is left out rather than naming macOS, which never built.
     products: [
-        .executable(name: "portcullis", targets: ["portcullis"])
+        .executable(name: "portcullis", targets: ["portcullis"]),
+        // Only so that the separate fuzzing package (Fuzz/Package.swift) can depend on the modules by path: SwiftPM
+        // lets another package use a target only through a product. Nothing outside this repository uses it.
+        .library(
+            name: "PortcullisModules",
+            targets: ["GatewayJSON", "GatewayConfig", "GatewayTokens", "GatewaySessions", "CurlNIO", "GatewayProxy", "GatewayServer"]
+        ),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

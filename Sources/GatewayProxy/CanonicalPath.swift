@@ -102,19 +102,22 @@ public struct CanonicalPath: Sendable, Hashable {
         }
 
         var path = "/"
-        var matchPath = "/"
         for (n, segment) in segments.enumerated() {
-            if n > 0 {
-                path += "/"
-                matchPath += "/"
-            }
+            if n > 0 { path += "/" }
             path += String(decoding: segment, as: UTF8.self)
-            matchPath += String(decoding: segment.prefix { $0 != UInt8(ascii: ";") }, as: UTF8.self)
         }
-        if endsInDirectory && !segments.isEmpty {
-            path += "/"
-            matchPath += "/"
+        if endsInDirectory && !segments.isEmpty { path += "/" }
+        // A segment that is only parameters (`/;x/admin`) is empty once they are removed, and an upstream that drops
+        // parameters (Tomcat) then merges the slashes and serves `/admin`. Leaving it out of the match path makes
+        // the route decision see `/admin` too; keeping it gave `//admin`, which slipped past a rule for `/admin`.
+        // A last segment of parameters only (`/admin/;x`) is `/admin/` to such an upstream: a directory.
+        let names = segments.map { $0.prefix { $0 != UInt8(ascii: ";") } }.filter { !$0.isEmpty }
+        var matchPath = "/"
+        for (n, name) in names.enumerated() {
+            if n > 0 { matchPath += "/" }
+            matchPath += String(decoding: name, as: UTF8.self)
         }
+        if (endsInDirectory || segments.last?.first == UInt8(ascii: ";")) && !names.isEmpty { matchPath += "/" }
         return .success(CanonicalPath(path: path, matchPath: matchPath, query: query))
     }
 }

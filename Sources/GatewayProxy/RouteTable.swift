@@ -36,9 +36,27 @@ public struct RouteTable: Sendable {
     public static func upstreamPath(for route: Route, canonicalPath: String, basePath: String) -> String {
         var path = canonicalPath
         if route.stripPrefix && route.pathPrefix != "/" {
-            path = String(path.dropFirst(route.pathPrefix.count))
+            if path.utf8.contains(UInt8(ascii: ";")) {
+                path = stripSegments(ofPrefix: route.pathPrefix, from: path)
+            } else {
+                path = String(path.dropFirst(route.pathPrefix.count))
+            }
             if !path.hasPrefix("/") { path = "/" + path }
         }
         return basePath.isEmpty ? path : basePath + path
+    }
+
+    /// The prefix matched the match path, where `;parameters` are removed and segments of parameters only are left
+    /// out; in the forwarded path they are still there, so the prefix is removed segment by segment, never by
+    /// character count (`/api;v=1/items` → `/items`, `/;x/api/items` → `/items`).
+    static func stripSegments(ofPrefix prefix: String, from path: String) -> String {
+        var remaining = prefix.utf8.split(separator: UInt8(ascii: "/")).count
+        let segments = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).dropFirst()
+        var index = segments.startIndex
+        while remaining > 0, index < segments.endIndex {
+            if segments[index].first != UInt8(ascii: ";") { remaining -= 1 }
+            index += 1
+        }
+        return segments[index...].map { "/" + String(decoding: $0, as: UTF8.self) }.joined()
     }
 }

@@ -34,4 +34,15 @@ import Testing
         #expect(RouteTable.upstreamPath(for: route("/api"), canonicalPath: "/api/x", basePath: "/base") == "/base/api/x")
         #expect(RouteTable.upstreamPath(for: route("/", strip: true), canonicalPath: "/x", basePath: "") == "/x")
     }
+
+    /// Found by the `path` fuzz target: the prefix is matched on the match path (parameters removed) but was stripped
+    /// from the forwarded path by character count, so `/api;v=1/items` went upstream as `/;v=1/items`.
+    @Test func stripPrefixCountsSegmentsNotCharacters() {
+        let api = route("/api", strip: true)
+        #expect(RouteTable.upstreamPath(for: api, canonicalPath: "/api;v=1/items", basePath: "") == "/items")
+        #expect(RouteTable.upstreamPath(for: api, canonicalPath: "/;x/api/items;y", basePath: "/b") == "/b/items;y")
+        #expect(RouteTable.upstreamPath(for: api, canonicalPath: "/api;v=1", basePath: "") == "/")
+        #expect(RouteTable.upstreamPath(for: api, canonicalPath: "/api;v=1/", basePath: "") == "/")
+        #expect(RouteTable.upstreamPath(for: route("/a/b", strip: true), canonicalPath: "/a/;p/b;q/c/d", basePath: "") == "/c/d")
+    }
 }
