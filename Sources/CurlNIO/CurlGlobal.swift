@@ -8,7 +8,8 @@ import CCurl
 public enum CurlGlobal {
     private static let once: Bool = {
         let disabled = ccurl_openssl_init_no_atexit() != 0
-        let rc = curl_global_init(3 /* CURL_GLOBAL_DEFAULT = SSL | WIN32 */)
+        // 3 is CURL_GLOBAL_DEFAULT (SSL | WIN32), a macro Swift cannot import.
+        let rc = curl_global_init(3)
         precondition(rc == CURLE_OK, "curl_global_init failed: \(rc.rawValue)")
         return disabled
     }()

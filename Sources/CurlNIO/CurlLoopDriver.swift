@@ -249,7 +249,8 @@ public final class CurlLoopDriver {
                             receivedHead: false)))
                 return
             }
-            let deadline = transfer.requestSentTime.map { $0 + transfer.responseTimeout }
+            let deadline =
+                transfer.requestSentTime.map { $0 + transfer.responseTimeout }
                 ?? (transfer.lastActivity + transfer.idleTimeout)
             self.ensureSweep(at: deadline)
         case .resume(let transfer, let direction):

@@ -3,9 +3,9 @@ import NIOCore
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// The shared epoll thread. curl's sockets are registered level-triggered with EPOLLONESHOT by the drivers (on

@@ -62,7 +62,8 @@ struct ConfigReader {
     mutating func integer(_ key: String, default defaultValue: Int, range: ClosedRange<Int>) -> Int {
         guard let value = raw(key) else { return defaultValue }
         guard let n = value.numberValue, n == n.rounded(), n >= -9e15, n <= 9e15 else {
-            sink.record(.wrongType, childPath(key), "expected an integer, found \(value.typeName == "a number" ? "a fraction" : value.typeName)")
+            sink.record(
+                .wrongType, childPath(key), "expected an integer, found \(value.typeName == "a number" ? "a fraction" : value.typeName)")
             return defaultValue
         }
         let i = Int(n)
@@ -107,7 +108,9 @@ struct ConfigReader {
     mutating func oneOf(_ key: String, _ allowed: [String], default defaultValue: String) -> String {
         guard let s = string(key) else { return defaultValue }
         guard allowed.contains(s) else {
-            sink.record(.invalidValue, childPath(key), "must be one of \(allowed.map { "\"\($0)\"" }.joined(separator: ", ")), found \(JSONWriter.quoted(s))")
+            sink.record(
+                .invalidValue, childPath(key),
+                "must be one of \(allowed.map { "\"\($0)\"" }.joined(separator: ", ")), found \(JSONWriter.quoted(s))")
             return defaultValue
         }
         return s

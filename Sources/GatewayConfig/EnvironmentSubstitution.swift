@@ -11,7 +11,9 @@ enum EnvironmentSubstitution {
         case .array(let elements):
             return .array(elements.enumerated().map { apply($1, environment: environment, path: path + [.index($0)], sink: sink) })
         case .object(let object):
-            return .object(JSONObject(object.members.map { ($0.name, apply($0.value, environment: environment, path: path + [.key($0.name)], sink: sink)) }))
+            return .object(
+                JSONObject(
+                    object.members.map { ($0.name, apply($0.value, environment: environment, path: path + [.key($0.name)], sink: sink)) }))
         default:
             return value
         }
@@ -52,7 +54,9 @@ enum EnvironmentSubstitution {
     }
 
     private static func isVariableName(_ name: Substring) -> Bool {
-        guard let first = name.utf8.first, first == UInt8(ascii: "_") || (first | 0x20 >= 0x61 && first | 0x20 <= 0x7A) else { return false }
+        guard let first = name.utf8.first, first == UInt8(ascii: "_") || (first | 0x20 >= 0x61 && first | 0x20 <= 0x7A) else {
+            return false
+        }
         return name.utf8.allSatisfy { $0 == UInt8(ascii: "_") || ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) }
     }
 }

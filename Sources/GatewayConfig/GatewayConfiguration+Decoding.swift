@@ -1,14 +1,16 @@
 import GatewayJSON
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 extension GatewayConfiguration {
     /// JWS algorithms the gateway implements.
-    public static let supportedAlgorithms = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
+    public static let supportedAlgorithms = [
+        "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+    ]
     /// The default allow-list: every asymmetric algorithm. HMAC must be listed explicitly.
     public static let defaultAlgorithms = supportedAlgorithms.filter { !$0.hasPrefix("HS") }
 
@@ -26,7 +28,9 @@ extension GatewayConfiguration {
     }
 
     /// Validates a configuration document. Every problem is reported, each with its JSON path.
-    public static func parse(_ bytes: [UInt8], baseDirectory: String, environment: [String: String]) throws(ConfigErrors) -> GatewayConfiguration {
+    public static func parse(
+        _ bytes: [UInt8], baseDirectory: String, environment: [String: String]
+    ) throws(ConfigErrors) -> GatewayConfiguration {
         let document: JSONValue
         do {
             document = try JSONParser.parse(bytes, limits: .document)
@@ -85,11 +89,6 @@ private struct Decoder {
     let baseDirectory: String
     let sink: ErrorSink
 
-    init(baseDirectory: String, sink: ErrorSink) {
-        self.baseDirectory = baseDirectory
-        self.sink = sink
-    }
-
     func resolve(_ path: String) -> String {
         path.hasPrefix("/") ? path : (baseDirectory == "." ? path : "\(baseDirectory)/\(path)")
     }
@@ -120,11 +119,16 @@ private struct Decoder {
         let store = decodeStore(&root)
         let log = decodeLog(&root)
         if let tokenService, let index = issuers.firstIndex(where: { $0.issuer == tokenService.issuer }) {
-            sink.record(.invalidValue, [.key("issuers"), .index(index), .key("issuer")],
-                        "\(JSONWriter.quoted(tokenService.issuer)) is the token service's own issuer, which is trusted with its own keys; remove this entry")
+            sink.record(
+                .invalidValue, [.key("issuers"), .index(index), .key("issuer")],
+                "\(JSONWriter.quoted(tokenService.issuer)) is the token service's own issuer, which is trusted with its own keys; remove this entry"
+            )
         }
         if issuers.isEmpty && tokenService == nil && routes.contains(where: { $0.auth != .none }) {
-            root.record(.missingKey, "issuers", "no issuer is configured and the token service is off, so no token can ever be valid on a route with auth \"required\" or \"optional\"")
+            root.record(
+                .missingKey, "issuers",
+                "no issuer is configured and the token service is off, so no token can ever be valid on a route with auth \"required\" or \"optional\""
+            )
         }
         return GatewayConfiguration(
             listen: listen, adminListen: adminListen, limits: limits, upstreams: upstreams, routes: routes, auth: auth,
@@ -140,7 +144,9 @@ private struct Decoder {
         }
         guard let text = reader.string(key) else { return defaultValue }
         guard let address = parseHostPort(text) else {
-            reader.record(.invalidValue, key, "expected \"host:port\" (for example \"127.0.0.1:8080\" or \"[::1]:8080\"), found \(JSONWriter.quoted(text))")
+            reader.record(
+                .invalidValue, key,
+                "expected \"host:port\" (for example \"127.0.0.1:8080\" or \"[::1]:8080\"), found \(JSONWriter.quoted(text))")
             return defaultValue
         }
         return address
@@ -174,7 +180,10 @@ private struct Decoder {
                 if let parsed = parseURL(url) {
                     (upstream.scheme, upstream.host, upstream.port, upstream.basePath) = parsed
                 } else {
-                    u.record(.invalidValue, "url", "expected an absolute http:// or https:// URL without query, fragment or credentials, found \(JSONWriter.quoted(url))")
+                    u.record(
+                        .invalidValue, "url",
+                        "expected an absolute http:// or https:// URL without query, fragment or credentials, found \(JSONWriter.quoted(url))"
+                    )
                 }
             }
             upstream.unixSocket = u.string("unix_socket").map(resolve)
@@ -205,32 +214,47 @@ private struct Decoder {
             if !prefix.hasPrefix("/") {
                 r.record(.invalidValue, "path_prefix", "must start with \"/\", found \(JSONWriter.quoted(prefix))")
             } else if !isCanonicalPrefix(prefix) {
-                r.record(.invalidValue, "path_prefix", "must be a canonical path (no \"//\", \".\" or \"..\" segments, \"%\", \"\\\", \";\" or non-ASCII), found \(JSONWriter.quoted(prefix))")
+                r.record(
+                    .invalidValue, "path_prefix",
+                    "must be a canonical path (no \"//\", \".\" or \"..\" segments, \"%\", \"\\\", \";\" or non-ASCII), found \(JSONWriter.quoted(prefix))"
+                )
             }
             if prefix.count > 1 && prefix.hasSuffix("/") { prefix.removeLast() }
             let upstream = r.requiredString("upstream") ?? ""
             if !upstream.isEmpty && !upstreams.contains(where: { $0.name == upstream }) {
                 let names = upstreams.map { "\"\($0.name)\"" }.joined(separator: ", ")
-                r.record(.invalidValue, "upstream", "no upstream named \(JSONWriter.quoted(upstream)) (defined: \(names.isEmpty ? "none" : names))")
+                r.record(
+                    .invalidValue, "upstream",
+                    "no upstream named \(JSONWriter.quoted(upstream)) (defined: \(names.isEmpty ? "none" : names))")
             }
             var methods: [String] = []
             for (j, m) in (r.stringArray("methods") ?? []).enumerated() {
-                if isToken(m) && m == m.uppercased() { methods.append(m) } else {
-                    sink.record(.invalidValue, r.childPath("methods") + [.index(j)], "expected an upper-case HTTP method, found \(JSONWriter.quoted(m))")
+                if isToken(m) && m == m.uppercased() {
+                    methods.append(m)
+                } else {
+                    sink.record(
+                        .invalidValue, r.childPath("methods") + [.index(j)],
+                        "expected an upper-case HTTP method, found \(JSONWriter.quoted(m))")
                 }
             }
             let host = r.string("host").map { $0.lowercased() }
             let auth = Route.AuthMode(rawValue: r.oneOf("auth", ["required", "optional", "none"], default: "required")) ?? .required
             let scopes = r.stringArray("scopes") ?? []
-            for (j, s) in scopes.enumerated() where s.isEmpty || s.contains(where: { $0 == " " || $0 == "\"" || $0 == "\\" || !$0.isASCII }) {
-                sink.record(.invalidValue, r.childPath("scopes") + [.index(j)], "a scope is a non-empty ASCII word without spaces, quotes or backslashes")
+            for (j, s) in scopes.enumerated() where s.isEmpty || s.contains(where: { $0 == " " || $0 == "\"" || $0 == "\\" || !$0.isASCII })
+            {
+                sink.record(
+                    .invalidValue, r.childPath("scopes") + [.index(j)],
+                    "a scope is a non-empty ASCII word without spaces, quotes or backslashes")
             }
             if auth == .none && !scopes.isEmpty {
                 r.record(.invalidValue, "scopes", "a route with auth \"none\" cannot require scopes")
             }
             let stripPrefix = r.bool("strip_prefix", default: false)
             r.finish()
-            routes.append(Route(pathPrefix: prefix, methods: methods, host: host, upstream: upstream, auth: auth, scopes: scopes, stripPrefix: stripPrefix))
+            routes.append(
+                Route(
+                    pathPrefix: prefix, methods: methods, host: host, upstream: upstream, auth: auth, scopes: scopes,
+                    stripPrefix: stripPrefix))
         }
         return routes
     }
@@ -262,12 +286,16 @@ private struct Decoder {
             guard var r = ConfigReader.open(value, path: path, sink: sink) else { continue }
             let name = r.requiredString("issuer") ?? ""
             if !name.isEmpty && !seen.insert(name).inserted {
-                r.record(.invalidValue, "issuer", "issuer \(JSONWriter.quoted(name)) is listed twice; a token's iss must select exactly one entry")
+                r.record(
+                    .invalidValue, "issuer",
+                    "issuer \(JSONWriter.quoted(name)) is listed twice; a token's iss must select exactly one entry")
             }
             var sources: [(String, Issuer.KeySource)] = []
             if let uri = r.string("jwks_uri") {
                 if !isAllowedRemoteURL(uri, allowQuery: true) {
-                    r.record(.invalidValue, "jwks_uri", "must be an https:// URL (http:// only to a loopback address), found \(JSONWriter.quoted(uri))")
+                    r.record(
+                        .invalidValue, "jwks_uri",
+                        "must be an https:// URL (http:// only to a loopback address), found \(JSONWriter.quoted(uri))")
                 }
                 sources.append(("jwks_uri", .jwksURI(uri)))
             }
@@ -285,10 +313,11 @@ private struct Decoder {
             }
             if let f = r.string("hmac_secret_file") { sources.append(("hmac_secret_file", .hmacSecretFile(resolve(f)))) }
             if sources.count != 1 {
-                r.record(sources.isEmpty ? .missingKey : .invalidValue, nil,
-                         sources.isEmpty
-                            ? "needs exactly one key source: jwks_uri, discovery, jwks_file, public_key_file, hmac_secret or hmac_secret_file"
-                            : "has several key sources (\(sources.map(\.0).joined(separator: ", "))); use exactly one")
+                r.record(
+                    sources.isEmpty ? .missingKey : .invalidValue, nil,
+                    sources.isEmpty
+                        ? "needs exactly one key source: jwks_uri, discovery, jwks_file, public_key_file, hmac_secret or hmac_secret_file"
+                        : "has several key sources (\(sources.map(\.0).joined(separator: ", "))); use exactly one")
             }
             let isHMAC: Bool
             switch sources.first?.1 {
@@ -302,8 +331,12 @@ private struct Decoder {
                     if GatewayConfiguration.supportedAlgorithms.contains(alg) {
                         algorithms.append(alg)
                     } else {
-                        sink.record(.invalidValue, r.childPath("algorithms") + [.index(j)],
-                                    alg.lowercased() == "none" ? "\"none\" is never allowed" : "unsupported algorithm \(JSONWriter.quoted(alg)) (supported: \(GatewayConfiguration.supportedAlgorithms.joined(separator: ", ")))")
+                        sink.record(
+                            .invalidValue, r.childPath("algorithms") + [.index(j)],
+                            alg.lowercased() == "none"
+                                ? "\"none\" is never allowed"
+                                : "unsupported algorithm \(JSONWriter.quoted(alg)) (supported: \(GatewayConfiguration.supportedAlgorithms.joined(separator: ", ")))"
+                        )
                     }
                 }
                 if listed.isEmpty { r.record(.invalidValue, "algorithms", "must not be empty") }
@@ -330,7 +363,9 @@ private struct Decoder {
             let revocationsURI = r.string("revocations_uri")
             let revocationsToken = r.string("revocations_token")
             if let uri = revocationsURI, !isAllowedRemoteURL(uri, allowQuery: true) {
-                r.record(.invalidValue, "revocations_uri", "must be an https:// URL (http:// only to a loopback address), found \(JSONWriter.quoted(uri))")
+                r.record(
+                    .invalidValue, "revocations_uri",
+                    "must be an https:// URL (http:// only to a loopback address), found \(JSONWriter.quoted(uri))")
             }
             if let token = revocationsToken, token.utf8.count < 32 {
                 r.record(.invalidValue, "revocations_token", "must be at least 32 bytes long")
@@ -343,18 +378,22 @@ private struct Decoder {
             }
             if let source = sources.first?.1, sources.count == 1, !Self.isRemote(source) {
                 // ca_file also serves an https revocation feed.
-                for key in Self.remoteOnlyKeys where r.object[key] != nil && r.object[key] != .null
-                    && !(key == "ca_file" && revocationsURI != nil) {
+                for key in Self.remoteOnlyKeys
+                where r.object[key] != nil && r.object[key] != .null
+                    && !(key == "ca_file" && revocationsURI != nil)
+                {
                     r.record(.invalidValue, key, "only applies to an issuer with jwks_uri or discovery")
                 }
             }
             r.finish()
             guard let source = sources.first?.1 else { continue }
-            issuers.append(Issuer(issuer: name, keySource: source, algorithms: algorithms, audiences: audiences, tokenTypes: tokenTypes,
-                                  requiredClaims: requiredClaims, kid: kid, caFile: caFile, jwksRefetchCooldownSeconds: cooldown,
-                                  jwksMinRefreshSeconds: minRefresh, jwksMaxRefreshSeconds: maxRefresh,
-                                  jwksMaxStaleSeconds: maxStale, jwksFetchTimeoutMs: fetchTimeout,
-                                  revocationsURI: revocationsURI, revocationsToken: revocationsToken))
+            issuers.append(
+                Issuer(
+                    issuer: name, keySource: source, algorithms: algorithms, audiences: audiences, tokenTypes: tokenTypes,
+                    requiredClaims: requiredClaims, kid: kid, caFile: caFile, jwksRefetchCooldownSeconds: cooldown,
+                    jwksMinRefreshSeconds: minRefresh, jwksMaxRefreshSeconds: maxRefresh,
+                    jwksMaxStaleSeconds: maxStale, jwksFetchTimeoutMs: fetchTimeout,
+                    revocationsURI: revocationsURI, revocationsToken: revocationsToken))
         }
         return issuers
     }
@@ -416,16 +455,21 @@ private struct Decoder {
         var service = TokenService(keyDirectory: resolve("data/keys"))
         let enabled = r.bool("enabled", default: true)
         if let prefix = r.string("path_prefix") {
-            if prefix.hasPrefix("/") && prefix != "/" && isCanonicalPrefix(prefix) { service.pathPrefix = prefix } else {
+            if prefix.hasPrefix("/") && prefix != "/" && isCanonicalPrefix(prefix) {
+                service.pathPrefix = prefix
+            } else {
                 r.record(.invalidValue, "path_prefix", "must be a canonical absolute path other than /")
             }
         }
         service.issuer = r.string("issuer") ?? service.issuer
         service.audience = r.string("audience") ?? service.audience
         service.accessTokenTTLSeconds = r.integer("access_token_ttl_seconds", default: service.accessTokenTTLSeconds, range: 1...86400)
-        service.refreshTokenTTLSeconds = r.integer("refresh_token_ttl_seconds", default: service.refreshTokenTTLSeconds, range: 1...31_536_000)
-        service.refreshTokenIdleTTLSeconds = r.integer("refresh_token_idle_ttl_seconds", default: service.refreshTokenIdleTTLSeconds, range: 1...31_536_000)
-        service.refreshReuseGraceSeconds = r.integer("refresh_reuse_grace_seconds", default: service.refreshReuseGraceSeconds, range: 0...300)
+        service.refreshTokenTTLSeconds = r.integer(
+            "refresh_token_ttl_seconds", default: service.refreshTokenTTLSeconds, range: 1...31_536_000)
+        service.refreshTokenIdleTTLSeconds = r.integer(
+            "refresh_token_idle_ttl_seconds", default: service.refreshTokenIdleTTLSeconds, range: 1...31_536_000)
+        service.refreshReuseGraceSeconds = r.integer(
+            "refresh_reuse_grace_seconds", default: service.refreshReuseGraceSeconds, range: 0...300)
         if var s = r.child("signing") {
             service.signingAlgorithm = s.oneOf("algorithm", ["ES256", "EdDSA", "RS256", "PS256"], default: service.signingAlgorithm)
             service.keyDirectory = s.string("key_dir").map(resolve) ?? service.keyDirectory
@@ -546,16 +590,22 @@ extension Upstream {
 
 /// RFC 9110 token characters.
 func isToken(_ s: String) -> Bool {
-    !s.isEmpty && s.utf8.allSatisfy { byte in
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
-        default: "!#$%&'*+-.^_`|~".utf8.contains(byte)
+    !s.isEmpty
+        && s.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+            default: "!#$%&'*+-.^_`|~".utf8.contains(byte)
+            }
         }
-    }
 }
 
 func isCanonicalPrefix(_ prefix: String) -> Bool {
-    guard prefix.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "%") && $0 != UInt8(ascii: "\\") && $0 != UInt8(ascii: ";") && $0 != UInt8(ascii: "?") && $0 != UInt8(ascii: "#") }) else {
+    guard
+        prefix.utf8.allSatisfy({
+            $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "%") && $0 != UInt8(ascii: "\\") && $0 != UInt8(ascii: ";")
+                && $0 != UInt8(ascii: "?") && $0 != UInt8(ascii: "#")
+        })
+    else {
         return false
     }
     let segments = prefix.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
@@ -598,7 +648,9 @@ func parseURL(_ url: String) -> (String, String, Int, String)? {
     } else {
         return nil
     }
-    guard !rest.contains("@"), !rest.contains("?"), !rest.contains("#"), !rest.contains(where: { $0 == " " || !$0.isASCII }) else { return nil }
+    guard !rest.contains("@"), !rest.contains("?"), !rest.contains("#"), !rest.contains(where: { $0 == " " || !$0.isASCII }) else {
+        return nil
+    }
     var path = ""
     if let slash = rest.firstIndex(of: "/") {
         path = String(rest[slash...])

@@ -91,7 +91,8 @@ public struct Route: Sendable, Hashable {
     public var scopes: [String]
     public var stripPrefix: Bool
 
-    public init(pathPrefix: String, methods: [String], host: String?, upstream: String, auth: AuthMode, scopes: [String], stripPrefix: Bool) {
+    public init(pathPrefix: String, methods: [String], host: String?, upstream: String, auth: AuthMode, scopes: [String], stripPrefix: Bool)
+    {
         self.pathPrefix = pathPrefix
         self.methods = methods
         self.host = host

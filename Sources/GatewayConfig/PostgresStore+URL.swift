@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 extension PostgresStore {
@@ -109,7 +109,8 @@ extension PostgresStore {
                 let value = try decode(rawValue ?? "", what: "sslmode")
                 guard let mode = SSLMode(rawValue: value) else {
                     throw URLError(
-                        "sslmode must be one of \(SSLMode.allCases.map { quoted($0.rawValue) }.joined(separator: ", ")), found \(quoted(value))")
+                        "sslmode must be one of \(SSLMode.allCases.map { quoted($0.rawValue) }.joined(separator: ", ")), found \(quoted(value))"
+                    )
                 }
                 sslMode = mode
             }

@@ -29,13 +29,19 @@ package final class MetricsRegistry: Sendable {
         ("portcullis_logins_total", "Password logins (/auth/login and the password grant) by result", ["result"]),
         ("portcullis_refreshes_total", "Refresh-token grants by result", ["result"]),
         ("portcullis_revocations_total", "Sessions revoked, by cause (logout, revoke, reuse)", ["cause"]),
-        ("portcullis_revocation_feed_polls_total", "Answers of followed revocation feeds, by issuer and result (success or the error code)", ["issuer", "result"]),
+        (
+            "portcullis_revocation_feed_polls_total",
+            "Answers of followed revocation feeds, by issuer and result (success or the error code)", ["issuer", "result"]
+        ),
     ]
 
     /// name → (help, label names), for the control-plane gauges; a family is rendered once some value is set.
     static let gaugeFamilies: [(name: String, help: String, labels: [String])] = [
         ("portcullis_store_up", "1 while the session store answers, 0 while it does not (DESIGN §9)", []),
-        ("portcullis_revocations_sequence", "The last revocation-log sequence applied: the own store's (issuer of the token service) or a followed feed's", ["issuer"]),
+        (
+            "portcullis_revocations_sequence",
+            "The last revocation-log sequence applied: the own store's (issuer of the token service) or a followed feed's", ["issuer"]
+        ),
         ("portcullis_revocation_feed_up", "1 while the issuer's revocation feed answers, 0 while following it fails", ["issuer"]),
         ("portcullis_revocation_feed_waiters", "Readers of this gateway's revocation feed waiting in a long poll now (at most 10,000)", []),
     ]
@@ -81,9 +87,11 @@ package final class MetricsRegistry: Sendable {
         sample(&out, "portcullis_connections_open", [], Double(data.connectionsOpen))
 
         if !keySets.isEmpty {
-            family(&out, "portcullis_jwks_fetches_total", "Remote key-set fetches by issuer and result (success or the error code)", "counter")
+            family(
+                &out, "portcullis_jwks_fetches_total", "Remote key-set fetches by issuer and result (success or the error code)", "counter")
             for set in keySets {
-                sample(&out, "portcullis_jwks_fetches_total", [("issuer", set.issuer), ("result", "success")], Double(set.fetchesSucceeded))
+                sample(
+                    &out, "portcullis_jwks_fetches_total", [("issuer", set.issuer), ("result", "success")], Double(set.fetchesSucceeded))
                 for (code, count) in set.fetchesFailed.sorted(by: { $0.key < $1.key }) {
                     sample(&out, "portcullis_jwks_fetches_total", [("issuer", set.issuer), ("result", code)], Double(count))
                 }

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The wall clock the control plane stamps revocations and issued tokens with. In this low module so that the key

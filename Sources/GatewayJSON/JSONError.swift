@@ -13,7 +13,10 @@ extension [JSONPathComponent] {
             case .index(let i):
                 result += "[\(i)]"
             case .key(let name):
-                if name.utf8.allSatisfy({ $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") || ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) }),
+                if name.utf8.allSatisfy({
+                    $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") || ($0 >= 0x30 && $0 <= 0x39)
+                        || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A)
+                }),
                     !name.isEmpty
                 {
                     result += result.isEmpty ? name : ".\(name)"

@@ -36,7 +36,7 @@ public struct JSONNumber: Sendable, Hashable, CustomStringConvertible {
         guard lhs.double == rhs.double else { return false }
         if lhs.source == nil && rhs.source == nil { return true }
         switch (Decimal(lhs.text), Decimal(rhs.text)) {
-        case let (l?, r?): return l == r
+        case (let l?, let r?): return l == r
         default: return lhs.text == rhs.text  // an exponent beyond `Int` (`1e-99999999999999999999`)
         }
     }

@@ -43,7 +43,8 @@ public enum IssuerLoader {
                 case .jwksFile(let file):
                     let result = try VerificationKey.jwks(try read(file, path: "\(path).jwks_file"), allowedAlgorithms: algorithms)
                     for skipped in result.skipped {
-                        warnings.append("\(path).jwks_file: skipped key \(skipped.kid.map { "\"\($0)\"" } ?? "without kid"): \(skipped.reason)")
+                        warnings.append(
+                            "\(path).jwks_file: skipped key \(skipped.kid.map { "\"\($0)\"" } ?? "without kid"): \(skipped.reason)")
                     }
                     if result.keys.isEmpty {
                         throw ConfigError(.invalidValue, path: "\(path).jwks_file", "no usable key in \(file)")
@@ -64,9 +65,10 @@ public enum IssuerLoader {
                 continue
             }
             let audiences = issuer.audiences ?? configuration.auth.audiences
-            policies.append(IssuerPolicy(
-                issuer: issuer.issuer, keys: keys, algorithms: algorithms, audiences: audiences,
-                tokenTypes: issuer.tokenTypes, requiredClaims: issuer.requiredClaims))
+            policies.append(
+                IssuerPolicy(
+                    issuer: issuer.issuer, keys: keys, algorithms: algorithms, audiences: audiences,
+                    tokenTypes: issuer.tokenTypes, requiredClaims: issuer.requiredClaims))
         }
         guard errors.isEmpty else { throw ConfigErrors(errors) }
         let verifier = TokenVerifier(issuers: policies, leeway: Double(configuration.auth.leewaySeconds))
@@ -76,7 +78,8 @@ public enum IssuerLoader {
     /// A single configured key is pinned to exactly one algorithm (RFC 8725 §3.1), so its issuer lists exactly one.
     private static func single(_ algorithms: Set<JWSAlgorithm>, path: String, source: String) throws(ConfigError) -> JWSAlgorithm {
         guard algorithms.count == 1, let alg = algorithms.first else {
-            throw ConfigError(.invalidValue, path: "\(path).algorithms", "a \(source) key is pinned to exactly one algorithm; list exactly one")
+            throw ConfigError(
+                .invalidValue, path: "\(path).algorithms", "a \(source) key is pinned to exactly one algorithm; list exactly one")
         }
         return alg
     }

@@ -155,7 +155,9 @@ final class RemoteKeySet: Sendable {
     }
 
     private func dropKeys() -> EventLoopFuture<Void>? {
-        logger.error("\(name): the key set could not be refreshed for \(Self.seconds(source.refresh.maxStale)) s past its freshness (jwks_max_stale_seconds); its keys are dropped and its tokens refused until a fetch succeeds")
+        logger.error(
+            "\(name): the key set could not be refreshed for \(Self.seconds(source.refresh.maxStale)) s past its freshness (jwks_max_stale_seconds); its keys are dropped and its tokens refused until a fetch succeeds"
+        )
         return publisher.update(issuer: source.issuer, keys: [], keysRemoved: true)
     }
 
@@ -279,7 +281,9 @@ final class RemoteKeySet: Sendable {
         let change = KeySetChange(old: old, new: fetched.keys)
         var installed: EventLoopFuture<Void>? = nil
         if !change.isEmpty && !stopped {
-            logger.info("\(name): key set \(old.isEmpty ? "loaded" : "changed") from \(fetched.url) (\(Self.keys(fetched.keys.count)))\(change.summary)")
+            logger.info(
+                "\(name): key set \(old.isEmpty ? "loaded" : "changed") from \(fetched.url) (\(Self.keys(fetched.keys.count)))\(change.summary)"
+            )
             installed = publisher.update(issuer: source.issuer, keys: fetched.keys, keysRemoved: !change.removed.isEmpty)
         }
         // The fetch counts as running until its keys are installed, so a request that meets the unknown key in
@@ -319,7 +323,8 @@ final class RemoteKeySet: Sendable {
         }
         if !stopped {  // a fetch cut short by shutdown is not news
             let kept = keyCount > 0 ? "keeping its \(Self.keys(keyCount))" : "no keys yet"
-            logger.warning("\(name): fetching the key set failed (\(error.code)): \(error.message); \(kept), next attempt in \(Self.seconds(retry)) s")
+            logger.warning(
+                "\(name): fetching the key set failed (\(error.code)): \(error.message); \(kept), next attempt in \(Self.seconds(retry)) s")
         }
         if drop, let dropped = dropKeys() {
             dropped.whenComplete { _ in done?.succeed(()) }

@@ -40,7 +40,9 @@ public struct RemoteKeySource: Sendable {
             self.location = .jwks(url)
         case .discovery:
             guard let candidates = IssuerMetadata.candidates(issuer: issuer.issuer), candidates.allSatisfy(\.isAllowedForKeys) else {
-                throw ConfigError(.invalidValue, path: "\(path).discovery", "needs an issuer that is an https:// URL (http:// only to a loopback address)")
+                throw ConfigError(
+                    .invalidValue, path: "\(path).discovery", "needs an issuer that is an https:// URL (http:// only to a loopback address)"
+                )
             }
             self.location = .discovery(candidates)
         default:

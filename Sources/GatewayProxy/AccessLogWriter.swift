@@ -3,7 +3,7 @@ import Logging
 import NIOCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The JSON access log of one event loop (`log.format: json`): each line is formatted straight into the loop's

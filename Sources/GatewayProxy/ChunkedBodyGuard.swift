@@ -1,11 +1,11 @@
 import NIOHTTP1
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Follows the request byte stream in front of NIO's HTTP decoder just far enough to see what the decoder never

@@ -26,7 +26,10 @@ public struct GatewayError: Error, Sendable, Hashable {
         case insufficientScope([String])
     }
 
-    public init(status: HTTPResponseStatus, reason: String, error: String, message: String, challenge: Challenge? = nil, closeConnection: Bool = false) {
+    public init(
+        status: HTTPResponseStatus, reason: String, error: String, message: String, challenge: Challenge? = nil,
+        closeConnection: Bool = false
+    ) {
         self.status = status
         self.reason = reason
         self.error = error

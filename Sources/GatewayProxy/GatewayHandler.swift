@@ -305,8 +305,10 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             let response: LocalResponse
             switch result {
             case .success(let r): response = r
-            case .failure: response = LocalResponse(status: .internalServerError, headers: ["Content-Type": "application/json"],
-                                                     body: Array(#"{"error":"server_error","reason":"internal_error"}"#.utf8), reason: "internal_error")
+            case .failure:
+                response = LocalResponse(
+                    status: .internalServerError, headers: ["Content-Type": "application/json"],
+                    body: Array(#"{"error":"server_error","reason":"internal_error"}"#.utf8), reason: "internal_error")
             }
             handler.writeLocal(response, context: context)
         }

@@ -147,7 +147,8 @@ public struct HeaderPolicy: Sendable {
         switch value {
         case .null: nil
         case .string(let s): s
-        case .array(let elements): elements.compactMap { element in
+        case .array(let elements):
+            elements.compactMap { element in
                 if case .string(let s) = element { return s }
                 return JSONWriter.string(element)
             }.joined(separator: ",")

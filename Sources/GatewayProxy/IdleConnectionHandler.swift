@@ -232,7 +232,8 @@ public final class IdleConnectionHandler: ChannelDuplexHandler {
         let body = GatewayError.requestTimeout.body(requestID: requestID)
         var out = context.channel.allocator.buffer(capacity: 256 + body.count)
         out.writeString(
-            "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\nX-Request-Id: \(requestID)\r\nContent-Length: \(body.count)\r\n\r\n")
+            "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\nX-Request-Id: \(requestID)\r\nContent-Length: \(body.count)\r\n\r\n"
+        )
         out.writeBytes(body)
         let channel = context.channel
         context.writeAndFlush(NIOAny(out)).whenComplete { _ in channel.close(promise: nil) }

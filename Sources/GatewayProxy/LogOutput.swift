@@ -2,7 +2,7 @@ import Dispatch
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Where every log line of the process goes (standard error): a queue, bounded in bytes, that one dedicated thread
@@ -97,11 +97,13 @@ public final class LogOutput: Sendable {
     private static func startThread(_ output: LogOutput) {
         var thread = pthread_t()
         let context = Unmanaged.passRetained(output).toOpaque()
-        let created = pthread_create(&thread, nil, { context in
-            let output = Unmanaged<LogOutput>.fromOpaque(context!).takeRetainedValue()
-            output.runWriter()
-            return nil
-        }, context)
+        let created = pthread_create(
+            &thread, nil,
+            { context in
+                let output = Unmanaged<LogOutput>.fromOpaque(context!).takeRetainedValue()
+                output.runWriter()
+                return nil
+            }, context)
         if created == 0 {
             pthread_detach(thread)
         } else {

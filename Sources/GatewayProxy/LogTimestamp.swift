@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The `ts` of a log line: RFC 3339 UTC with milliseconds (`2026-12-04T14:38:18.123Z`), without Foundation.

@@ -54,13 +54,14 @@ private func writeHex(_ value: UInt64, into out: UnsafeMutableBufferPointer<UInt
 
 /// A client-supplied `X-Request-Id` is kept only if it is short and plain, so it is safe in logs and headers.
 func isAcceptableRequestID(_ id: Substring) -> Bool {
-    (1...128).contains(id.utf8.count) && id.utf8.allSatisfy { byte in
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-            UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."):
-            true
-        default:
-            false
+    (1...128).contains(id.utf8.count)
+        && id.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."):
+                true
+            default:
+                false
+            }
         }
-    }
 }

@@ -50,7 +50,9 @@ public final class LoopMetrics {
 
     /// A Prometheus histogram with fixed bucket bounds in seconds, from 100 µs to 10 s.
     public struct Histogram: Sendable {
-        public static let bounds: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+        public static let bounds: [Double] = [
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+        ]
         /// Per bucket (not cumulative); the last one is +Inf.
         public private(set) var counts = [Int](repeating: 0, count: Histogram.bounds.count + 1)
         public private(set) var sum = 0.0

@@ -37,7 +37,8 @@ struct UploadBuffer {
         while written < target.count, var part = parts.first {
             let n = min(part.readableBytes, target.count - written)
             part.withUnsafeReadableBytes { source in
-                UnsafeMutableRawBufferPointer(rebasing: target[written..<(written + n)]).copyMemory(from: UnsafeRawBufferPointer(rebasing: source[0..<n]))
+                UnsafeMutableRawBufferPointer(rebasing: target[written..<(written + n)]).copyMemory(
+                    from: UnsafeRawBufferPointer(rebasing: source[0..<n]))
             }
             part.moveReaderIndex(forwardBy: n)
             written += n

@@ -60,18 +60,22 @@ enum AdminEndpoints {
             }
         case (.POST, "/introspect") where introspected != nil:
             if case .bearer(let secret) = introspection, !authorized(head, secret: secret) {
-                var error = self.error(TokenServiceError(
-                    error: "invalid_token", reason: "introspection_unauthorized",
-                    description: "Introspection requires the configured bearer secret", status: 401))
+                var error = self.error(
+                    TokenServiceError(
+                        error: "invalid_token", reason: "introspection_unauthorized",
+                        description: "Introspection requires the configured bearer secret", status: 401))
                 error.headers.append(("WWW-Authenticate", #"Bearer realm="portcullis-admin", error="invalid_token""#))
                 return loop.makeSucceededFuture(error)
             }
             return introspect(head, body, sessions: introspected!, on: loop)
         case (_, "/introspect") where introspected != nil:
-            return loop.makeSucceededFuture(error(TokenServiceError(
-                error: "invalid_request", reason: "method_not_allowed", description: "Introspection takes POST", status: 405)))
+            return loop.makeSucceededFuture(
+                error(
+                    TokenServiceError(
+                        error: "invalid_request", reason: "method_not_allowed", description: "Introspection takes POST", status: 405)))
         default:
-            return loop.makeSucceededFuture(.init(status: .notFound, headers: json, body: Array(#"{"error":"not_found","reason":"route_not_found"}"#.utf8)))
+            return loop.makeSucceededFuture(
+                .init(status: .notFound, headers: json, body: Array(#"{"error":"not_found","reason":"route_not_found"}"#.utf8)))
         }
     }
 

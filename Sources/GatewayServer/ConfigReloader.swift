@@ -7,7 +7,7 @@ import Logging
 import NIOCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Reloads the configuration on SIGHUP and when the file changes (DESIGN §3): the new file is validated and its
@@ -63,7 +63,8 @@ actor ConfigReloader {
         let restartOnly = GatewayGeneration.restartOnlyDifferences(current.configuration, configuration)
         guard restartOnly.isEmpty else {
             logger.error(
-                "reload (\(reason)) refused, keeping the running configuration: \(restartOnly.joined(separator: ", ")) can only change with a restart")
+                "reload (\(reason)) refused, keeping the running configuration: \(restartOnly.joined(separator: ", ")) can only change with a restart"
+            )
             return .refused
         }
         let next: GatewayGeneration

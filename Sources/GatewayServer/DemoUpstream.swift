@@ -29,13 +29,14 @@ enum DemoUpstream {
                 headers[lower] = .string(value)
             }
         }
-        let summary: JSONValue = .object(JSONObject([
-            ("upstream", .string("portcullis demo upstream")),
-            ("method", .string(head.method.rawValue)),
-            ("path", .string(head.uri)),
-            ("body_bytes", .number(Double(body.count))),
-            ("headers", .object(headers)),
-        ]))
+        let summary: JSONValue = .object(
+            JSONObject([
+                ("upstream", .string("portcullis demo upstream")),
+                ("method", .string(head.method.rawValue)),
+                ("path", .string(head.uri)),
+                ("body_bytes", .number(Double(body.count))),
+                ("headers", .object(headers)),
+            ]))
         return .init(status: .ok, headers: [("Content-Type", "application/json")], body: Array((JSONWriter.string(summary) + "\n").utf8))
     }
 }

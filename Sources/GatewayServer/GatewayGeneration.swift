@@ -35,7 +35,8 @@ final class GatewayGeneration: Sendable {
     }
 
     private init(
-        configuration: GatewayConfiguration, tokenService: TokenServiceRuntime?, remoteKeys: RemoteKeySets?, followers: RevocationFollowers?,
+        configuration: GatewayConfiguration, tokenService: TokenServiceRuntime?, remoteKeys: RemoteKeySets?,
+        followers: RevocationFollowers?,
         policy: ProxyPolicy, keyPublisher: VerifierPublisher?
     ) {
         self.keyPublisher = keyPublisher
@@ -49,14 +50,19 @@ final class GatewayGeneration: Sendable {
     /// Builds a generation. On a reload `previous` is the running one: its session store carries over, and so do its
     /// remote key sets (with their fetched keys) when the remote issuers' entries are unchanged. Nothing is installed
     /// on the loops here; throws `ConfigErrors` for problems in referenced files.
-    static func build(_ configuration: GatewayConfiguration, shared: Shared, previous: GatewayGeneration?) async throws -> GatewayGeneration {
+    static func build(_ configuration: GatewayConfiguration, shared: Shared, previous: GatewayGeneration?) async throws -> GatewayGeneration
+    {
         let logger = shared.logger
         var targets: [String: UpstreamTarget] = [:]
         for upstream in configuration.upstreams {
             if upstream.isEmbeddedDemo && shared.demoSocket == nil {
-                throw ConfigErrors([ConfigError(.invalidValue, path: "upstreams", "the embedded demo upstream only starts with the gateway; restart to use it")])
+                throw ConfigErrors([
+                    ConfigError(
+                        .invalidValue, path: "upstreams", "the embedded demo upstream only starts with the gateway; restart to use it")
+                ])
             }
-            targets[upstream.name] = UpstreamTarget(upstream: upstream, unixSocketOverride: upstream.isEmbeddedDemo ? shared.demoSocket : nil)
+            targets[upstream.name] = UpstreamTarget(
+                upstream: upstream, unixSocketOverride: upstream.isEmbeddedDemo ? shared.demoSocket : nil)
         }
 
         var tokenService: TokenServiceRuntime? = nil
@@ -83,7 +89,8 @@ final class GatewayGeneration: Sendable {
         let leeway = Double(configuration.auth.leewaySeconds)
         var verifier = loaded.verifier
         var remoteKeys: RemoteKeySets? = nil
-        if let previous, let running = previous.remoteKeys, Self.remoteIssuers(of: previous.configuration) == Self.remoteIssuers(of: configuration),
+        if let previous, let running = previous.remoteKeys,
+            Self.remoteIssuers(of: previous.configuration) == Self.remoteIssuers(of: configuration),
             previous.configuration.auth.leewaySeconds == configuration.auth.leewaySeconds
         {
             // Same key sources: keep the fetched keys and their schedules; only the issuer policies around them change.

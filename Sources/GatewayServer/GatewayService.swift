@@ -11,7 +11,7 @@ import NIOPosix
 import ServiceLifecycle
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The gateway as a service of the process's `ServiceGroup`. `start` opens everything — event loops, libcurl
@@ -77,9 +77,10 @@ final class GatewayService: Service {
         var bound: [(any EventLoop, NIOLoopBound<LoopContext>)] = []
         for loop in group.makeIterator() {
             let context = try await loop.submit {
-                NIOLoopBound(LoopContext(
-                    driver: drivers.driver(for: loop), policy: first.policy, tokenCacheEntries: configuration.auth.tokenCacheEntries,
-                    leeway: Double(configuration.auth.leewaySeconds)), eventLoop: loop)
+                NIOLoopBound(
+                    LoopContext(
+                        driver: drivers.driver(for: loop), policy: first.policy, tokenCacheEntries: configuration.auth.tokenCacheEntries,
+                        leeway: Double(configuration.auth.leewaySeconds)), eventLoop: loop)
             }.get()
             bound.append((loop, context))
         }
@@ -118,7 +119,8 @@ final class GatewayService: Service {
                     }
                     let sync = channel.pipeline.syncOperations
                     let clocks = IdleConnectionHandler(
-                        headerTimeout: .milliseconds(Int64(limits.headerTimeoutMs)), idleTimeout: .milliseconds(Int64(limits.idleTimeoutMs)),
+                        headerTimeout: .milliseconds(Int64(limits.headerTimeoutMs)),
+                        idleTimeout: .milliseconds(Int64(limits.idleTimeoutMs)),
                         loop: loop, accessLog: accessLog)
                     try sync.addHandler(clocks)
                     // No HTTPServerPipelineHandler: the gateway handler's state machine orders pipelined requests.
@@ -168,19 +170,21 @@ final class GatewayService: Service {
                         try channel.pipeline.syncOperations.addHandler(clocks)
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                         try GatewayServer.addBoundaries(of: clocks, to: channel.pipeline.syncOperations)
-                        try channel.pipeline.syncOperations.addHandler(SimpleResponder(respondAsync: { head, body, loop in
-                            let promise = loop.makePromise(of: SimpleResponder.Response.self)
-                            promise.completeWithTask {
-                                let generation = await reloader.current
-                                // The secret follows reloads; the listener's address cannot change without a restart.
-                                let introspection = AdminEndpoints.IntrospectionAccess(
-                                    token: generation.configuration.tokenService?.introspectionToken, adminListen: adminListen)
-                                return try await AdminEndpoints.answer(
-                                    head, body, readiness: readiness, sessions: generation.tokenService?.sessions,
-                                    introspection: introspection, metrics: scrape, on: loop).get()
-                            }
-                            return promise.futureResult
-                        }))
+                        try channel.pipeline.syncOperations.addHandler(
+                            SimpleResponder(respondAsync: { head, body, loop in
+                                let promise = loop.makePromise(of: SimpleResponder.Response.self)
+                                promise.completeWithTask {
+                                    let generation = await reloader.current
+                                    // The secret follows reloads; the listener's address cannot change without a restart.
+                                    let introspection = AdminEndpoints.IntrospectionAccess(
+                                        token: generation.configuration.tokenService?.introspectionToken, adminListen: adminListen)
+                                    return try await AdminEndpoints.answer(
+                                        head, body, readiness: readiness, sessions: generation.tokenService?.sessions,
+                                        introspection: introspection, metrics: scrape, on: loop
+                                    ).get()
+                                }
+                                return promise.futureResult
+                            }))
                     }
                 }
                 .bind(host: adminListen.host, port: adminListen.port)
@@ -188,7 +192,8 @@ final class GatewayService: Service {
             logger.info("admin listening on \(GatewayServer.describe(admin?.localAddress, fallback: adminListen))")
             if let service = configuration.tokenService, service.introspectionToken == nil, !adminListen.isLoopback {
                 logger.warning(
-                    "POST /introspect is off: the admin listener \(adminListen) is not a loopback address and token_service.introspection_token is not set")
+                    "POST /introspect is off: the admin listener \(adminListen) is not a loopback address and token_service.introspection_token is not set"
+                )
             }
         }
 

@@ -36,7 +36,8 @@ public struct AccessTokenIssuer: Sendable {
             claims[member.name] = member.value
         }
         let header = JSONObject([("alg", .string(key.algorithm.rawValue)), ("typ", .string("at+jwt")), ("kid", .string(key.kid))])
-        let signingInput = Base64URL.encode(Array(JSONWriter.string(.object(header)).utf8)) + "."
+        let signingInput =
+            Base64URL.encode(Array(JSONWriter.string(.object(header)).utf8)) + "."
             + Base64URL.encode(Array(JSONWriter.string(.object(claims)).utf8))
         let signature = try key.sign(Array(signingInput.utf8))
         return signingInput + "." + Base64URL.encode(signature)

@@ -32,7 +32,8 @@ enum PostgresProbe {
         let connection = try await connect(settings, what, logger: logger)
         var bodySettings = settings
         if let bodyDeadline {
-            bodySettings.connectTimeoutMilliseconds = Int(bodyDeadline.components.seconds * 1000)
+            bodySettings.connectTimeoutMilliseconds =
+                Int(bodyDeadline.components.seconds * 1000)
                 + Int(bodyDeadline.components.attoseconds / 1_000_000_000_000_000)
         }
         do {

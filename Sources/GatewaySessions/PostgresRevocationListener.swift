@@ -99,7 +99,8 @@ public final class PostgresRevocationListener: Sendable {
                 if !reportedDown {
                     reportedDown = true
                     let mapped = PostgresStoreError.map(error, "listening for revocations")
-                    let down = (mapped as? SessionStoreError)
+                    let down =
+                        (mapped as? SessionStoreError)
                         ?? SessionStoreError(.unavailable, "listening for revocations: \(mapped)")
                     logger.warning("revocation listener disconnected: \(down)")
                     continuation.yield(.disconnected(down))

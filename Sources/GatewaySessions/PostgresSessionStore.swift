@@ -32,7 +32,9 @@ public final class PostgresSessionStore: SessionStore {
     /// problem is reported as such (`SessionStoreError(.unavailable)` carrying the server's message) instead of
     /// as a pool timeout. Throws `SessionStoreError(.timedOut)` when the database does not answer within the
     /// deadline, and `PostgresStoreError` for a newer schema or an unusable `ca_file`.
-    public static func open(_ settings: PostgresConnectionSettings, logger: Logger = silentPostgresLogger) async throws
+    public static func open(
+        _ settings: PostgresConnectionSettings, logger: Logger = silentPostgresLogger
+    ) async throws
         -> PostgresSessionStore
     {
         // Connecting gets the usual deadline; the migration more: it may wait for another replica's (index
@@ -88,7 +90,9 @@ public final class PostgresSessionStore: SessionStore {
         return (RefreshTokenRecord(hash: refreshTokenHash, sessionID: found.session.id, state: state), found.session)
     }
 
-    public func rotate(oldHash: [UInt8], at: Double, sealedSuccessor: [UInt8], newHash: [UInt8], session: SessionRecord) async throws -> Bool {
+    public func rotate(
+        oldHash: [UInt8], at: Double, sealedSuccessor: [UInt8], newHash: [UInt8], session: SessionRecord
+    ) async throws -> Bool {
         let logger = self.logger
         let statement = RotateStatement(
             oldHash: oldHash, at: at, sealedSuccessor: sealedSuccessor, newHash: newHash, session: session)

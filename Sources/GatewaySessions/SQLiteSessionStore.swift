@@ -1,9 +1,9 @@
 import Dispatch
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The embedded default store (`store.type: sqlite`, DESIGN §4): one SQLite file in WAL mode, safe to share between
@@ -80,7 +80,9 @@ public final class SQLiteSessionStore: SessionStore {
         }
     }
 
-    public func rotate(oldHash: [UInt8], at: Double, sealedSuccessor: [UInt8], newHash: [UInt8], session: SessionRecord) async throws -> Bool {
+    public func rotate(
+        oldHash: [UInt8], at: Double, sealedSuccessor: [UInt8], newHash: [UInt8], session: SessionRecord
+    ) async throws -> Bool {
         try await withConnection { db in
             try db.immediateTransaction {
                 // The one conditional update that decides a race: of several rotations of `oldHash` (from tasks here or

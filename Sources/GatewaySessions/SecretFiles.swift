@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Writes the files of the signing-key directory so that a private key is never readable by anyone but the owner,

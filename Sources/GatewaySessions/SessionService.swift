@@ -315,7 +315,8 @@ public final class SessionService: Sendable {
         let now = clock()
         if RefreshToken.isWellFormed(token) {
             guard let found = try? await store.lookup(refreshTokenHash: RefreshToken.hash(token)),
-                case .rotate = RefreshDecision.decide(token: found.token, session: found.session, clientID: nil, now: now, policy: settings.refreshPolicy)
+                case .rotate = RefreshDecision.decide(
+                    token: found.token, session: found.session, clientID: nil, now: now, policy: settings.refreshPolicy)
             else { return inactive }
             let session = found.session
             let policy = settings.refreshPolicy

@@ -36,7 +36,8 @@ public struct SigningKey: Sendable {
                 throw KeyLoadError(code: "key_invalid", message: "RSA key generation failed")
             }
         default:
-            throw KeyLoadError(code: "key_unsupported", message: "the token service signs with ES256, EdDSA, RS256 or PS256, not \(algorithm.rawValue)")
+            throw KeyLoadError(
+                code: "key_unsupported", message: "the token service signs with ES256, EdDSA, RS256 or PS256, not \(algorithm.rawValue)")
         }
     }
 

@@ -36,7 +36,8 @@ public struct TokenServiceError: Error, Sendable, Hashable, CustomStringConverti
     /// Wrong username or password. One answer for both (DESIGN §7); `status` is 401 on `/auth/login`, 400 on the
     /// password grant (RFC 6749 §5.2).
     public static func badCredentials(status: Int) -> TokenServiceError {
-        TokenServiceError(error: "invalid_grant", reason: "invalid_credentials", description: "The username or password is incorrect", status: status)
+        TokenServiceError(
+            error: "invalid_grant", reason: "invalid_credentials", description: "The username or password is incorrect", status: status)
     }
 
     public static func invalidGrant(_ reason: String, _ description: String) -> TokenServiceError {

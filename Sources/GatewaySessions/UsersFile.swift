@@ -88,7 +88,9 @@ public struct UsersFile: Sendable {
             }
             var scopes: [String] = []
             if let value = object["scopes"] {
-                guard let array = value.arrayValue else { throw UsersFileError(location: "\(at).scopes", message: "expected an array of strings") }
+                guard let array = value.arrayValue else {
+                    throw UsersFileError(location: "\(at).scopes", message: "expected an array of strings")
+                }
                 for (j, scope) in array.enumerated() {
                     guard let s = scope.stringValue, !s.isEmpty, !s.contains(" ") else {
                         throw UsersFileError(location: "\(at).scopes[\(j)]", message: "a scope is a non-empty string without spaces")
@@ -129,7 +131,9 @@ public struct UsersFile: Sendable {
         guard PasswordHasher.isAcceptedHash(hash) else {
             throw UsersFileError(
                 location: location,
-                message: "not an accepted crypt(3) hash (bcrypt $2b$/$2y$, yescrypt $y$ or sha512-crypt $6$); plaintext and weak methods are refused")
+                message:
+                    "not an accepted crypt(3) hash (bcrypt $2b$/$2y$, yescrypt $y$ or sha512-crypt $6$); plaintext and weak methods are refused"
+            )
         }
         // A malformed hash (bad cost, truncated salt) is refused now rather than failing every login later. The
         // check is structural: hashing once per user would make start-up cost seconds per hundred users.

@@ -68,7 +68,8 @@ package final class LoginUpstreamVerifier: CredentialVerifier {
         if let value = object["scopes"] {
             guard let array = value.arrayValue else { return nil }
             for element in array {
-                guard let scope = element.stringValue, !scope.isEmpty, !scope.utf8.contains(where: { $0 <= 0x20 || $0 >= 0x7F || $0 == 0x22 || $0 == 0x5C })
+                guard let scope = element.stringValue, !scope.isEmpty,
+                    !scope.utf8.contains(where: { $0 <= 0x20 || $0 >= 0x7F || $0 == 0x22 || $0 == 0x5C })
                 else { return nil }
                 scopes.append(scope)
             }

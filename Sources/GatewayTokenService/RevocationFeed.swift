@@ -26,7 +26,8 @@ struct RevocationFeed: Sendable {
     func respond(to request: LocalRequest, on loop: any EventLoop) -> EventLoopFuture<LocalResponse> {
         guard request.method == .GET else {
             var response = TokenEndpoints.error(
-                TokenServiceError(error: "invalid_request", reason: "method_not_allowed", description: "The revocation feed takes GET", status: 405),
+                TokenServiceError(
+                    error: "invalid_request", reason: "method_not_allowed", description: "The revocation feed takes GET", status: 405),
                 requestID: request.requestID)
             response.headers.add(name: "Allow", value: "GET")
             return loop.makeSucceededFuture(response)
@@ -73,7 +74,8 @@ struct RevocationFeed: Sendable {
     /// `invalid_token` either way (the feed's wire format).
     private func unauthorized(_ request: LocalRequest, wrong: Bool) -> LocalResponse {
         var response = TokenEndpoints.error(
-            TokenServiceError(error: "invalid_token", description: "The revocation feed needs its shared secret as a Bearer token", status: 401),
+            TokenServiceError(
+                error: "invalid_token", description: "The revocation feed needs its shared secret as a Bearer token", status: 401),
             requestID: request.requestID)
         let challenge = wrong ? "Bearer realm=\"\(realm)\", error=\"invalid_token\"" : "Bearer realm=\"\(realm)\""
         response.headers.add(name: "WWW-Authenticate", value: challenge)
@@ -91,10 +93,14 @@ struct RevocationFeed: Sendable {
             let value = parts.count == 2 ? parts[1] : ""
             switch name {
             case "after":
-                guard after == nil, let n = decimal(value) else { throw .invalidRequest("after must be a sequence number (decimal digits), given once") }
+                guard after == nil, let n = decimal(value) else {
+                    throw .invalidRequest("after must be a sequence number (decimal digits), given once")
+                }
                 after = n
             case "wait":
-                guard wait == nil, let n = decimal(value) else { throw .invalidRequest("wait must be whole seconds (decimal digits), given once") }
+                guard wait == nil, let n = decimal(value) else {
+                    throw .invalidRequest("wait must be whole seconds (decimal digits), given once")
+                }
                 wait = min(n, maxWaitSeconds)
             default:
                 continue
@@ -112,10 +118,11 @@ struct RevocationFeed: Sendable {
 
     static func body(_ page: RevocationFeedPage) -> [UInt8] {
         let entries: [JSONValue] = page.revocations.map { record in
-            .object(JSONObject([
-                ("seq", .number(Double(record.sequence))), ("sid", .string(record.sessionID)),
-                ("revoked_at", .number(record.revokedAt)), ("until", .number(record.until)),
-            ]))
+            .object(
+                JSONObject([
+                    ("seq", .number(Double(record.sequence))), ("sid", .string(record.sessionID)),
+                    ("revoked_at", .number(record.revokedAt)), ("until", .number(record.until)),
+                ]))
         }
         var object = JSONObject([("revocations", .array(entries)), ("next", .number(Double(page.next)))])
         if page.reset { object["reset"] = .bool(true) }

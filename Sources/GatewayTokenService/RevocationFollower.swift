@@ -29,7 +29,8 @@ final class RevocationFollower: Sendable {
                 throw ConfigError(.invalidValue, path: path, "has no revocation feed")
             }
             guard let url = RemoteURL(text), url.isAllowedForKeys else {
-                throw ConfigError(.invalidValue, path: "\(path).revocations_uri", "must be an https:// URL (http:// only to a loopback address)")
+                throw ConfigError(
+                    .invalidValue, path: "\(path).revocations_uri", "must be an https:// URL (http:// only to a loopback address)")
             }
             self.issuer = issuer.issuer
             self.path = path
@@ -135,7 +136,9 @@ final class RevocationFollower: Sendable {
         let bound = TimeAmount.seconds(wait + 10)
         let request = CurlRequest(
             origin: url.origin, requestTarget: target, method: "GET",
-            headers: [CurlHeader(name: "Accept", value: "application/json"), CurlHeader(name: "Authorization", value: "Bearer \(source.secret)")],
+            headers: [
+                CurlHeader(name: "Accept", value: "application/json"), CurlHeader(name: "Authorization", value: "Bearer \(source.secret)"),
+            ],
             tls: source.tls, connectTimeout: .seconds(5), responseTimeout: bound, idleTimeout: bound)
         drivers.driver(for: loop).fetch(request, maxResponseBytes: settings.maxAnswerBytes, timeout: bound + .seconds(5))
             .whenComplete { result in
@@ -198,7 +201,9 @@ final class RevocationFollower: Sendable {
             else {
                 throw PollError(code: .invalidAnswer, message: "an entry lacks seq, sid or until")
             }
-            guard seq > previous else { throw PollError(code: .invalidAnswer, message: "entries are not after the sequence asked for, in order") }
+            guard seq > previous else {
+                throw PollError(code: .invalidAnswer, message: "entries are not after the sequence asked for, in order")
+            }
             previous = seq
             let revokedAt = fields["revoked_at"]?.numberValue ?? until
             records.append(RevocationRecord(sequence: seq, sessionID: sid, revokedAt: revokedAt, until: until))
@@ -266,7 +271,9 @@ final class RevocationFollower: Sendable {
         metrics.setGauge("portcullis_revocation_feed_up", [source.issuer], 0)
         // Logged when following breaks and then every 60 failures (about once a minute), not on each retry.
         if failures == 1 || failures % 60 == 0 {
-            logger.warning("\(name): reading the revocation feed \(source.url) failed (\(error.code.rawValue)): \(error.message); retrying at least once a second")
+            logger.warning(
+                "\(name): reading the revocation feed \(source.url) failed (\(error.code.rawValue)): \(error.message); retrying at least once a second"
+            )
         }
         let timer = loop.scheduleTask(in: .milliseconds(Int64(delay * 1000))) { self.poll() }
         let cancel = state.withLock { state -> Bool in

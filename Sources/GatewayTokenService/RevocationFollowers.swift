@@ -26,8 +26,9 @@ package final class RevocationFollowers: Sendable {
                 if let running = previous?.followers.first(where: { $0.source == source }) {
                     followers.append(running)
                 } else {
-                    followers.append(RevocationFollower(
-                        source: source, loop: loop, drivers: drivers, readiness: readiness, metrics: metrics, logger: logger))
+                    followers.append(
+                        RevocationFollower(
+                            source: source, loop: loop, drivers: drivers, readiness: readiness, metrics: metrics, logger: logger))
                 }
             } catch {
                 errors.append(error)

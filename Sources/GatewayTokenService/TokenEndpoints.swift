@@ -31,16 +31,18 @@ package final class TokenEndpoints: LocalService {
     package func respond(to request: LocalRequest, on eventLoop: any EventLoop) -> EventLoopFuture<LocalResponse> {
         let name = request.path.dropFirst(prefix.count + 1)
         guard request.path != prefix, let endpoint = Endpoint(rawValue: String(name)), endpoint != .revocations || feed != nil else {
-            return eventLoop.makeSucceededFuture(Self.error(
-                TokenServiceError(error: "not_found", reason: "route_not_found", description: "No such token endpoint", status: 404),
-                requestID: request.requestID))
+            return eventLoop.makeSucceededFuture(
+                Self.error(
+                    TokenServiceError(error: "not_found", reason: "route_not_found", description: "No such token endpoint", status: 404),
+                    requestID: request.requestID))
         }
         if endpoint == .revocations, let feed {
             return feed.respond(to: request, on: eventLoop)
         }
         guard request.method == .POST else {
-            var response = Self.error(TokenServiceError(
-                error: "invalid_request", reason: "method_not_allowed", description: "This endpoint takes POST", status: 405),
+            var response = Self.error(
+                TokenServiceError(
+                    error: "invalid_request", reason: "method_not_allowed", description: "This endpoint takes POST", status: 405),
                 requestID: request.requestID)
             response.headers.add(name: "Allow", value: "POST")
             return eventLoop.makeSucceededFuture(response)
@@ -89,7 +91,9 @@ package final class TokenEndpoints: LocalService {
         }
     }
 
-    private func passwordGrant(_ parameters: OAuthParameters, _ request: LocalRequest, failureStatus: Int) async throws(TokenServiceError) -> LocalResponse {
+    private func passwordGrant(
+        _ parameters: OAuthParameters, _ request: LocalRequest, failureStatus: Int
+    ) async throws(TokenServiceError) -> LocalResponse {
         guard let username = parameters["username"] else { throw .invalidRequest("username is required") }
         guard let password = parameters["password"] else { throw .invalidRequest("password is required") }
         let grant = try await service.passwordGrant(
@@ -103,7 +107,8 @@ package final class TokenEndpoints: LocalService {
         let challenge: (GatewayError) -> LocalResponse = { error in
             var headers = Self.noStore(contentType: "application/json")
             if let value = error.wwwAuthenticate(realm: self.realm) { headers.add(name: "WWW-Authenticate", value: value) }
-            return LocalResponse(status: error.status, headers: headers, body: error.body(requestID: request.requestID), reason: error.reason)
+            return LocalResponse(
+                status: error.status, headers: headers, body: error.body(requestID: request.requestID), reason: error.reason)
         }
         switch BearerCredential.extract(from: request.headers) {
         case .absent:

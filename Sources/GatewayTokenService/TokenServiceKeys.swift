@@ -20,7 +20,9 @@ public enum TokenServiceKeys {
     /// The signing key, the own-issuer policy (every published key, each pinned to its algorithm; audience
     /// `token_service.audience`, type `at+jwt`) and the JWKS document. Keys that stopped being current get their
     /// retirement marker now; retired keys are published for `retention` seconds after it.
-    public static func open(_ service: TokenService, now: Double, retention: Double) throws(ConfigErrors) -> (SigningKey, IssuerPolicy, String) {
+    public static func open(
+        _ service: TokenService, now: Double, retention: Double
+    ) throws(ConfigErrors) -> (SigningKey, IssuerPolicy, String) {
         var store = try store(service)
         do {
             try store.markRetired(now: now)

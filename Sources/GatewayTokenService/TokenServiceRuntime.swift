@@ -61,7 +61,8 @@ package final class TokenServiceRuntime: Sendable {
         let store = if let previous { previous.store } else { try await SessionStores.open(configuration.store) }
         let revocations = previous?.revocations ?? RevocationFanout()
         let sync = previous?.sync ?? RevocationSync(store: store, retention: retention, clock: WallClock.now)
-        let revocationBridge = previous?.revocationBridge ?? (store as? PostgresSessionStore).map { PostgresRevocationBridge(store: $0, sync: sync) }
+        let revocationBridge =
+            previous?.revocationBridge ?? (store as? PostgresSessionStore).map { PostgresRevocationBridge(store: $0, sync: sync) }
         let fleetKeys = try await FleetKeys.open(
             service, configuration: configuration, store: store, previous: previous?.fleetKeys, now: now, logger: logger)
         let fleetMaterial = fleetKeys?.material(for: service, retention: retention, now: now)
@@ -77,7 +78,9 @@ package final class TokenServiceRuntime: Sendable {
         let wanted = LoginRateLimiter.Limits(
             perUsername: limits.perUsername, perAddress: limits.perAddress, window: Double(limits.windowSeconds))
         // A reload keeps the failures counted so far, unless the limits themselves changed.
-        let limiter = previous.map(\.sessions.limiter).flatMap { $0.limits == wanted ? $0 : nil } ?? SessionStores.loginFailureCounter(store, limits: wanted)
+        let limiter =
+            previous.map(\.sessions.limiter).flatMap { $0.limits == wanted ? $0 : nil }
+            ?? SessionStores.loginFailureCounter(store, limits: wanted)
         let sessions = SessionService(
             settings: settings,
             signer: AccessTokenIssuer(issuer: service.issuer, audience: service.audience, key: signingKey),
@@ -105,7 +108,8 @@ package final class TokenServiceRuntime: Sendable {
         documents[metadataPath] = LocalDocument(contentType: "application/json", body: metadata, cacheControl: "public, max-age=3600")
 
         logger.info(
-            "token service: issuer \(service.issuer), signing with \(signingKey.algorithm.rawValue) key \(signingKey.kid), \(issuerPolicy.keys.count) key(s) published, store \(configuration.store.kind.rawValue)")
+            "token service: issuer \(service.issuer), signing with \(signingKey.algorithm.rawValue) key \(signingKey.kid), \(issuerPolicy.keys.count) key(s) published, store \(configuration.store.kind.rawValue)"
+        )
         return TokenServiceRuntime(
             configuration: service, sessions: sessions,
             endpoints: TokenEndpoints(
@@ -152,14 +156,20 @@ package final class TokenServiceRuntime: Sendable {
         }
         if !readiness.contains("store") { readiness.register("store", ready: false) }
         let health = StoreHealth(readiness: readiness, metrics: metrics, logger: logger)
-        let reportSequence: @Sendable () -> Void = { metrics.setGauge("portcullis_revocations_sequence", [issuer], Double(sync.lastApplied)) }
+        let reportSequence: @Sendable () -> Void = {
+            metrics.setGauge("portcullis_revocations_sequence", [issuer], Double(sync.lastApplied))
+        }
         let before = sync.lastApplied
         do {
             try await sync.catchUp()
             health.answered()
             reportSequence()
             let applied = sync.lastApplied - before
-            if applied > 0 { logger.info("token service: caught up with the revocation log (\(applied) entr\(applied == 1 ? "y" : "ies"), up to \(sync.lastApplied))") }
+            if applied > 0 {
+                logger.info(
+                    "token service: caught up with the revocation log (\(applied) entr\(applied == 1 ? "y" : "ies"), up to \(sync.lastApplied))"
+                )
+            }
         } catch {
             health.failed(error)
         }

@@ -32,7 +32,10 @@ public enum Base64URL {
             var o = 0
             let n = src.count
             while i + 4 <= n {
-                let a = table[Int(src[i])], b = table[Int(src[i + 1])], c = table[Int(src[i + 2])], d = table[Int(src[i + 3])]
+                let a = table[Int(src[i])]
+                let b = table[Int(src[i + 1])]
+                let c = table[Int(src[i + 2])]
+                let d = table[Int(src[i + 3])]
                 if (a | b | c | d) & 0xC0 != 0 { return nil }
                 dst[o] = (a << 2) | (b >> 4)
                 dst[o + 1] = (b << 4) | (c >> 2)
@@ -44,12 +47,15 @@ public enum Base64URL {
             case 0:
                 break
             case 2:
-                let a = table[Int(src[i])], b = table[Int(src[i + 1])]
+                let a = table[Int(src[i])]
+                let b = table[Int(src[i + 1])]
                 if (a | b) & 0xC0 != 0 || b & 0x0F != 0 { return nil }
                 dst[o] = (a << 2) | (b >> 4)
                 o += 1
             case 3:
-                let a = table[Int(src[i])], b = table[Int(src[i + 1])], c = table[Int(src[i + 2])]
+                let a = table[Int(src[i])]
+                let b = table[Int(src[i + 1])]
+                let c = table[Int(src[i + 2])]
                 if (a | b | c) & 0xC0 != 0 || c & 0x03 != 0 { return nil }
                 dst[o] = (a << 2) | (b >> 4)
                 dst[o + 1] = (b << 4) | (c >> 2)

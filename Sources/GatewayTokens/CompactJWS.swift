@@ -95,7 +95,8 @@ enum CompactJWS {
             payloadLength > 0
         else { return .failure(.malformed) }
         let signatureStart = payloadStart + payloadLength
-        guard let signatureLength = Base64URL.decode(signatureText, into: UnsafeMutableRawBufferPointer(rebasing: scratch[signatureStart...]))
+        guard
+            let signatureLength = Base64URL.decode(signatureText, into: UnsafeMutableRawBufferPointer(rebasing: scratch[signatureStart...]))
         else { return .failure(.malformed) }
 
         return .success(
@@ -139,7 +140,9 @@ struct KeyTable: Sendable {
 /// JWS-level verification (no JWT claim processing): strict structure and header, key chosen by kid from `keys`,
 /// header alg in `algorithms` and equal to the key's pinned alg, signature over the received bytes. Used by the
 /// conformance tests (RFC 7515 / Wycheproof payloads are not JWTs); `TokenVerifier` runs the same steps.
-func verifyJWS(_ token: UnsafeRawBufferPointer, keys: KeyTable, algorithms: Set<JWSAlgorithm>, maxTokenBytes: Int = 8192)
+func verifyJWS(
+    _ token: UnsafeRawBufferPointer, keys: KeyTable, algorithms: Set<JWSAlgorithm>, maxTokenBytes: Int = 8192
+)
     -> Result<(header: JOSEHeader, payload: [UInt8]), TokenRejection>
 {
     guard token.count <= maxTokenBytes, token.count > 0 else { return .failure(.malformed) }

@@ -24,7 +24,8 @@ public enum IssuerMetadata {
         do {
             value = try JSONParser.parse(document, limits: JSONLimits(maxDepth: 16, maxBytes: 1 << 20))
         } catch {
-            throw KeySetFetchError(.discoveryInvalid, "the issuer metadata is not valid JSON (\(error.code.rawValue) at \(error.path.jsonPathString))")
+            throw KeySetFetchError(
+                .discoveryInvalid, "the issuer metadata is not valid JSON (\(error.code.rawValue) at \(error.path.jsonPathString))")
         }
         guard case .object(let object) = value else {
             throw KeySetFetchError(.discoveryInvalid, "the issuer metadata is not a JSON object")
@@ -42,7 +43,9 @@ public enum IssuerMetadata {
             throw KeySetFetchError(.discoveryInvalid, "the issuer metadata's jwks_uri is not an absolute http(s) URL")
         }
         guard url.isAllowedForKeys else {
-            throw KeySetFetchError(.discoveryInvalid, "the issuer metadata's jwks_uri \(JSONWriter.quoted(url.description)) must be https (http only to a loopback address)")
+            throw KeySetFetchError(
+                .discoveryInvalid,
+                "the issuer metadata's jwks_uri \(JSONWriter.quoted(url.description)) must be https (http only to a loopback address)")
         }
         return url
     }

@@ -152,10 +152,14 @@ extension VerificationKey {
             guard x.count == size, y.count == size else { throw .invalid("EC coordinates have the wrong length") }
             let point = [0x04] + x + y
             if size == 32 {
-                guard let key = try? P256.Signing.PublicKey(x963Representation: point) else { throw .invalid("EC point is not on the curve") }
+                guard let key = try? P256.Signing.PublicKey(x963Representation: point) else {
+                    throw .invalid("EC point is not on the curve")
+                }
                 return ec256(key, kid: kid)
             } else {
-                guard let key = try? P384.Signing.PublicKey(x963Representation: point) else { throw .invalid("EC point is not on the curve") }
+                guard let key = try? P384.Signing.PublicKey(x963Representation: point) else {
+                    throw .invalid("EC point is not on the curve")
+                }
                 return ec384(key, kid: kid)
             }
         case "OKP":

@@ -52,7 +52,8 @@ public struct RemoteURL: Sendable, Hashable, CustomStringConvertible {
         guard !host.isEmpty else { return nil }
         var port = defaultPort
         if let portText {
-            guard !portText.isEmpty, portText.count <= 5, portText.allSatisfy(\.isASCIIDigit), let p = Int(portText), (1...65535).contains(p)
+            guard !portText.isEmpty, portText.count <= 5, portText.allSatisfy(\.isASCIIDigit), let p = Int(portText),
+                (1...65535).contains(p)
             else { return nil }
             port = p
         }

@@ -8,7 +8,9 @@ extension TokenVerifier {
         guard token.count <= maxTokenBytes, token.count > 0 else { return nil }
         return withUnsafeTemporaryAllocation(byteCount: token.count, alignment: 1) { scratch -> String? in
             guard case .success(let decoded) = CompactJWS.decode(token, scratch: scratch),
-                case .object(let claims)? = try? JSONParser.parse(decoded.payload, limits: JSONLimits(maxDepth: JSONLimits.token.maxDepth, maxBytes: max(JSONLimits.token.maxBytes, maxTokenBytes))),
+                case .object(let claims)? = try? JSONParser.parse(
+                    decoded.payload,
+                    limits: JSONLimits(maxDepth: JSONLimits.token.maxDepth, maxBytes: max(JSONLimits.token.maxBytes, maxTokenBytes))),
                 case .string(let iss)? = claims["iss"]
             else { return nil }
             return iss

@@ -72,7 +72,9 @@ public struct TokenVerifier: Sendable {
         }
     }
 
-    private func verify(_ token: UnsafeRawBufferPointer, scratch: UnsafeMutableRawBufferPointer, now: Double)
+    private func verify(
+        _ token: UnsafeRawBufferPointer, scratch: UnsafeMutableRawBufferPointer, now: Double
+    )
         -> Result<VerifiedToken, TokenRejection>
     {
         let decoded: CompactJWS.Decoded
@@ -105,7 +107,9 @@ public struct TokenVerifier: Sendable {
         return checkClaims(claims, issuer: iss, policy: issuer.policy, now: now)
     }
 
-    private func checkClaims(_ claims: JSONObject, issuer: String, policy: IssuerPolicy, now: Double)
+    private func checkClaims(
+        _ claims: JSONObject, issuer: String, policy: IssuerPolicy, now: Double
+    )
         -> Result<VerifiedToken, TokenRejection>
     {
         let invalid = TokenRejection(.claimsInvalid)

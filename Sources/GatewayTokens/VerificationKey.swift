@@ -95,11 +95,15 @@ public struct VerificationKey: Sendable {
             return try rsa(n: Array(primitives.modulus), e: Array(primitives.publicExponent), algorithm: algorithm, kid: kid)
         case .p256:
             guard algorithm == .ES256 else { throw .mismatch("a P-256 key can only be used with ES256, not \(algorithm.rawValue)") }
-            guard let key = try? P256.Signing.PublicKey(derRepresentation: der) else { throw .invalid("the P-256 key is not a valid point") }
+            guard let key = try? P256.Signing.PublicKey(derRepresentation: der) else {
+                throw .invalid("the P-256 key is not a valid point")
+            }
             return ec256(key, kid: kid)
         case .p384:
             guard algorithm == .ES384 else { throw .mismatch("a P-384 key can only be used with ES384, not \(algorithm.rawValue)") }
-            guard let key = try? P384.Signing.PublicKey(derRepresentation: der) else { throw .invalid("the P-384 key is not a valid point") }
+            guard let key = try? P384.Signing.PublicKey(derRepresentation: der) else {
+                throw .invalid("the P-384 key is not a valid point")
+            }
             return ec384(key, kid: kid)
         case .ed25519(let raw):
             guard algorithm == .EdDSA else { throw .mismatch("an Ed25519 key can only be used with EdDSA, not \(algorithm.rawValue)") }

@@ -9,7 +9,7 @@ import GatewayTokens
 import Logging
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `portcullis` — the command line of DESIGN §3. Exit codes: 0 ok, 1 invalid configuration or input, 2 runtime
@@ -105,7 +105,9 @@ struct Check: AsyncParsableCommand {
                 throw ExitCode(1)
             }
         }
-        print("\(options.config): ok (\(configuration.routes.count) routes, \(configuration.upstreams.count) upstreams, \(configuration.issuers.count) issuers)")
+        print(
+            "\(options.config): ok (\(configuration.routes.count) routes, \(configuration.upstreams.count) upstreams, \(configuration.issuers.count) issuers)"
+        )
     }
 }
 

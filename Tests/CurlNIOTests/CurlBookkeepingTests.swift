@@ -60,8 +60,9 @@ import Testing
         #expect(table.readiness(tag: tag) == 5)
         #expect(table.entries[5]!.armed == false)
         // curl did not call the socket callback during socket_action → we re-arm
-        #expect(table.afterAction(fd: 5, generation: generation, isReceivePaused: { _ in false })
-            == .modify(fd: 5, tag: tag, interest: .read))
+        #expect(
+            table.afterAction(fd: 5, generation: generation, isReceivePaused: { _ in false })
+                == .modify(fd: 5, tag: tag, interest: .read))
         // next round: curl re-armed it itself (changed interest) → nothing more to do
         #expect(table.readiness(tag: tag) == 5)
         #expect(table.socketCallback(fd: 5, what: 2, owner: 1) == .modify(fd: 5, tag: tag, interest: .write))
@@ -91,8 +92,9 @@ import Testing
         _ = table.socketCallback(fd: 6, what: 3, owner: 42)
         let tag = self.tag(table, 6)
         #expect(table.readiness(tag: tag) == 6)
-        #expect(table.afterAction(fd: 6, generation: table.entries[6]!.generation, isReceivePaused: { _ in true })
-            == .modify(fd: 6, tag: tag, interest: [.read, .write]))
+        #expect(
+            table.afterAction(fd: 6, generation: table.entries[6]!.generation, isReceivePaused: { _ in true })
+                == .modify(fd: 6, tag: tag, interest: [.read, .write]))
     }
 
     @Test func finishedOwnerReleasesSuppressedSocket() {

@@ -1,8 +1,9 @@
-@testable import CurlNIO
 import Foundation
 import NIOCore
 import NIOPosix
 import Testing
+
+@testable import CurlNIO
 
 @Suite(.serialized) struct CurlDriverIntegrationTests {
     func request(

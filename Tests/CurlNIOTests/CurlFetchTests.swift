@@ -8,7 +8,8 @@ import Testing
         _ fixture: CurlFixture, _ server: TestServer, _ target: String, method: String = "GET", body: [UInt8]? = nil,
         max: Int = 1 << 20, timeout: TimeAmount? = .seconds(10)
     ) async -> Result<CurlFetchResponse, CurlFetchError> {
-        await fetch(fixture, origin: server.origin, unixPath: server.unixPath, target, method: method, body: body, max: max, timeout: timeout)
+        await fetch(
+            fixture, origin: server.origin, unixPath: server.unixPath, target, method: method, body: body, max: max, timeout: timeout)
     }
 
     func fetch(

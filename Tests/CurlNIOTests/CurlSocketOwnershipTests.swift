@@ -6,7 +6,7 @@ import Testing
 @testable import CurlNIO
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Issue 10: a transfer remembered only the last socket curl named for it, while the socket table stored the

@@ -194,7 +194,9 @@ final class TestHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case "early-hints":
             var hints = HTTPHeaders()
             hints.add(name: "link", value: "</style.css>; rel=preload")
-            context.write(self.wrapOutboundOut(.head(.init(version: .http1_1, status: .custom(code: 103, reasonPhrase: "Early Hints"), headers: hints))), promise: nil)
+            context.write(
+                self.wrapOutboundOut(
+                    .head(.init(version: .http1_1, status: .custom(code: 103, reasonPhrase: "Early Hints"), headers: hints))), promise: nil)
             context.flush()
             var headers = HTTPHeaders()
             headers.add(name: "content-length", value: "4")
@@ -280,7 +282,9 @@ final class CurlFixture: Sendable {
     }
 
     /// Starts `request` on `loop` and waits for completion.
-    func run(_ request: CurlRequest, delegate: RecordingDelegate, on loop: (any EventLoop)? = nil) async throws
+    func run(
+        _ request: CurlRequest, delegate: RecordingDelegate, on loop: (any EventLoop)? = nil
+    ) async throws
         -> Result<Void, CurlTransferError>
     {
         let loop = loop ?? delegate.eventLoop

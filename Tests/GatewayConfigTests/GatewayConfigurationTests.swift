@@ -1,5 +1,6 @@
-import Testing
 import Foundation
+import Testing
+
 @testable import GatewayConfig
 
 private func parse(_ json: String, env: [String: String] = [:]) throws(ConfigErrors) -> GatewayConfiguration {
@@ -51,7 +52,8 @@ private let minimal = """
     }
 
     @Test func unknownKeysAreErrorsWithTheirPath() {
-        let e = errors("""
+        let e = errors(
+            """
             {"upstreams": {"app": {"url": "http://127.0.0.1:3000", "timeout": 5}},
              "routes": [{"path_prefix": "/", "upstream": "app", "scope": ["x"]}],
              "auht": {},
@@ -63,7 +65,8 @@ private let minimal = """
     }
 
     @Test func routeToUnknownUpstreamNamesThePath() {
-        let e = errors("""
+        let e = errors(
+            """
             {"upstreams": {"api": {"url": "http://127.0.0.1:3000"}},
              "routes": [{"path_prefix": "/a", "upstream": "api"}, {"path_prefix": "/b", "upstream": "api"}, {"path_prefix": "/", "upstream": "ap"}],
              "issuers": [{"issuer": "x", "jwks_file": "j.json"}]}
@@ -92,7 +95,8 @@ private let minimal = """
     }
 
     @Test func wrongTypesAndRanges() {
-        let e = errors("""
+        let e = errors(
+            """
             {"listen": "8080", "limits": {"max_header_bytes": "big", "drain_seconds": -1},
              "upstreams": {"app": {"url": "ftp://x"}}, "routes": [{"path_prefix": "admin", "upstream": "app", "auth": "sometimes", "methods": ["get"]}],
              "auth": {"forward_token": "yes", "leeway_seconds": 1.5},
@@ -112,7 +116,8 @@ private let minimal = """
     }
 
     @Test func issuerKeySourcesAreExclusiveAndHMACIsExplicit() {
-        let e = errors("""
+        let e = errors(
+            """
             {"upstreams": {"app": {"url": "http://127.0.0.1:1"}}, "routes": [{"path_prefix": "/", "upstream": "app"}],
              "issuers": [
                {"issuer": "a"},
@@ -147,23 +152,31 @@ private let minimal = """
     }
 
     @Test func routesRequiredWithRealUpstreams() {
-        #expect(errors(#"{"upstreams": {"app": {"url": "http://127.0.0.1:1"}}, "issuers": [{"issuer": "x", "jwks_file": "j"}]}"#)
-            == ["routes: is required when upstreams are configured"])
+        #expect(
+            errors(#"{"upstreams": {"app": {"url": "http://127.0.0.1:1"}}, "issuers": [{"issuer": "x", "jwks_file": "j"}]}"#)
+                == ["routes: is required when upstreams are configured"])
     }
 
     @Test func protectedRoutesNeedAnIssuer() {
-        #expect(errors(#"{"upstreams": {"app": {"url": "http://127.0.0.1:1"}}, "routes": [{"path_prefix": "/", "upstream": "app"}]}"#)
-            .first?.hasPrefix("issuers: no issuer is configured") == true)
-        #expect(errors(#"{"upstreams": {"app": {"url": "http://127.0.0.1:1"}}, "routes": [{"path_prefix": "/", "upstream": "app", "auth": "none"}]}"#).isEmpty)
+        #expect(
+            errors(#"{"upstreams": {"app": {"url": "http://127.0.0.1:1"}}, "routes": [{"path_prefix": "/", "upstream": "app"}]}"#)
+                .first?.hasPrefix("issuers: no issuer is configured") == true)
+        #expect(
+            errors(
+                #"{"upstreams": {"app": {"url": "http://127.0.0.1:1"}}, "routes": [{"path_prefix": "/", "upstream": "app", "auth": "none"}]}"#
+            ).isEmpty)
     }
 
     @Test func syntaxErrorsNameThePath() {
-        #expect(errors(#"{"routes": [{"path_prefix": "/", "path_prefix": "/x"}]}"#).first?.hasPrefix("routes[0].path_prefix: duplicate member") == true)
+        #expect(
+            errors(#"{"routes": [{"path_prefix": "/", "path_prefix": "/x"}]}"#).first?.hasPrefix("routes[0].path_prefix: duplicate member")
+                == true)
     }
 
     @Test func pathPrefixMustBeCanonical() {
         for bad in ["/a//b", "/a/../b", "/a/./b", "/a%2fb", "/a;b", "/é"] {
-            let e = errors("""
+            let e = errors(
+                """
                 {"upstreams": {"app": {"url": "http://127.0.0.1:1"}}, "routes": [{"path_prefix": "\(bad)", "upstream": "app", "auth": "none"}]}
                 """)
             #expect(e.first?.hasPrefix("routes[0].path_prefix: must be a canonical path") == true, "\(bad)")
@@ -171,7 +184,8 @@ private let minimal = """
     }
 
     @Test func identityHeaderNamesAreValidated() {
-        let e = errors("""
+        let e = errors(
+            """
             {"upstreams": {"app": {"url": "http://127.0.0.1:1"}}, "routes": [{"path_prefix": "/", "upstream": "app", "auth": "none"}],
              "identity_headers": {"subject": "X Auth", "claims": {"email": "X-Auth-Email", "roles": "bad:header"}}}
             """)
@@ -180,7 +194,8 @@ private let minimal = """
     }
 
     @Test func tokenServiceIssuerIsNotListedAgain() {
-        let e = errors("""
+        let e = errors(
+            """
             {"token_service": {"issuer": "https://gw.test", "users_file": "u.json"}, "issuers": [{"issuer": "https://gw.test", "jwks_file": "j.json"}]}
             """)
         #expect(e.first?.hasPrefix("issuers[0].issuer: \"https://gw.test\" is the token service's own issuer") == true)
@@ -198,17 +213,27 @@ private let minimal = """
         #expect(c.store.kind == .sqlite && c.store.path == "/etc/portcullis/data/portcullis.db")
         // Credentials must come from somewhere, and from one place.
         #expect(errors(#"{"token_service": {}}"#).first?.hasPrefix("token_service.users_file:") == true)
-        #expect(errors(#"{"token_service": {"users_file": "u", "login_upstream": {"upstream": "app"}}, "upstreams": {"app": {"url": "http://a"}}, "routes": [{"path_prefix": "/", "upstream": "app"}]}"#)
+        #expect(
+            errors(
+                #"{"token_service": {"users_file": "u", "login_upstream": {"upstream": "app"}}, "upstreams": {"app": {"url": "http://a"}}, "routes": [{"path_prefix": "/", "upstream": "app"}]}"#
+            )
             .contains { $0.hasPrefix("token_service.login_upstream:") })
         #expect(errors(#"{"store": {"type": "postgres", "url": "postgres://x"}}"#).first?.hasPrefix("store.url:") == true)
         #expect(try parse(#"{"token_service": {"enabled": false}, "routes": [], "upstreams": {}}"#).tokenService == nil)
     }
 
     @Test func tokenServiceRanges() {
-        #expect(errors(#"{"token_service": {"users_file": "u", "access_token_ttl_seconds": 0}}"#).first?.hasPrefix("token_service.access_token_ttl_seconds:") == true)
-        #expect(errors(#"{"token_service": {"users_file": "u", "login_limits": {"per_username": 0}}}"#).first?.hasPrefix("token_service.login_limits.per_username:") == true)
-        #expect(errors(#"{"token_service": {"users_file": "u", "login_limits": {"burst": 1}}}"#).first?.hasPrefix("token_service.login_limits.burst:") == true)
-        #expect(errors(#"{"token_service": {"users_file": "u", "path_prefix": "/"}}"#).first?.hasPrefix("token_service.path_prefix:") == true)
+        #expect(
+            errors(#"{"token_service": {"users_file": "u", "access_token_ttl_seconds": 0}}"#).first?.hasPrefix(
+                "token_service.access_token_ttl_seconds:") == true)
+        #expect(
+            errors(#"{"token_service": {"users_file": "u", "login_limits": {"per_username": 0}}}"#).first?.hasPrefix(
+                "token_service.login_limits.per_username:") == true)
+        #expect(
+            errors(#"{"token_service": {"users_file": "u", "login_limits": {"burst": 1}}}"#).first?.hasPrefix(
+                "token_service.login_limits.burst:") == true)
+        #expect(
+            errors(#"{"token_service": {"users_file": "u", "path_prefix": "/"}}"#).first?.hasPrefix("token_service.path_prefix:") == true)
     }
 
     @Test func listenAddresses() {
@@ -220,7 +245,8 @@ private let minimal = """
     }
 
     @Test func remoteKeySetSettingsHaveDefaultsAndBounds() throws {
-        let c = try parse("""
+        let c = try parse(
+            """
             {"upstreams": {"app": {"url": "http://127.0.0.1:3000"}}, "routes": [{"path_prefix": "/", "upstream": "app"}],
              "issuers": [
                {"issuer": "https://idp.test", "jwks_uri": "https://idp.test/keys"},
@@ -242,14 +268,16 @@ private let minimal = """
         #expect((b.jwksRefetchCooldownSeconds, b.jwksMinRefreshSeconds, b.jwksMaxRefreshSeconds) == (2, 5, 50))
         #expect((b.jwksMaxStaleSeconds, b.jwksFetchTimeoutMs) == (0, 750))
         // A minimum above the default maximum raises the maximum with it.
-        let raised = try parse(minimal.replacingOccurrences(
-            of: #""public_key_file": "keys/idp.pem", "algorithms": ["ES256"]"#,
-            with: #""jwks_uri": "https://idp.test/k", "jwks_min_refresh_seconds": 3600"#))
+        let raised = try parse(
+            minimal.replacingOccurrences(
+                of: #""public_key_file": "keys/idp.pem", "algorithms": ["ES256"]"#,
+                with: #""jwks_uri": "https://idp.test/k", "jwks_min_refresh_seconds": 3600"#))
         #expect(raised.issuers[0].jwksMaxRefreshSeconds == 3600)
     }
 
     @Test func remoteKeySetSettingsAreValidated() {
-        let e = errors("""
+        let e = errors(
+            """
             {"upstreams": {"app": {"url": "http://127.0.0.1:3000"}}, "routes": [{"path_prefix": "/", "upstream": "app"}],
              "issuers": [
                {"issuer": "https://a.test", "jwks_uri": "https://a.test/k", "jwks_min_refresh_seconds": 100,

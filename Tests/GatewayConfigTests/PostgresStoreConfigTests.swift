@@ -1,4 +1,5 @@
 import Testing
+
 @testable import GatewayConfig
 
 private func store(_ json: String, env: [String: String] = [:]) throws(ConfigErrors) -> Store {
@@ -41,7 +42,8 @@ private func url(_ text: String) throws(PostgresStore.URLError) -> PostgresStore
         #expect(pg.port == 5432 && pg.database == "gw" && pg.sslMode == .verifyFull)
         #expect(pg.password == nil && pg.caFile == nil)
         #expect(pg.poolSize == 4 && pg.connectTimeoutMilliseconds == 2000)
-        let file = try #require(try store(#"{"type": "postgres", "url": "postgres://u@h/d?sslmode=disable", "password_file": "pw"}"#).postgres)
+        let file = try #require(
+            try store(#"{"type": "postgres", "url": "postgres://u@h/d?sslmode=disable", "password_file": "pw"}"#).postgres)
         #expect(file.password == .file("/etc/portcullis/pw"))
     }
 
@@ -98,12 +100,17 @@ private func url(_ text: String) throws(PostgresStore.URLError) -> PostgresStore
     @Test func errorsNameTheKey() {
         #expect(errors(#"{"type": "postgres"}"#) == ["store.url: is required"])
         #expect(errors(#"{"type": "postgres", "url": "postgres://u@h/d?x=1"}"#).first?.hasPrefix("store.url: unknown parameter") == true)
-        #expect(errors(#"{"type": "postgres", "url": "postgres://u@h/d", "password": "a", "password_file": "b"}"#)
-            == ["store.password_file: give password or password_file, not both"])
+        #expect(
+            errors(#"{"type": "postgres", "url": "postgres://u@h/d", "password": "a", "password_file": "b"}"#)
+                == ["store.password_file: give password or password_file, not both"])
         #expect(errors(#"{"type": "postgres", "url": "postgres://u@h/d", "password": ""}"#).first?.hasPrefix("store.password:") == true)
-        #expect(errors(#"{"type": "postgres", "url": "postgres://u@h/d?sslmode=require", "ca_file": "ca.pem"}"#).first?.hasPrefix("store.ca_file:") == true)
+        #expect(
+            errors(#"{"type": "postgres", "url": "postgres://u@h/d?sslmode=require", "ca_file": "ca.pem"}"#).first?.hasPrefix(
+                "store.ca_file:") == true)
         #expect(errors(#"{"type": "postgres", "url": "postgres://u@h/d", "pool_size": 0}"#).first?.hasPrefix("store.pool_size:") == true)
-        #expect(errors(#"{"type": "postgres", "url": "postgres://u@h/d", "connect_timeout_ms": 50}"#).first?.hasPrefix("store.connect_timeout_ms:") == true)
+        #expect(
+            errors(#"{"type": "postgres", "url": "postgres://u@h/d", "connect_timeout_ms": 50}"#).first?.hasPrefix(
+                "store.connect_timeout_ms:") == true)
         #expect(errors(#"{"type": "postgres", "url": "postgres://u@h/d", "path": "x.db"}"#).first?.hasPrefix("store.path:") == true)
         #expect(errors(#"{"type": "postgres", "url": "postgres://u@h/d", "bogus": 1}"#).first?.hasPrefix("store.bogus:") == true)
         // Keys of the other type are refused rather than ignored.
@@ -143,8 +150,9 @@ private func url(_ text: String) throws(PostgresStore.URLError) -> PostgresStore
 
     @Test func refusals() {
         #expect(errors(#"{"key_encryption_key": "short"}"#) == ["token_service.signing.key_encryption_key: must be at least 32 bytes long"])
-        #expect(errors(#"{"key_encryption_key": "0123456789abcdef0123456789abcdef", "key_encryption_key_file": "f"}"#)
-            .first?.hasPrefix("token_service.signing.key_encryption_key_file:") == true)
+        #expect(
+            errors(#"{"key_encryption_key": "0123456789abcdef0123456789abcdef", "key_encryption_key_file": "f"}"#)
+                .first?.hasPrefix("token_service.signing.key_encryption_key_file:") == true)
         #expect(errors(#"{"activation_delay_seconds": -1}"#).first?.hasPrefix("token_service.signing.activation_delay_seconds:") == true)
         #expect(throws: ConfigErrors.self) {
             _ = try TokenService.SealingSecret.file("/nonexistent/kek").bytes(path: "token_service.signing.key_encryption_key")

@@ -1,5 +1,6 @@
 import Synchronization
 import Testing
+
 @testable import GatewayConfig
 
 /// A fake configuration file and gateway: `version` is what the file holds now, `installed` what the gateway
@@ -12,8 +13,14 @@ private final class FakeGateway: Sendable {
 
     func reload() async -> Int {
         let read = self.version.withLock { $0 }
-        let run = runs.withLock { $0 += 1; return $0 }
-        concurrent.withLock { $0.now += 1; $0.most = max($0.most, $0.now) }
+        let run = runs.withLock {
+            $0 += 1
+            return $0
+        }
+        concurrent.withLock {
+            $0.now += 1
+            $0.most = max($0.most, $0.now)
+        }
         // The first reload is slow to build (a large users file), the later ones are quick.
         try? await Task.sleep(for: run == 1 ? .seconds(1) : .milliseconds(5))
         concurrent.withLock { $0.now -= 1 }

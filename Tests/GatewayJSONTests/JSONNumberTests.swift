@@ -1,4 +1,5 @@
 import Testing
+
 @testable import GatewayJSON
 
 /// Issue 10: JSON numbers were parsed into a `Double` only, so a claim `9007199254740993` copied into an identity

@@ -1,5 +1,6 @@
 import NIOHTTP1
 import Testing
+
 @testable import GatewayProxy
 
 @Suite struct BearerCredentialTests {
@@ -29,6 +30,7 @@ import Testing
 
     @Test func headerNameIsCaseInsensitive() {
         #expect(BearerCredential.extract(from: HTTPHeaders([("authorization", "Bearer t")])) == .token("t"))
-        #expect(BearerCredential.extract(from: HTTPHeaders([("authorization", "Bearer t"), ("AUTHORIZATION", "Bearer t")])) == .invalidRequest)
+        #expect(
+            BearerCredential.extract(from: HTTPHeaders([("authorization", "Bearer t"), ("AUTHORIZATION", "Bearer t")])) == .invalidRequest)
     }
 }

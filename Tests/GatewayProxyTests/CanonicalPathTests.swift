@@ -1,4 +1,5 @@
 import Testing
+
 @testable import GatewayProxy
 
 @Suite struct CanonicalPathTests {

@@ -10,7 +10,9 @@ import Testing
 
     /// Drives the guard the way `IdleConnectionHandler` does, in reads of `readSize` bytes, handing it `framings` in
     /// order at each head end. Returns what it decided: "head" per head end, "tooLarge" (and stops) on a refusal.
-    static func run(_ text: String, framings: [ChunkedBodyGuard.Framing?], readSize: Int = .max) -> (events: [String], guard: ChunkedBodyGuard) {
+    static func run(
+        _ text: String, framings: [ChunkedBodyGuard.Framing?], readSize: Int = .max
+    ) -> (events: [String], guard: ChunkedBodyGuard) {
         var g = ChunkedBodyGuard()
         var framings = framings[...]
         var events: [String] = []
@@ -42,7 +44,8 @@ import Testing
 
     @Test func hugeChunkSizeIsRefusedBeforeTheDecoderSeesIt() {
         for readSize in [1, 3, 64, Int.max] {
-            let (events, _) = Self.run(Self.post + "ffffffffffffffff\r\nabc" + Self.get, framings: [.chunked(limit: Self.limit)], readSize: readSize)
+            let (events, _) = Self.run(
+                Self.post + "ffffffffffffffff\r\nabc" + Self.get, framings: [.chunked(limit: Self.limit)], readSize: readSize)
             #expect(events == ["head", "tooLarge"], "read size \(readSize)")
         }
     }
@@ -57,7 +60,8 @@ import Testing
     @Test func validChunkedBodiesPassAndTheNextHeadIsFound() {
         let body = "5;ext=1\r\nhello\r\n1A\r\n" + String(repeating: "b", count: 26) + "\r\n0\r\nX-Checksum: 1\r\n\r\n"
         for readSize in [1, 2, 7, Int.max] {
-            let (events, g) = Self.run(Self.post + body + Self.get, framings: [.chunked(limit: Self.limit), ChunkedBodyGuard.Framing.none], readSize: readSize)
+            let (events, g) = Self.run(
+                Self.post + body + Self.get, framings: [.chunked(limit: Self.limit), ChunkedBodyGuard.Framing.none], readSize: readSize)
             #expect(events == ["head", "head"], "read size \(readSize)")
             #expect(g.state == .head(window: 0))
         }
@@ -81,8 +85,10 @@ import Testing
     }
 
     @Test func anythingUnexpectedStandsAsideForTheDecoder() {
-        for body in ["+5\r\nhello\r\n", "0x5\r\n", " 5\r\n", "5 \r\n", "-5\r\n", "5\nhello", "\r\n5\r\n", "5\r\nhelloXX",
-                     "fffffffffffffffff1\r\n"] {
+        for body in [
+            "+5\r\nhello\r\n", "0x5\r\n", " 5\r\n", "5 \r\n", "-5\r\n", "5\nhello", "\r\n5\r\n", "5\r\nhelloXX",
+            "fffffffffffffffff1\r\n",
+        ] {
             let (events, g) = Self.run(Self.post + body, framings: [.chunked(limit: Self.limit)])
             #expect(events == ["head"] && !g.isFollowing, "\(body.debugDescription)")
         }

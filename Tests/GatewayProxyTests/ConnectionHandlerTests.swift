@@ -114,8 +114,10 @@ import Testing
 
         /// The upstream answers `transfer` with 200 and `body`, and completes.
         func answer(_ transfer: FakeTransfer, _ body: String = "ok") {
-            handler.upstream(transfer, didReceiveHead: CurlResponseHead(
-                status: 200, headers: [CurlHeader(name: "Content-Length", value: String(body.utf8.count))]))
+            handler.upstream(
+                transfer,
+                didReceiveHead: CurlResponseHead(
+                    status: 200, headers: [CurlHeader(name: "Content-Length", value: String(body.utf8.count))]))
             _ = Array(body.utf8).withUnsafeBytes { handler.upstream(transfer, didReceiveBodyBytes: $0) }
             handler.upstreamDidFinishBatch(transfer)
             handler.upstream(transfer, didCompleteWith: .success(()))
@@ -152,7 +154,10 @@ import Testing
         #expect(c.reads.count == before, "reading continued with the upload queue full")
         // The upstream drains the queue down to the low watermark: the held read goes out.
         while c.reads.count == before {
-            guard case .bytes = c.pull(transfer, 64 * 1024) else { Issue.record("queue ran dry"); return }
+            guard case .bytes = c.pull(transfer, 64 * 1024) else {
+                Issue.record("queue ran dry")
+                return
+            }
         }
         #expect(c.reads.count == before + 1)
     }
@@ -227,12 +232,17 @@ import Testing
         try c.send(.head(Self.head(.GET, "/download")))
         try c.send(.end(nil))
         let transfer = try #require(c.transfers.first)
-        c.handler.upstream(transfer, didReceiveHead: CurlResponseHead(
-            status: 200, headers: [CurlHeader(name: "Content-Length", value: "1000")]))
+        c.handler.upstream(
+            transfer,
+            didReceiveHead: CurlResponseHead(
+                status: 200, headers: [CurlHeader(name: "Content-Length", value: "1000")]))
         _ = Array("partial".utf8).withUnsafeBytes { c.handler.upstream(transfer, didReceiveBodyBytes: $0) }
         c.handler.upstreamDidFinishBatch(transfer)
-        c.handler.upstream(transfer, didCompleteWith: .failure(CurlTransferError(
-            code: .connectionReset, curlCode: 56, message: "reset", receivedHead: true)))
+        c.handler.upstream(
+            transfer,
+            didCompleteWith: .failure(
+                CurlTransferError(
+                    code: .connectionReset, curlCode: 56, message: "reset", receivedHead: true)))
         let parts = try c.written()
         #expect(parts.count == 2)  // head and body, never an end: a truncated response must not look complete
         if case .head(let head)? = parts.first { #expect(head.status == .ok) } else { Issue.record("no head") }
@@ -245,8 +255,11 @@ import Testing
         try c.send(.head(Self.head(.GET)))
         try c.send(.end(nil))
         let transfer = try #require(c.transfers.first)
-        c.handler.upstream(transfer, didCompleteWith: .failure(CurlTransferError(
-            code: .couldNotConnect, curlCode: 7, message: "refused", receivedHead: false)))
+        c.handler.upstream(
+            transfer,
+            didCompleteWith: .failure(
+                CurlTransferError(
+                    code: .couldNotConnect, curlCode: 7, message: "refused", receivedHead: false)))
         let answer = KeyRefetchWaitTests.summary(try c.written())
         #expect(answer.status == 502 && answer.reason == "upstream_unavailable" && !answer.closes)
         #expect(c.channel.isActive)

@@ -2,6 +2,7 @@ import CurlNIO
 import NIOCore
 import NIOHTTP1
 import Testing
+
 @testable import GatewayProxy
 
 @Suite struct ConnectionStateMachineTests {
@@ -165,9 +166,15 @@ import Testing
         let drain = m.beginDrain()
         let nested = m.beginDrain()
         #expect(drain && !nested)  // an answer written while draining never starts a second drain
-        guard case .part(.head)? = m.nextPending() else { Issue.record("the queued head"); return }
+        guard case .part(.head)? = m.nextPending() else {
+            Issue.record("the queued head")
+            return
+        }
         _ = m.requestHead(rejection: nil, keepAlive: true, hasBody: false)
-        guard case .part(.end)? = m.nextPending() else { Issue.record("the queued end"); return }
+        guard case .part(.end)? = m.nextPending() else {
+            Issue.record("the queued end")
+            return
+        }
         let done = m.nextPending()
         #expect(done == nil)
         m.endDrain()
@@ -183,7 +190,10 @@ import Testing
         #expect(m.admitError(.requestMalformed) == .queued)
         _ = m.upstreamHead()
         _ = m.upstreamCompleted()
-        guard case .error(let error)? = m.nextPending() else { Issue.record("the queued error"); return }
+        guard case .error(let error)? = m.nextPending() else {
+            Issue.record("the queued error")
+            return
+        }
         #expect(error == .requestMalformed)
         // While a request is being read, its own errors are handled at once.
         var n = ConnectionStateMachine()

@@ -1,16 +1,20 @@
 import CurlNIO
-import NIOHTTP1
 import GatewayJSON
 import NIOCore
+import NIOHTTP1
 import Testing
+
 @testable import GatewayProxy
 
 @Suite struct GatewayErrorTests {
     @Test func challenges() {
         #expect(GatewayError.tokenMissing.wwwAuthenticate(realm: "api") == #"Bearer realm="api""#)
-        #expect(GatewayError.invalidAuthorization.wwwAuthenticate(realm: "api")?.hasPrefix(#"Bearer realm="api", error="invalid_request""#) == true)
-        #expect(GatewayError.insufficientScope(["admin", "write"]).wwwAuthenticate(realm: "api")
-            == #"Bearer realm="api", error="insufficient_scope", scope="admin write""#)
+        #expect(
+            GatewayError.invalidAuthorization.wwwAuthenticate(realm: "api")?.hasPrefix(#"Bearer realm="api", error="invalid_request""#)
+                == true)
+        #expect(
+            GatewayError.insufficientScope(["admin", "write"]).wwwAuthenticate(realm: "api")
+                == #"Bearer realm="api", error="insufficient_scope", scope="admin write""#)
         #expect(GatewayError.routeNotFound.wwwAuthenticate(realm: "api") == nil)
     }
 

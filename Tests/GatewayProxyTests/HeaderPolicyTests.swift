@@ -3,15 +3,18 @@ import GatewayConfig
 import GatewayJSON
 import NIOHTTP1
 import Testing
+
 @testable import GatewayProxy
 @testable import GatewayTokens
 
 @Suite struct HeaderPolicyTests {
     private var identityConfig: IdentityHeaders {
         var h = IdentityHeaders()
-        h.claims = [.init(claim: "email", header: "X-Auth-Email"), .init(claim: "roles", header: "X-User-Roles"),
-                    .init(claim: "level", header: "X-User-Level"), .init(claim: "org", header: "X-User-Org"),
-                    .init(claim: "name", header: "X-User-Name")]
+        h.claims = [
+            .init(claim: "email", header: "X-Auth-Email"), .init(claim: "roles", header: "X-User-Roles"),
+            .init(claim: "level", header: "X-User-Level"), .init(claim: "org", header: "X-User-Org"),
+            .init(claim: "name", header: "X-User-Name"),
+        ]
         return h
     }
 
@@ -35,8 +38,10 @@ import Testing
     }
 
     @Test func spoofedIdentityHeadersAreStrippedInEverySpelling() {
-        let spoofed = ["X-Auth-Subject", "x-auth-subject", "X-AUTH-SUBJECT", "X_Auth_Subject", "X-Auth_Subject", "X.Auth.Subject",
-                       "X-Auth-Anything", "X-User-Roles", "x_user.roles", "X-Auth-Scopes", "X-Auth-Issuer"]
+        let spoofed = [
+            "X-Auth-Subject", "x-auth-subject", "X-AUTH-SUBJECT", "X_Auth_Subject", "X-Auth_Subject", "X.Auth.Subject",
+            "X-Auth-Anything", "X-User-Roles", "x_user.roles", "X-Auth-Scopes", "X-Auth-Issuer",
+        ]
         let out = forward(spoofed.map { ($0, "admin") } + [("Accept", "*/*")], identity: token)
         #expect(values(out, "X-Auth-Subject") == ["user-123"])  // X-spoof-exact
         #expect(values(out, "X-User-Roles") == ["x,y"])
@@ -51,15 +56,19 @@ import Testing
     }
 
     @Test func hopByHopAndFramingAreDropped() {
-        let out = forward([
-            ("Connection", "close, X-Custom, x-auth-subject"), ("X-Custom", "1"), ("Keep-Alive", "timeout=5"), ("TE", "trailers"),
-            ("Upgrade", "h2c"), ("Proxy-Connection", "keep-alive"), ("Proxy-Authorization", "Basic x"), ("Transfer-Encoding", "chunked"),
-            ("Content-Length", "4"), ("Host", "gw.test"), ("Expect", "100-continue"), ("Authorization", "Bearer t"),
-            ("X-Forwarded-For", "10.0.0.1"), ("Forwarded", "for=10.0.0.1"), ("X-Forwarded-Proto", "https"), ("Trailer", "x"),
-        ], identity: token)
+        let out = forward(
+            [
+                ("Connection", "close, X-Custom, x-auth-subject"), ("X-Custom", "1"), ("Keep-Alive", "timeout=5"), ("TE", "trailers"),
+                ("Upgrade", "h2c"), ("Proxy-Connection", "keep-alive"), ("Proxy-Authorization", "Basic x"),
+                ("Transfer-Encoding", "chunked"),
+                ("Content-Length", "4"), ("Host", "gw.test"), ("Expect", "100-continue"), ("Authorization", "Bearer t"),
+                ("X-Forwarded-For", "10.0.0.1"), ("Forwarded", "for=10.0.0.1"), ("X-Forwarded-Proto", "https"), ("Trailer", "x"),
+            ], identity: token)
         let names = Set(out.map { $0.name.lowercased() })
-        for dropped in ["connection", "x-custom", "keep-alive", "te", "upgrade", "proxy-connection", "proxy-authorization",
-                        "transfer-encoding", "content-length", "host", "expect", "authorization", "forwarded", "trailer"] {
+        for dropped in [
+            "connection", "x-custom", "keep-alive", "te", "upgrade", "proxy-connection", "proxy-authorization",
+            "transfer-encoding", "content-length", "host", "expect", "authorization", "forwarded", "trailer",
+        ] {
             #expect(!names.contains(dropped), "\(dropped)")
         }
         #expect(values(out, "X-Auth-Subject") == ["user-123"])  // HOP-identity: Connection cannot remove ours
@@ -116,17 +125,32 @@ import Testing
 
 @Suite struct ResponseHeaderTests {
     @Test func framingOfUpstreamResponses() {
-        #expect(GatewayHandler.isUnambiguouslyFramed(CurlResponseHead(status: 200, headers: [CurlHeader(name: "Content-Length", value: "5")])))
-        #expect(GatewayHandler.isUnambiguouslyFramed(CurlResponseHead(status: 200, headers: [CurlHeader(name: "Transfer-Encoding", value: "gzip, chunked")])))
-        #expect(!GatewayHandler.isUnambiguouslyFramed(CurlResponseHead(status: 200, headers: [
-            CurlHeader(name: "Content-Length", value: "5"), CurlHeader(name: "Transfer-Encoding", value: "chunked")])))
-        #expect(!GatewayHandler.isUnambiguouslyFramed(CurlResponseHead(status: 200, headers: [
-            CurlHeader(name: "Content-Length", value: "5"), CurlHeader(name: "content-length", value: "6")])))
+        #expect(
+            GatewayHandler.isUnambiguouslyFramed(CurlResponseHead(status: 200, headers: [CurlHeader(name: "Content-Length", value: "5")])))
+        #expect(
+            GatewayHandler.isUnambiguouslyFramed(
+                CurlResponseHead(status: 200, headers: [CurlHeader(name: "Transfer-Encoding", value: "gzip, chunked")])))
+        #expect(
+            !GatewayHandler.isUnambiguouslyFramed(
+                CurlResponseHead(
+                    status: 200,
+                    headers: [
+                        CurlHeader(name: "Content-Length", value: "5"), CurlHeader(name: "Transfer-Encoding", value: "chunked"),
+                    ])))
+        #expect(
+            !GatewayHandler.isUnambiguouslyFramed(
+                CurlResponseHead(
+                    status: 200,
+                    headers: [
+                        CurlHeader(name: "Content-Length", value: "5"), CurlHeader(name: "content-length", value: "6"),
+                    ])))
     }
 
     @Test func framingLookalikeNamesAreRefused() {  // issue 10: `Transfer_Encoding` beside libcurl's framing
-        for name in ["Transfer_Encoding", "transfer.encoding", "Content_Length", "Content.Length", "Keep_Alive",
-                     "Proxy_Connection", "Proxy.Authorization"] {
+        for name in [
+            "Transfer_Encoding", "transfer.encoding", "Content_Length", "Content.Length", "Keep_Alive",
+            "Proxy_Connection", "Proxy.Authorization",
+        ] {
             #expect(!HeaderPolicy.validateFraming(HTTPHeaders([(name, "chunked")])), "\(name)")
         }
         // Exact spellings (any case) keep their usual meaning, and other names with `_` or `.` pass.

@@ -1,5 +1,6 @@
 import GatewayJSON
 import Testing
+
 @testable import GatewayProxy
 
 /// Issue 10: a number claim reaches the identity header as the token wrote it, not through a `Double`.

@@ -61,7 +61,8 @@ import Testing
 
     /// A key for kid "rotated" (a fixed valid P-256 point), as the refetch would bring it.
     static func rotatedKey() throws -> VerificationKey {
-        let jwk = #"{"keys":[{"kty":"EC","crv":"P-256","kid":"rotated","alg":"ES256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#
+        let jwk =
+            #"{"keys":[{"kty":"EC","crv":"P-256","kid":"rotated","alg":"ES256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#
         return try #require(try VerificationKey.jwks(Array(jwk.utf8), allowedAlgorithms: [.ES256]).keys.first)
     }
 
@@ -94,7 +95,10 @@ import Testing
         let loop = EmbeddedEventLoop()
         let refetcher = FakeRefetcher(future: loop.makeSucceededVoidFuture())
         let policy = try Self.policy(refetcher)
-        guard case .awaitKeys = decide(policy) else { Issue.record("expected awaitKeys"); return }
+        guard case .awaitKeys = decide(policy) else {
+            Issue.record("expected awaitKeys")
+            return
+        }
         #expect(refetcher.calls.withLock { $0 } == [Self.issuer])
         // Deciding again after the wait never waits a second time.
         #expect(rejection(decide(policy, mayAwaitKeys: false)) == "key_unknown")
@@ -113,7 +117,8 @@ import Testing
         let refetcher = FakeRefetcher(future: loop.makeSucceededVoidFuture())
         let policy = try Self.policy(refetcher)
         func b64u(_ s: String) -> String { Base64URL.encode(Array(s.utf8)) }
-        let otherIssuer = "\(b64u(#"{"alg":"ES256","kid":"k","typ":"at+jwt"}"#)).\(b64u(#"{"iss":"https://else.test","sub":"u","exp":9999999999}"#)).AAAA"
+        let otherIssuer =
+            "\(b64u(#"{"alg":"ES256","kid":"k","typ":"at+jwt"}"#)).\(b64u(#"{"iss":"https://else.test","sub":"u","exp":9999999999}"#)).AAAA"
         #expect(rejection(decide(policy, token: otherIssuer)) == "issuer_unknown")
         #expect(rejection(decide(policy, token: "garbage")) == "token_malformed")
         // The key is known now: a bad signature is a bad signature, not a reason to refetch.
@@ -176,7 +181,9 @@ import Testing
                 status = Int(head.status.code)
                 closes = head.headers["connection"].contains("close")
             case .body(.byteBuffer(let buffer)):
-                if case .object(let o)? = try? JSONParser.parse(Array(buffer.readableBytesView), limits: JSONLimits(maxDepth: 4, maxBytes: 4096)) {
+                if case .object(let o)? = try? JSONParser.parse(
+                    Array(buffer.readableBytesView), limits: JSONLimits(maxDepth: 4, maxBytes: 4096))
+                {
                     reason = o["reason"]?.stringValue
                 }
             case .body:

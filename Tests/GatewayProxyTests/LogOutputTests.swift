@@ -1,8 +1,9 @@
 import Testing
+
 @testable import GatewayProxy
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Issue 10: log lines produced on event loops must never wait for the output. `LogOutput` queues them for a

@@ -1,6 +1,7 @@
 import GatewayJSON
 import NIOHTTP1
 import Testing
+
 @testable import GatewayProxy
 
 /// Seeded random inputs through every parser on the request path: none may crash, and each must give one of its

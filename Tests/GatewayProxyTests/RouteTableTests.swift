@@ -1,9 +1,12 @@
 import GatewayConfig
 import Testing
+
 @testable import GatewayProxy
 
 @Suite struct RouteTableTests {
-    private func route(_ prefix: String, methods: [String] = [], host: String? = nil, upstream: String = "app", strip: Bool = false) -> Route {
+    private func route(
+        _ prefix: String, methods: [String] = [], host: String? = nil, upstream: String = "app", strip: Bool = false
+    ) -> Route {
         Route(pathPrefix: prefix, methods: methods, host: host, upstream: upstream, auth: .required, scopes: [], stripPrefix: strip)
     }
 

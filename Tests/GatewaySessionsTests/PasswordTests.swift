@@ -1,11 +1,15 @@
 import GatewayJSON
 import Testing
+
 @testable import GatewaySessions
 
 @Suite struct PasswordTests {
     /// Published vectors: the sha-crypt specification's "Hello world!" example and OpenBSD's bcrypt "U*U" vector.
     @Test func knownVectors() {
-        #expect(PasswordHasher.verify("Hello world!", hash: "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"))
+        #expect(
+            PasswordHasher.verify(
+                "Hello world!", hash: "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"
+            ))
         #expect(PasswordHasher.verify("U*U", hash: "$2b$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"))
         #expect(PasswordHasher.verify("U*U", hash: "$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"))
         #expect(!PasswordHasher.verify("U*V", hash: "$2b$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"))
@@ -30,11 +34,13 @@ import Testing
 
     @Test func usersFileJSON() throws {
         let hash = try #require(PasswordHasher.hash("s3cret", cost: 4))
-        let file = try UsersFile.parse(Array("""
-            {"users": [{"username": "alice", "password_hash": "\(hash)", "subject": "u-1", "scopes": ["read"],
-                        "claims": {"email": "a@b.test"}},
-                       {"username": "bob", "password_hash": "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"}]}
-            """.utf8))
+        let file = try UsersFile.parse(
+            Array(
+                """
+                {"users": [{"username": "alice", "password_hash": "\(hash)", "subject": "u-1", "scopes": ["read"],
+                            "claims": {"email": "a@b.test"}},
+                           {"username": "bob", "password_hash": "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"}]}
+                """.utf8))
         let alice = try #require(file.authenticate(username: "alice", password: "s3cret"))
         #expect(alice.subject == "u-1" && alice.scopes == ["read"] && alice.claims["email"] == .string("a@b.test"))
         #expect(file.authenticate(username: "alice", password: "wrong") == nil)
@@ -43,12 +49,14 @@ import Testing
     }
 
     @Test func usersFileHtpasswd() throws {
-        let file = try UsersFile.parse(Array("""
-            # htpasswd -B
-            bob:$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW\r
+        let file = try UsersFile.parse(
+            Array(
+                """
+                # htpasswd -B
+                bob:$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW\r
 
-            carol:$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1
-            """.utf8))
+                carol:$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1
+                """.utf8))
         #expect(file.users.count == 2)
         #expect(file.authenticate(username: "bob", password: "U*U")?.subject == "bob")
     }
@@ -56,7 +64,10 @@ import Testing
     @Test(arguments: [
         (#"{"users": [{"username": "a", "password_hash": "plaintext"}]}"#, "users[0].password_hash"),
         (#"{"users": [{"username": "a", "password_hash": "$2b$05$short"}]}"#, "users[0].password_hash"),
-        (#"{"users": [{"username": "a", "password_hash": "$2b$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"}, {"username": "a", "password_hash": "$2b$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"}]}"#, "users[1].username"),
+        (
+            #"{"users": [{"username": "a", "password_hash": "$2b$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"}, {"username": "a", "password_hash": "$2b$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"}]}"#,
+            "users[1].username"
+        ),
         (#"{"users": [{"username": "a", "password": "x"}]}"#, "users[0].password"),
         (#"{"users": [], "extra": 1}"#, "extra"),
         ("alice:secret\n", "line 1"),

@@ -35,7 +35,8 @@ import Testing
         var events = listener.events.makeAsyncIterator()
         #expect(await next(&events) == .connected)
         for i in 0..<3 {
-            try await store.create(SessionRecord(id: "s\(i)", subject: "a", scopes: [], clientID: "c", createdAt: t0), refreshTokenHash: [UInt8(i)])
+            try await store.create(
+                SessionRecord(id: "s\(i)", subject: "a", scopes: [], clientID: "c", createdAt: t0), refreshTokenHash: [UInt8(i)])
             try await store.revoke(sessionID: "s\(i)", at: t0)
         }
         let log = try await store.revocations(after: 0, limit: 10)

@@ -153,10 +153,11 @@ import Testing
         // take longer than 300 ms on a loaded machine: a few tries).
         var answered = false
         for _ in 0..<10 where !answered {
-            answered = (try? await pool.withConnection("after") { connection in
-                _ = try await connection.query("SELECT 1", logger: silentPostgresLogger)
-                return true
-            }) ?? false
+            answered =
+                (try? await pool.withConnection("after") { connection in
+                    _ = try await connection.query("SELECT 1", logger: silentPostgresLogger)
+                    return true
+                }) ?? false
         }
         #expect(answered)
         await pool.close()

@@ -24,7 +24,9 @@ import Testing
     }
 
     @Test func verifyFullWithTheSystemRootsRefusesTheTestCertificate() async throws {
-        await #expect(throws: SessionStoreError.self) { _ = try await PostgresSessionStore.open(try await settings(.verifyFull(caFile: nil))) }
+        await #expect(throws: SessionStoreError.self) {
+            _ = try await PostgresSessionStore.open(try await settings(.verifyFull(caFile: nil)))
+        }
     }
 
     @Test func theServerRefusesPlaintext() async throws {

@@ -3,7 +3,7 @@ import GatewaySessions
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A throwaway PostgreSQL server for the tests: `initdb` into a fresh temporary directory, `postgres` on a free
@@ -97,11 +97,13 @@ final class PostgresTestServer: Sendable {
         do {
             try server.initialise(bin: bin)
             try server.launch()
-            try server.run(bin + "/psql", [
-                "-X", "-q", "-h", server.socketDirectory, "-p", "\(server.port)", "-U", "postgres", "-d", "postgres",
-                "-v", "ON_ERROR_STOP=1", "-c",
-                "CREATE ROLE portcullis LOGIN CREATEDB PASSWORD '\(server.password)'",
-            ])
+            try server.run(
+                bin + "/psql",
+                [
+                    "-X", "-q", "-h", server.socketDirectory, "-p", "\(server.port)", "-U", "postgres", "-d", "postgres",
+                    "-v", "ON_ERROR_STOP=1", "-c",
+                    "CREATE ROLE portcullis LOGIN CREATEDB PASSWORD '\(server.password)'",
+                ])
         } catch {
             server.destroy()
             throw error
@@ -115,10 +117,12 @@ final class PostgresTestServer: Sendable {
             // The server's user must own the directory (initdb creates `data` inside it, mode 0700).
             try run("/bin/chown", ["-R", "postgres:postgres", directory], asPostgres: false)
         }
-        try run(bin + "/initdb", [
-            "-D", dataDirectory, "-U", "postgres", "-E", "UTF8", "--no-sync", "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-        ])
+        try run(
+            bin + "/initdb",
+            [
+                "-D", dataDirectory, "-U", "postgres", "-E", "UTF8", "--no-sync", "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ])
         // Only loopback TCP with a password, and the local socket for the test's administration.
         let hba = """
             local all postgres trust
@@ -135,12 +139,19 @@ final class PostgresTestServer: Sendable {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try "subjectAltName=IP:127.0.0.1,DNS:localhost\n".write(toFile: dir + "/san.ext", atomically: false, encoding: .utf8)
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-        try run("/usr/bin/openssl", ["req", "-x509"] + ec + ["-keyout", dir + "/ca.key", "-out", dir + "/ca.pem", "-days", "2", "-subj", "/CN=portcullis-test-ca"], asPostgres: false)
-        try run("/usr/bin/openssl", ["req"] + ec + ["-keyout", dir + "/server.key", "-out", dir + "/server.csr", "-subj", "/CN=localhost"], asPostgres: false)
-        try run("/usr/bin/openssl", [
-            "x509", "-req", "-in", dir + "/server.csr", "-CA", dir + "/ca.pem", "-CAkey", dir + "/ca.key", "-CAcreateserial",
-            "-out", dir + "/server.pem", "-days", "2", "-extfile", dir + "/san.ext",
-        ], asPostgres: false)
+        try run(
+            "/usr/bin/openssl",
+            ["req", "-x509"] + ec + ["-keyout", dir + "/ca.key", "-out", dir + "/ca.pem", "-days", "2", "-subj", "/CN=portcullis-test-ca"],
+            asPostgres: false)
+        try run(
+            "/usr/bin/openssl", ["req"] + ec + ["-keyout", dir + "/server.key", "-out", dir + "/server.csr", "-subj", "/CN=localhost"],
+            asPostgres: false)
+        try run(
+            "/usr/bin/openssl",
+            [
+                "x509", "-req", "-in", dir + "/server.csr", "-CA", dir + "/ca.pem", "-CAkey", dir + "/ca.key", "-CAcreateserial",
+                "-out", dir + "/server.pem", "-days", "2", "-extfile", dir + "/san.ext",
+            ], asPostgres: false)
         _ = chmod(dir + "/server.key", 0o600)
         if Self.runsAsRoot { try run("/bin/chown", ["-R", "postgres:postgres", dir], asPostgres: false) }
         let settings = "\nssl = on\nssl_cert_file = '\(dir)/server.pem'\nssl_key_file = '\(dir)/server.key'\n"
@@ -193,7 +204,12 @@ final class PostgresTestServer: Sendable {
     /// Immediate shutdown (SIGQUIT: the postmaster stops its children and exits, no checkpoint); the data directory
     /// stays, so `launch()` starts the same server again.
     func stop() {
-        guard let process = self.process.withLock({ p -> Process? in defer { p = nil }; return p }) else { return }
+        guard
+            let process = self.process.withLock({ p -> Process? in
+                defer { p = nil }
+                return p
+            })
+        else { return }
         if process.isRunning {
             kill(process.processIdentifier, SIGQUIT)
             process.waitUntilExit()
@@ -211,10 +227,12 @@ final class PostgresTestServer: Sendable {
     /// A new empty database owned by `portcullis` (made over the unix socket, so it works for TLS servers too).
     func createDatabase() async throws -> String {
         let name = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
-        try run(try Self.binDirectory() + "/psql", [
-            "-X", "-q", "-h", socketDirectory, "-p", "\(port)", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1",
-            "-c", "CREATE DATABASE \(name) OWNER \(user)",
-        ], asPostgres: false)
+        try run(
+            try Self.binDirectory() + "/psql",
+            [
+                "-X", "-q", "-h", socketDirectory, "-p", "\(port)", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1",
+                "-c", "CREATE DATABASE \(name) OWNER \(user)",
+            ], asPostgres: false)
         return name
     }
 

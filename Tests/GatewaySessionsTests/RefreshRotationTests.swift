@@ -1,4 +1,5 @@
 import Testing
+
 @testable import GatewaySessions
 
 @Suite struct RefreshRotationTests {
@@ -9,7 +10,10 @@ import Testing
 
     @Test func activeTokenRotatesAndRestartsTheIdleClock() {
         let token = RefreshTokenRecord(hash: [1], sessionID: "s1")
-        guard case .rotate(let refreshed) = RefreshDecision.decide(token: token, session: session, clientID: nil, now: t0 + 100, policy: policy) else {
+        guard
+            case .rotate(let refreshed) = RefreshDecision.decide(
+                token: token, session: session, clientID: nil, now: t0 + 100, policy: policy)
+        else {
             Issue.record("expected rotate")
             return
         }
@@ -19,25 +23,37 @@ import Testing
 
     @Test func retiredTokenWithinGraceReplaysAfterGraceIsReuse() {
         let token = RefreshTokenRecord(hash: [1], sessionID: "s1", state: .retired(at: t0 + 100, successor: [9, 9]))
-        #expect(RefreshDecision.decide(token: token, session: session, clientID: nil, now: t0 + 110, policy: policy) == .replay(sealedSuccessor: [9, 9]))
-        #expect(RefreshDecision.decide(token: token, session: session, clientID: nil, now: t0 + 110.5, policy: policy) == .reuseDetected(sessionID: "s1"))
+        #expect(
+            RefreshDecision.decide(token: token, session: session, clientID: nil, now: t0 + 110, policy: policy)
+                == .replay(sealedSuccessor: [9, 9]))
+        #expect(
+            RefreshDecision.decide(token: token, session: session, clientID: nil, now: t0 + 110.5, policy: policy)
+                == .reuseDetected(sessionID: "s1"))
     }
 
     @Test func lifetimesAndRevocation() {
         let token = RefreshTokenRecord(hash: [1], sessionID: "s1")
-        #expect(RefreshDecision.decide(token: token, session: session, clientID: nil, now: t0 + 604_800, policy: policy) == .invalid(.sessionExpired))
-        #expect(RefreshDecision.decide(token: token, session: session, clientID: nil, now: t0 + 86_400, policy: policy) == .invalid(.sessionIdle))
+        #expect(
+            RefreshDecision.decide(token: token, session: session, clientID: nil, now: t0 + 604_800, policy: policy)
+                == .invalid(.sessionExpired))
+        #expect(
+            RefreshDecision.decide(token: token, session: session, clientID: nil, now: t0 + 86_400, policy: policy)
+                == .invalid(.sessionIdle))
         var idleButFresh = session
         idleButFresh.lastRefreshedAt = t0 + 86_000
-        guard case .rotate = RefreshDecision.decide(token: token, session: idleButFresh, clientID: nil, now: t0 + 86_400, policy: policy) else {
+        guard case .rotate = RefreshDecision.decide(token: token, session: idleButFresh, clientID: nil, now: t0 + 86_400, policy: policy)
+        else {
             Issue.record("a refresh restarts the idle clock")
             return
         }
         var revoked = session
         revoked.revokedAt = t0 + 1
-        #expect(RefreshDecision.decide(token: token, session: revoked, clientID: nil, now: t0 + 2, policy: policy) == .invalid(.sessionRevoked))
+        #expect(
+            RefreshDecision.decide(token: token, session: revoked, clientID: nil, now: t0 + 2, policy: policy) == .invalid(.sessionRevoked))
         let retired = RefreshTokenRecord(hash: [1], sessionID: "s1", state: .retired(at: t0, successor: []))
-        #expect(RefreshDecision.decide(token: retired, session: revoked, clientID: nil, now: t0 + 1, policy: policy) == .invalid(.sessionRevoked))
+        #expect(
+            RefreshDecision.decide(token: retired, session: revoked, clientID: nil, now: t0 + 1, policy: policy)
+                == .invalid(.sessionRevoked))
     }
 
     @Test func unknownOrMismatched() {
@@ -45,7 +61,9 @@ import Testing
         let other = RefreshTokenRecord(hash: [1], sessionID: "s2")
         #expect(RefreshDecision.decide(token: other, session: session, clientID: nil, now: t0, policy: policy) == .invalid(.unknownToken))
         let token = RefreshTokenRecord(hash: [1], sessionID: "s1")
-        #expect(RefreshDecision.decide(token: token, session: session, clientID: "other-app", now: t0, policy: policy) == .invalid(.clientMismatch))
+        #expect(
+            RefreshDecision.decide(token: token, session: session, clientID: "other-app", now: t0, policy: policy)
+                == .invalid(.clientMismatch))
     }
 
     @Test func refreshTokensAreOpaqueAndHashed() {

@@ -8,7 +8,8 @@ import Testing
     let t0 = 1_767_225_600.0
 
     func session(_ id: String = "s1") -> SessionRecord {
-        SessionRecord(id: id, subject: "alice", scopes: ["read", "write"], clientID: "portcullis", claims: #"{"role":"admin"}"#, createdAt: t0)
+        SessionRecord(
+            id: id, subject: "alice", scopes: ["read", "write"], clientID: "portcullis", claims: #"{"role":"admin"}"#, createdAt: t0)
     }
 
     /// Runs `body` with a path in a fresh temporary directory, removed afterwards.

@@ -88,7 +88,9 @@ import Testing
         let recorder = Recorder()
         let f = Fixture(
             service: SessionService(
-                settings: .init(accessTokenLifetime: 300, refreshPolicy: RefreshPolicy(absoluteLifetime: 3600, idleLifetime: 600, reuseGrace: 0), leeway: 5),
+                settings: .init(
+                    accessTokenLifetime: 300, refreshPolicy: RefreshPolicy(absoluteLifetime: 3600, idleLifetime: 600, reuseGrace: 0),
+                    leeway: 5),
                 signer: AccessTokenIssuer(issuer: "https://gw", audience: "api", key: key), store: store, credentials: Credentials(),
                 limiter: LoginRateLimiter(limits: .init()), verifier: TokenVerifier(issuers: [policy], leeway: 0),
                 onRevoke: { id, _ in recorder.published.withLock { $0.append(id) } }, clock: { 1_767_225_600 },
@@ -109,7 +111,8 @@ import Testing
         let tokens = try await login(f)
         await f.store.setDown(true)
         await #expect(throws: TokenServiceError.storeUnavailable) {
-            _ = try await f.service.passwordGrant(username: "bob", password: "pw", scope: nil, clientID: nil, clientAddress: nil, failureStatus: 401)
+            _ = try await f.service.passwordGrant(
+                username: "bob", password: "pw", scope: nil, clientID: nil, clientAddress: nil, failureStatus: 401)
         }
         await #expect(throws: TokenServiceError.storeUnavailable) {
             _ = try await f.service.refreshGrant(refreshToken: tokens.refresh, scope: nil, clientID: nil)

@@ -13,7 +13,8 @@ import Testing
         func authenticate(username: String, password: String) async throws(TokenServiceError) -> AuthenticatedUser? {
             checks.wrappingAdd(1, ordering: .relaxed)
             guard username == "alice", password == "secret" else { return nil }
-            return AuthenticatedUser(subject: "user-alice", scopes: ["read", "write"], claims: JSONObject([("email", .string("a@example.com"))]))
+            return AuthenticatedUser(
+                subject: "user-alice", scopes: ["read", "write"], claims: JSONObject([("email", .string("a@example.com"))]))
         }
     }
 
@@ -35,7 +36,9 @@ import Testing
         let verifier: TokenVerifier
     }
 
-    func fixture(grace: Double = 10, absolute: Double = 3600, idle: Double = 600, limits: LoginRateLimiter.Limits = .init()) throws -> Fixture {
+    func fixture(
+        grace: Double = 10, absolute: Double = 3600, idle: Double = 600, limits: LoginRateLimiter.Limits = .init()
+    ) throws -> Fixture {
         let key = try SigningKey.generate(.ES256)
         let policy = IssuerPolicy(issuer: "https://gw", keys: [key.verificationKey], algorithms: [.ES256], audiences: ["api"])
         let verifier = TokenVerifier(issuers: [policy], leeway: 0)
@@ -43,7 +46,9 @@ import Testing
         let credentials = Credentials()
         let revocations = Revocations()
         let service = SessionService(
-            settings: .init(accessTokenLifetime: 300, refreshPolicy: RefreshPolicy(absoluteLifetime: absolute, idleLifetime: idle, reuseGrace: grace), leeway: 5),
+            settings: .init(
+                accessTokenLifetime: 300, refreshPolicy: RefreshPolicy(absoluteLifetime: absolute, idleLifetime: idle, reuseGrace: grace),
+                leeway: 5),
             signer: AccessTokenIssuer(issuer: "https://gw", audience: "api", key: key), store: MemorySessionStore(),
             credentials: credentials, limiter: LoginRateLimiter(limits: limits), verifier: verifier,
             onRevoke: { id, until in revocations.published.withLock { $0.append((id, until)) } }, clock: { clock.read() })
@@ -55,8 +60,9 @@ import Testing
     }
 
     func login(_ f: Fixture, scope: String? = nil, client: String? = nil) async throws -> JSONObject {
-        try response(try await f.service.passwordGrant(
-            username: "alice", password: "secret", scope: scope, clientID: client, clientAddress: "10.0.0.1", failureStatus: 401))
+        try response(
+            try await f.service.passwordGrant(
+                username: "alice", password: "secret", scope: scope, clientID: client, clientAddress: "10.0.0.1", failureStatus: 401))
     }
 
     @Test func loginIssuesAVerifiableAccessTokenAndAnOpaqueRefreshToken() async throws {
@@ -84,7 +90,9 @@ import Testing
         #expect(replay.body == second.body)
         // After it: reuse, the session is revoked and published to the data path.
         f.clock.advance(10)
-        await #expect(throws: TokenServiceError.invalidGrant("refresh_token_reused", "The refresh token was already used; the session is revoked")) {
+        await #expect(
+            throws: TokenServiceError.invalidGrant("refresh_token_reused", "The refresh token was already used; the session is revoked")
+        ) {
             try await f.service.refreshGrant(refreshToken: r0, scope: nil, clientID: nil)
         }
         #expect(f.revocations.published.withLock { $0.map(\.0) } == [second.sessionID])
@@ -106,12 +114,14 @@ import Testing
         let f = try fixture(limits: .init(perUsername: 2, perAddress: 100, window: 60))
         for _ in 0..<2 {
             await #expect(throws: TokenServiceError.badCredentials(status: 401)) {
-                try await f.service.passwordGrant(username: "alice", password: "nope", scope: nil, clientID: nil, clientAddress: "a", failureStatus: 401)
+                try await f.service.passwordGrant(
+                    username: "alice", password: "nope", scope: nil, clientID: nil, clientAddress: "a", failureStatus: 401)
             }
         }
         let checks = f.credentials.checks.load(ordering: .relaxed)
         await #expect(throws: TokenServiceError.tooManyRequests(retryAfter: 60)) {
-            try await f.service.passwordGrant(username: "alice", password: "secret", scope: nil, clientID: nil, clientAddress: "a", failureStatus: 401)
+            try await f.service.passwordGrant(
+                username: "alice", password: "secret", scope: nil, clientID: nil, clientAddress: "a", failureStatus: 401)
         }
         #expect(f.credentials.checks.load(ordering: .relaxed) == checks)
         f.clock.advance(61)
@@ -124,7 +134,9 @@ import Testing
         let tokens = try await login(f, scope: "read")
         #expect(tokens["scope"] == .string("read"))
         let r0 = try #require(tokens["refresh_token"]?.stringValue)
-        await #expect(throws: TokenServiceError.invalidScope) { try await f.service.refreshGrant(refreshToken: r0, scope: "write", clientID: nil) }
+        await #expect(throws: TokenServiceError.invalidScope) {
+            try await f.service.refreshGrant(refreshToken: r0, scope: "write", clientID: nil)
+        }
         await #expect(throws: TokenServiceError.self) { try await login(f, scope: "read\u{7F}") }
         await #expect(throws: TokenServiceError.self) { try await login(f, client: "has space") }
         await #expect(throws: TokenServiceError.self) { try await login(f, client: String(repeating: "c", count: 129)) }
@@ -135,7 +147,9 @@ import Testing
         var refresh = try #require(try await login(f)["refresh_token"]?.stringValue)
         for _ in 0..<3 {
             f.clock.advance(25)
-            refresh = try #require(try response(try await f.service.refreshGrant(refreshToken: refresh, scope: nil, clientID: nil))["refresh_token"]?.stringValue)
+            refresh = try #require(
+                try response(try await f.service.refreshGrant(refreshToken: refresh, scope: nil, clientID: nil))["refresh_token"]?
+                    .stringValue)
         }
         f.clock.advance(25)  // 100 s after login: the absolute lifetime ends although the idle clock is fresh
         await #expect(throws: TokenServiceError.invalidGrant("session_expired", "The session has expired")) {

@@ -52,8 +52,10 @@ struct SessionStoreBenchmark {
         let clock = ContinuousClock()
         func report(_ name: String, _ count: Int, _ elapsed: Duration) {
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            print("bench SQLiteSessionStore \(name): \(count) rotations in \(String(format: "%.3f", seconds)) s = "
-                  + "\(String(format: "%.0f", Double(count) / seconds)) rotations/s (\(String(format: "%.1f", seconds / Double(count) * 1e6)) µs each)")
+            print(
+                "bench SQLiteSessionStore \(name): \(count) rotations in \(String(format: "%.3f", seconds)) s = "
+                    + "\(String(format: "%.0f", Double(count) / seconds)) rotations/s (\(String(format: "%.1f", seconds / Double(count) * 1e6)) µs each)"
+            )
         }
 
         try await Self.rotate(store, chain: tasks, from: 0, count: 500, t0: t0)  // warm-up
@@ -101,8 +103,9 @@ struct SessionStoreBenchmark {
         let clock = ContinuousClock()
         func report(_ name: String, _ count: Int, _ elapsed: Duration) {
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            print("bench PostgresSessionStore \(name): \(count) rotations in \(String(format: "%.3f", seconds)) s = "
-                  + "\(String(format: "%.0f", Double(count) / seconds)) rotations/s")
+            print(
+                "bench PostgresSessionStore \(name): \(count) rotations in \(String(format: "%.3f", seconds)) s = "
+                    + "\(String(format: "%.0f", Double(count) / seconds)) rotations/s")
         }
         try await Self.rotate(store, chain: tasks, from: 0, count: 300, t0: t0)  // warm-up
         let sequential = 3_000

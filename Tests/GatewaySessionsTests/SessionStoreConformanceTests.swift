@@ -264,7 +264,9 @@ struct TemporaryDirectory: Sendable {
             // Two rotations on the live session: one retired past the grace, one within it.
             var live = session("live", at: now - 10)
             live.lastRefreshedAt = now - 15
-            #expect(try await store.rotate(oldHash: [UInt8(sessions.count - 1)], at: now - 15, sealedSuccessor: [1, 1], newHash: [100], session: live))
+            #expect(
+                try await store.rotate(
+                    oldHash: [UInt8(sessions.count - 1)], at: now - 15, sealedSuccessor: [1, 1], newHash: [100], session: live))
             live.lastRefreshedAt = now - 5
             #expect(try await store.rotate(oldHash: [100], at: now - 5, sealedSuccessor: [2, 2], newHash: [101], session: live))
 
@@ -278,12 +280,15 @@ struct TemporaryDirectory: Sendable {
             }
             // The token retired 15 s ago (grace 10 s) stays retired without its successor; the one retired 5 s ago
             // keeps it; the active one is untouched.
-            #expect(try await store.lookup(refreshTokenHash: [UInt8(sessions.count - 1)])?.token.state == .retired(at: now - 15, successor: []))
+            #expect(
+                try await store.lookup(refreshTokenHash: [UInt8(sessions.count - 1)])?.token.state == .retired(at: now - 15, successor: []))
             #expect(try await store.lookup(refreshTokenHash: [100])?.token.state == .retired(at: now - 5, successor: [2, 2]))
             #expect(try await store.lookup(refreshTokenHash: [101])?.token.state == .active)
             // A late replay of the old token is still recognised as reuse.
             let late = try #require(try await store.lookup(refreshTokenHash: [UInt8(sessions.count - 1)]))
-            #expect(RefreshDecision.decide(token: late.token, session: late.session, clientID: nil, now: now, policy: policy) == .reuseDetected(sessionID: "live"))
+            #expect(
+                RefreshDecision.decide(token: late.token, session: late.session, clientID: nil, now: now, policy: policy)
+                    == .reuseDetected(sessionID: "live"))
 
             // Nothing left to do: a second purge removes nothing.
             #expect(try await store.purge(now: now, policy: policy, revokedBefore: revokedBefore) == 0)

@@ -2,6 +2,7 @@ import Foundation
 import GatewayJSON
 import GatewayTokens
 import Testing
+
 @testable import GatewaySessions
 
 @Suite struct SigningTests {

@@ -1,8 +1,8 @@
 import GatewayTokens
 import Testing
 
-@testable import GatewayTokenService
 @testable import GatewaySessions
+@testable import GatewayTokenService
 
 /// What a replica signs with, publishes and trusts at a given moment, from the keys of a shared store (DESIGN §9).
 @Suite struct FleetKeysTests {

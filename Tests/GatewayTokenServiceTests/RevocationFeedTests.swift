@@ -14,8 +14,10 @@ import Testing
         #expect(try RevocationFeed.parseQuery("after=12") == (12, 30))
         #expect(try RevocationFeed.parseQuery("after=0&wait=5") == (0, 5))
         #expect(try RevocationFeed.parseQuery("wait=600&after=3&x=y") == (3, 30))
-        for bad in [nil, "", "after=", "after=-1", "after=1.5", "after=%31", "after=1&after=2", "after=abc", "after=1&wait=x",
-                    "after=1&wait=-3", "after=99999999999999999999", "after= 1"] {
+        for bad in [
+            nil, "", "after=", "after=-1", "after=1.5", "after=%31", "after=1&after=2", "after=abc", "after=1&wait=x",
+            "after=1&wait=-3", "after=99999999999999999999", "after= 1",
+        ] {
             #expect(throws: TokenServiceError.self) { _ = try RevocationFeed.parseQuery(bad) }
         }
     }
@@ -35,13 +37,15 @@ import Testing
         let page = RevocationFeedPage(
             revocations: [RevocationRecord(sequence: 12, sessionID: "abc", revokedAt: 1_767_225_600.5, until: 1_767_226_530.5)], next: 12)
         let body = RevocationFeed.body(page)
-        #expect(String(decoding: body, as: UTF8.self)
-            == #"{"revocations":[{"seq":12,"sid":"abc","revoked_at":1767225600.5,"until":1767226530.5}],"next":12}"# + "\n")
+        #expect(
+            String(decoding: body, as: UTF8.self)
+                == #"{"revocations":[{"seq":12,"sid":"abc","revoked_at":1767225600.5,"until":1767226530.5}],"next":12}"# + "\n")
         let parsed = try RevocationFollower.parse(CurlFetchResponse(status: 200, headers: [], body: body), after: 11)
         #expect(parsed == page)
         var reset = page
         reset.reset = true
-        #expect(try RevocationFollower.parse(CurlFetchResponse(status: 200, headers: [], body: RevocationFeed.body(reset)), after: 99) == reset)
+        #expect(
+            try RevocationFollower.parse(CurlFetchResponse(status: 200, headers: [], body: RevocationFeed.body(reset)), after: 99) == reset)
     }
 
     @Test func followerRefusesAnswersThatBreakTheContract() {

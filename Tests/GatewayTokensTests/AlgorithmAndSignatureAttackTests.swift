@@ -64,7 +64,8 @@ import _CryptoExtras
     @Test func keyWithoutAlgInJWKSCannotBeSteeredByHeader() throws {
         // W-alg-less-key: an RSA JWK without alg is pinned by the allow-list, never by the token header.
         let primitives = try TestKeys.rsa.publicKey.getKeyPrimitives()
-        let jwk = "{\"kty\":\"RSA\",\"kid\":\"r\",\"n\":\"\(b64u(Array(primitives.modulus)))\",\"e\":\"\(b64u(Array(primitives.publicExponent)))\"}"
+        let jwk =
+            "{\"kty\":\"RSA\",\"kid\":\"r\",\"n\":\"\(b64u(Array(primitives.modulus)))\",\"e\":\"\(b64u(Array(primitives.publicExponent)))\"}"
         let loaded = try VerificationKey.jwks(Array("{\"keys\":[\(jwk)]}".utf8), allowedAlgorithms: [.RS256, .ES256])
         #expect(loaded.keys.map(\.algorithm) == [.RS256])
         let verifier = TokenVerifier(issuers: [T.policy(keys: loaded.keys, algorithms: [.RS256, .ES256, .RS384, .PS256])])
@@ -136,7 +137,9 @@ import _CryptoExtras
             #expect(T.reason(forged(signature)) == "signature_invalid", "\(name)")
         }
         // 86 characters of "A" (64 zero bytes).
-        #expect(T.reason(b64u(T.header("ES256", kid: "es256-1")) + "." + b64u(T.claims()) + "." + String(repeating: "A", count: 86)) == "signature_invalid")
+        #expect(
+            T.reason(b64u(T.header("ES256", kid: "es256-1")) + "." + b64u(T.claims()) + "." + String(repeating: "A", count: 86))
+                == "signature_invalid")
         // DER psychic signature 30 06 02 01 00 02 01 00.
         #expect(T.reason(b64u(T.header("ES256", kid: "es256-1")) + "." + b64u(T.claims()) + ".MAYCAQACAQA") == "signature_invalid")
         // Same for P-384 (96 zero bytes) and Ed25519 (64 zero bytes).

@@ -15,7 +15,9 @@ import Testing
         let start = clock.now
         for _ in 0..<iterations where body() { ok += 1 }
         let elapsed = clock.now - start
-        let perOp = Double(elapsed.components.attoseconds) / 1e9 / Double(iterations) + Double(elapsed.components.seconds) * 1e9 / Double(iterations)
+        let perOp =
+            Double(elapsed.components.attoseconds) / 1e9 / Double(iterations) + Double(elapsed.components.seconds) * 1e9
+            / Double(iterations)
         print("bench \(name): \(String(format: "%.2f", perOp / 1000)) µs/op (\(ok) ok)")
     }
 

@@ -109,7 +109,9 @@ import Testing
 
     @Test func expiredSlotsAreReused() {
         let cache = VerifiedTokenCache(capacity: 2, leeway: 0)
-        let a = bytes("a"), b = bytes("b"), c = bytes("c")
+        let a = bytes("a")
+        let b = bytes("b")
+        let c = bytes("c")
         a.withUnsafeBytes { cache.insert($0, verified(exp: T.now + 1), now: T.now) }
         b.withUnsafeBytes { cache.insert($0, verified(exp: T.now + 100), now: T.now) }
         #expect(a.withUnsafeBytes { cache.lookup($0, now: T.now + 2) } == nil)  // expired → slot freed

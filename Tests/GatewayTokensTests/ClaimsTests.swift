@@ -95,8 +95,10 @@ import Testing
     }
 
     @Test func issuerComparison() {
-        for iss in ["https://evil.test", "https://issuer.test/", "https://ISSUER.test", "https://issuer.test.evil", "https://issuer",
-                    "", " https://issuer.test", "https://issuer.test\\u0000"] {
+        for iss in [
+            "https://evil.test", "https://issuer.test/", "https://ISSUER.test", "https://issuer.test.evil", "https://issuer",
+            "", " https://issuer.test", "https://issuer.test\\u0000",
+        ] {
             #expect(reason(["iss": "\"\(iss)\""]) == "issuer_unknown", "\(iss)")
         }
         for iss in ["[\"https://issuer.test\"]", "1", "null", "{\"iss\":\"https://issuer.test\"}", "true"] {
@@ -165,7 +167,8 @@ import Testing
         // The signature is checked before typ and claims: a forged token with bad claims reports the signature.
         let forged = T.token(header: T.header(.ES256), payload: T.claims(["exp": "\(now - 1000)"]), signer: .p256(TestKeys.p256Other))
         #expect(T.reason(forged) == "signature_invalid")
-        let badTyp = T.token(header: T.header("ES256", kid: "es256-1", typ: "JWT"), payload: T.claims(["exp": "\(now - 1000)"]), signer: .trusted(.ES256))
+        let badTyp = T.token(
+            header: T.header("ES256", kid: "es256-1", typ: "JWT"), payload: T.claims(["exp": "\(now - 1000)"]), signer: .trusted(.ES256))
         #expect(T.reason(badTyp) == "token_type_invalid")
     }
 }

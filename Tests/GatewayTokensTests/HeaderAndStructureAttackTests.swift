@@ -21,17 +21,21 @@ import Testing
         }
         // K-kid-crlf: valid ES256 signature, kid with CR LF and a quote.
         let crlf = T.token(
-            header: "{\"alg\":\"ES256\",\"typ\":\"at+jwt\",\"kid\":\"es256-1\\r\\nX-Injected: 1\\\"\"}", payload: T.claims(), signer: .trusted(.ES256))
+            header: "{\"alg\":\"ES256\",\"typ\":\"at+jwt\",\"kid\":\"es256-1\\r\\nX-Injected: 1\\\"\"}", payload: T.claims(),
+            signer: .trusted(.ES256))
         #expect(T.reason(crlf) == "key_unknown")
         // K-kid-int and other non-string kids.
         for kid in ["123", "null", "[\"es256-1\"]", "{\"k\":1}", "true"] {
-            let token = T.token(header: "{\"alg\":\"ES256\",\"typ\":\"at+jwt\",\"kid\":\(kid)}", payload: T.claims(), signer: .trusted(.ES256))
+            let token = T.token(
+                header: "{\"alg\":\"ES256\",\"typ\":\"at+jwt\",\"kid\":\(kid)}", payload: T.claims(), signer: .trusted(.ES256))
             #expect(T.reason(token) == "token_malformed", "kid \(kid)")
         }
         // K-kid-huge: bounded by the token size; never accepted.
-        let huge = T.token(header: T.header("ES256", kid: String(repeating: "k", count: 6000)), payload: T.claims(), signer: .trusted(.ES256))
+        let huge = T.token(
+            header: T.header("ES256", kid: String(repeating: "k", count: 6000)), payload: T.claims(), signer: .trusted(.ES256))
         #expect(T.reason(huge) == "token_malformed")
-        let big = T.token(header: T.header("ES256", kid: String(repeating: "k", count: 3000)), payload: T.claims(), signer: .trusted(.ES256))
+        let big = T.token(
+            header: T.header("ES256", kid: String(repeating: "k", count: 3000)), payload: T.claims(), signer: .trusted(.ES256))
         #expect(T.reason(big) == "key_unknown")
     }
 
@@ -57,7 +61,8 @@ import Testing
         let crossed = T.token(header: T.header(.ES256), payload: T.claims(), signer: .p256(TestKeys.p256Other))
         #expect(T.reason(crossed, verifier: verifier) == "signature_invalid")
         // iss = issuer 2, properly signed by its key → ok; signed by issuer 1's key → bad signature.
-        let own = T.token(header: T.header(.ES256), payload: T.claims(["iss": "\"https://issuer2.test\""]), signer: .p256(TestKeys.p256Other))
+        let own = T.token(
+            header: T.header(.ES256), payload: T.claims(["iss": "\"https://issuer2.test\""]), signer: .p256(TestKeys.p256Other))
         #expect(T.reason(own, verifier: verifier) == "ok")
         let other = T.token(header: T.header(.ES256), payload: T.claims(["iss": "\"https://issuer2.test\""]), signer: .trusted(.ES256))
         #expect(T.reason(other, verifier: verifier) == "signature_invalid")
@@ -83,7 +88,8 @@ import Testing
         }
         // K-unprotected-alg: JSON serialisation is never accepted.
         let compact = T.ok(.HS256).split(separator: ".")
-        let json = "{\"protected\":\"\(compact[0])\",\"header\":{\"alg\":\"HS256\"},\"payload\":\"\(compact[1])\",\"signature\":\"\(compact[2])\"}"
+        let json =
+            "{\"protected\":\"\(compact[0])\",\"header\":{\"alg\":\"HS256\"},\"payload\":\"\(compact[1])\",\"signature\":\"\(compact[2])\"}"
         #expect(T.reason(json) == "token_malformed")
     }
 }
@@ -128,7 +134,8 @@ import Testing
             #expect(T.reason(token) == expected, "typ \(typ ?? "<none>")")
         }
         for typ in ["1", "null", "[\"at+jwt\"]"] {
-            let token = T.token(header: "{\"alg\":\"ES256\",\"kid\":\"es256-1\",\"typ\":\(typ)}", payload: T.claims(), signer: .trusted(.ES256))
+            let token = T.token(
+                header: "{\"alg\":\"ES256\",\"kid\":\"es256-1\",\"typ\":\(typ)}", payload: T.claims(), signer: .trusted(.ES256))
             #expect(T.reason(token) == "token_malformed", "typ \(typ)")
         }
         // A per-issuer list accepts legacy "JWT" (case-insensitively).
@@ -159,8 +166,10 @@ import Testing
         let p = parts(token)
         #expect(T.reason(token) == "ok")
         // E-pad-*: '=' anywhere.
-        for variant in [p[0] + "=." + p[1] + "." + p[2], p[0] + "." + p[1] + "." + p[2] + "=", p[0] + "." + p[1] + "." + p[2] + "==",
-                        p[0] + "." + p[1] + "=." + p[2]] {
+        for variant in [
+            p[0] + "=." + p[1] + "." + p[2], p[0] + "." + p[1] + "." + p[2] + "=", p[0] + "." + p[1] + "." + p[2] + "==",
+            p[0] + "." + p[1] + "=." + p[2],
+        ] {
             #expect(T.reason(variant) == "token_malformed")
         }
         // E-std-alphabet: find a token whose signature uses '-' or '_' and re-encode with '+' '/'.
@@ -229,8 +238,12 @@ import Testing
         }
         // E-header-bom.
         let bom: [UInt8] = [0xEF, 0xBB, 0xBF]
-        #expect(T.reason(T.token(headerBytes: bom + Array(T.header(.ES256).utf8), payloadBytes: Array(T.claims().utf8), signer: signer)) == "token_malformed")
-        #expect(T.reason(T.token(headerBytes: Array(T.header(.ES256).utf8), payloadBytes: bom + Array(T.claims().utf8), signer: signer)) == "token_malformed")
+        #expect(
+            T.reason(T.token(headerBytes: bom + Array(T.header(.ES256).utf8), payloadBytes: Array(T.claims().utf8), signer: signer))
+                == "token_malformed")
+        #expect(
+            T.reason(T.token(headerBytes: Array(T.header(.ES256).utf8), payloadBytes: bom + Array(T.claims().utf8), signer: signer))
+                == "token_malformed")
         // E-header-utf16.
         let utf16 = Array(T.header(.ES256).utf16).flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
         #expect(T.reason(T.token(headerBytes: utf16, payloadBytes: Array(T.claims().utf8), signer: signer)) == "token_malformed")
@@ -266,7 +279,8 @@ import Testing
             #expect(T.reason(T.token(header: T.header(.ES256), payload: payload, signer: signer)) == "token_malformed", "\(payload)")
         }
         // Insignificant JSON whitespace is fine (Wycheproof tcId 377).
-        let spaced = T.token(header: "{ \"alg\" : \"ES256\",\n\t\"typ\":\"at+jwt\" , \"kid\":\"es256-1\" }", payload: T.claims(), signer: signer)
+        let spaced = T.token(
+            header: "{ \"alg\" : \"ES256\",\n\t\"typ\":\"at+jwt\" , \"kid\":\"es256-1\" }", payload: T.claims(), signer: signer)
         #expect(T.reason(spaced) == "ok")
     }
 

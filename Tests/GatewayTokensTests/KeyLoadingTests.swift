@@ -124,14 +124,16 @@ import _CryptoExtras
 
     @Test func rfc7638Thumbprint() throws {
         // RFC 7638 §3.1 example.
-        let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
+        let n =
+            "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
         let document = "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"\(n)\",\"e\":\"AQAB\",\"alg\":\"RS256\",\"kid\":\"2011-04-29\"}]}"
         let result = try VerificationKey.jwks(Array(document.utf8), allowedAlgorithms: [.RS256])
         #expect(result.keys.first?.thumbprint == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs")
         // Same key via PEM gives the same thumbprint (it does not depend on the source format).
         let pem = try VerificationKey.publicKeyPEM(TestKeys.rsaPublicPEM(), algorithm: .RS256)
         let primitives = try TestKeys.rsa.publicKey.getKeyPrimitives()
-        let jwk = "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"\(b64u(Array(primitives.modulus)))\",\"e\":\"\(b64u(Array(primitives.publicExponent)))\"}]}"
+        let jwk =
+            "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"\(b64u(Array(primitives.modulus)))\",\"e\":\"\(b64u(Array(primitives.publicExponent)))\"}]}"
         #expect(try VerificationKey.jwks(Array(jwk.utf8), allowedAlgorithms: [.RS256]).keys.first?.thumbprint == pem.thumbprint)
     }
 }
@@ -139,12 +141,14 @@ import _CryptoExtras
 @Suite struct JWKSLoadingTests {
     static func ecJWK(_ key: P256.Signing.PublicKey, kid: String, extra: String = "") -> String {
         let point = Array(key.x963Representation)
-        return "{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"\(kid)\",\"x\":\"\(b64u(point[1..<33]))\",\"y\":\"\(b64u(point[33..<65]))\"\(extra)}"
+        return
+            "{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"\(kid)\",\"x\":\"\(b64u(point[1..<33]))\",\"y\":\"\(b64u(point[33..<65]))\"\(extra)}"
     }
 
     static func rsaJWK(_ key: _RSA.Signing.PublicKey, kid: String, extra: String = "", e: String? = nil) -> String {
         let primitives = try! key.getKeyPrimitives()
-        return "{\"kty\":\"RSA\",\"kid\":\"\(kid)\",\"n\":\"\(b64u(Array(primitives.modulus)))\",\"e\":\"\(e ?? b64u(Array(primitives.publicExponent)))\"\(extra)}"
+        return
+            "{\"kty\":\"RSA\",\"kid\":\"\(kid)\",\"n\":\"\(b64u(Array(primitives.modulus)))\",\"e\":\"\(e ?? b64u(Array(primitives.publicExponent)))\"\(extra)}"
     }
 
     static func okpJWK(_ raw: [UInt8], kid: String) -> String {
@@ -159,7 +163,8 @@ import _CryptoExtras
         let weak = try _RSA.Signing.PrivateKey(unsafeKeySize: .init(bitCount: 1024))
         var badPoint = Array(TestKeys.p256Other.publicKey.x963Representation)
         badPoint[64] ^= 1
-        let offCurve = "{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"bad-point\",\"x\":\"\(b64u(badPoint[1..<33]))\",\"y\":\"\(b64u(badPoint[33..<65]))\"}"
+        let offCurve =
+            "{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"bad-point\",\"x\":\"\(b64u(badPoint[1..<33]))\",\"y\":\"\(b64u(badPoint[33..<65]))\"}"
         var identity = [UInt8](repeating: 0, count: 32)
         identity[0] = 1
         var yTwo = [UInt8](repeating: 0, count: 32)
@@ -231,7 +236,8 @@ import _CryptoExtras
             let result = try Self.load([Self.okpJWK(raw, kid: "k\(i)")])
             #expect(result.keys.isEmpty, "encoding \(i)")
             #expect(result.skipped.count == 1)
-            let pem = "-----BEGIN PUBLIC KEY-----\n\(Base64Standard.encode([0x30, 0x2A, 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70, 0x03, 0x21, 0x00] + raw))\n-----END PUBLIC KEY-----\n"
+            let pem =
+                "-----BEGIN PUBLIC KEY-----\n\(Base64Standard.encode([0x30, 0x2A, 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70, 0x03, 0x21, 0x00] + raw))\n-----END PUBLIC KEY-----\n"
             #expect(throws: KeyLoadError.self) { try VerificationKey.publicKeyPEM(pem, algorithm: .EdDSA) }
         }
         // Many random valid keys pass the point check.
@@ -287,7 +293,10 @@ import _CryptoExtras
     }
 
     @Test func documentShapeErrorsThrow() {
-        for document in ["", "[]", "{}", "{\"keys\":{}}", "{\"keys\":null}", "{\"keys\":[],\"keys\":[]}", "not json", "{\"keys\":[]", "\u{FEFF}{\"keys\":[]}"] {
+        for document in [
+            "", "[]", "{}", "{\"keys\":{}}", "{\"keys\":null}", "{\"keys\":[],\"keys\":[]}", "not json", "{\"keys\":[]",
+            "\u{FEFF}{\"keys\":[]}",
+        ] {
             #expect(throws: KeyLoadError.self, "\(document)") {
                 try VerificationKey.jwks(Array(document.utf8), allowedAlgorithms: Set(JWSAlgorithm.allCases))
             }

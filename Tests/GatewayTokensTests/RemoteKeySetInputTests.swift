@@ -57,14 +57,16 @@ import Testing
 
     @Test func metadataLocations() throws {
         let plain = try #require(IssuerMetadata.candidates(issuer: "https://login.test"))
-        #expect(plain.map(\.description) == [
-            "https://login.test:443/.well-known/openid-configuration",
-            "https://login.test:443/.well-known/oauth-authorization-server",
-        ])
+        #expect(
+            plain.map(\.description) == [
+                "https://login.test:443/.well-known/openid-configuration",
+                "https://login.test:443/.well-known/oauth-authorization-server",
+            ])
         let path = try #require(IssuerMetadata.candidates(issuer: "https://login.test/realms/a/"))
-        #expect(path.map(\.target) == [
-            "/realms/a/.well-known/openid-configuration", "/.well-known/oauth-authorization-server/realms/a",
-        ])
+        #expect(
+            path.map(\.target) == [
+                "/realms/a/.well-known/openid-configuration", "/.well-known/oauth-authorization-server/realms/a",
+            ])
         #expect(IssuerMetadata.candidates(issuer: "not a url") == nil)
         #expect(IssuerMetadata.candidates(issuer: "https://login.test/?tenant=a") == nil)
     }
@@ -93,7 +95,8 @@ import Testing
         #expect(failure(#"{"issuer":"https://login.test","jwks_uri":"file:///etc/passwd"}"#)?.code == .discoveryInvalid)
         #expect(failure(#"{"issuer":"https://login.test","jwks_uri":42}"#)?.code == .discoveryInvalid)
         #expect(failure(#"["issuer"]"#)?.code == .discoveryInvalid)
-        #expect(failure(#"{"issuer":"https://login.test","issuer":"https://login.test","jwks_uri":"https://a/k"}"#)?.code == .discoveryInvalid)
+        #expect(
+            failure(#"{"issuer":"https://login.test","issuer":"https://login.test","jwks_uri":"https://a/k"}"#)?.code == .discoveryInvalid)
         #expect(failure("<html>")?.code == .discoveryInvalid)
         // Plain http is fine to a loopback address (tests, sidecars).
         #expect(failure(#"{"issuer":"http://127.0.0.1:9","jwks_uri":"http://127.0.0.1:9/k"}"#, issuer: "http://127.0.0.1:9") == nil)

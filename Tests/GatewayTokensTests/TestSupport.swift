@@ -195,7 +195,9 @@ enum T {
         keys: [VerificationKey] = TestKeys.verificationKeys, algorithms: Set<JWSAlgorithm> = Set(JWSAlgorithm.allCases),
         audiences: [String] = [audience], tokenTypes: [String] = ["at+jwt", "application/at+jwt"], requiredClaims: [String] = []
     ) -> IssuerPolicy {
-        IssuerPolicy(issuer: issuer, keys: keys, algorithms: algorithms, audiences: audiences, tokenTypes: tokenTypes, requiredClaims: requiredClaims)
+        IssuerPolicy(
+            issuer: issuer, keys: keys, algorithms: algorithms, audiences: audiences, tokenTypes: tokenTypes, requiredClaims: requiredClaims
+        )
     }
 
     static let verifier = TokenVerifier(issuers: [policy()], leeway: 30)

@@ -19,7 +19,10 @@ import Testing
     /// applicable, e.g. PSS parameters other than those of the JWS algorithm).
     func run(_ file: String, key: (JSONObject) throws -> VerificationKey?) throws -> Tally {
         let document = try Vectors.json(file)
-        guard case .array(let groups)? = document["testGroups"] else { Issue.record("\(file): no testGroups"); return Tally() }
+        guard case .array(let groups)? = document["testGroups"] else {
+            Issue.record("\(file): no testGroups")
+            return Tally()
+        }
         var tally = Tally()
         for groupValue in groups {
             guard case .object(let group) = groupValue, case .array(let tests)? = group["tests"] else { continue }
@@ -117,7 +120,10 @@ import Testing
     @Test(arguments: [("hmac_sha256_test", JWSAlgorithm.HS256), ("hmac_sha384_test", .HS384), ("hmac_sha512_test", .HS512)])
     func hmac(_ file: String, _ alg: JWSAlgorithm) throws {
         let document = try Vectors.json(file)
-        guard case .array(let groups)? = document["testGroups"] else { Issue.record("no groups"); return }
+        guard case .array(let groups)? = document["testGroups"] else {
+            Issue.record("no groups")
+            return
+        }
         let fullTagBits = (alg.fixedSignatureLength ?? 0) * 8
         var fullLength = 0
         var truncated = 0

@@ -24,7 +24,8 @@ let bearerTarget = FuzzTarget("bearer", "GatewayProxy BearerCredential") { bytes
     require(authorization.count == 1, "a token from \(authorization.count) Authorization fields")
     let value = authorization[0]
     require(!token.isEmpty, "empty token")
-    require(!token.utf8.contains { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\t") },
+    require(
+        !token.utf8.contains { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\t") },
         "token \(String(token).debugBytes) holds a separator")
     require(asciiCaseInsensitivePrefix(value, "bearer "), "token from \(value.debugBytes) without the Bearer scheme")
     require(value.utf8.reversed().starts(with: token.utf8.reversed()), "token is not the tail of \(value.debugBytes)")

@@ -27,7 +27,8 @@ let configTarget = FuzzTarget("config", "GatewayConfig decoding + ProxyPolicy co
         // Prefixes are matched against canonical paths: one that is not canonical could never match, or match
         // something else than it says.
         if case .success(let canonical) = CanonicalPath.parse(route.pathPrefix) {
-            require(canonical.path == route.pathPrefix || route.pathPrefix.contains(";"),
+            require(
+                canonical.path == route.pathPrefix || route.pathPrefix.contains(";"),
                 "route prefix \(route.pathPrefix.debugBytes) is not canonical (\(canonical.path.debugBytes))")
         } else {
             require(false, "route prefix \(route.pathPrefix.debugBytes) is not a valid path")

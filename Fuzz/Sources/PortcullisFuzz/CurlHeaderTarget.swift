@@ -29,10 +29,15 @@ let curlHeaderTarget = FuzzTarget("curl-header", "CurlNIO CurlHeaderParser") { b
             sawHead = true
             require((200...999).contains(head.status), "final status \(head.status)")
             for header in head.headers {
-                require(!header.name.isEmpty && header.name.utf8.allSatisfy { CurlHeaderParser.isTokenByte($0) }, "header name \(header.name.debugBytes)")
-                require(header.value.utf8.allSatisfy { $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }, "control byte in \(header.value.debugBytes)")
-                require(header.value.utf8.first.map { $0 != 0x20 && $0 != 0x09 } ?? true, "leading whitespace in \(header.value.debugBytes)")
-                require(header.value.utf8.last.map { $0 != 0x20 && $0 != 0x09 } ?? true, "trailing whitespace in \(header.value.debugBytes)")
+                require(
+                    !header.name.isEmpty && header.name.utf8.allSatisfy { CurlHeaderParser.isTokenByte($0) },
+                    "header name \(header.name.debugBytes)")
+                require(
+                    header.value.utf8.allSatisfy { $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }, "control byte in \(header.value.debugBytes)")
+                require(
+                    header.value.utf8.first.map { $0 != 0x20 && $0 != 0x09 } ?? true, "leading whitespace in \(header.value.debugBytes)")
+                require(
+                    header.value.utf8.last.map { $0 != 0x20 && $0 != 0x09 } ?? true, "trailing whitespace in \(header.value.debugBytes)")
             }
             require(parser.isComplete, "head delivered but parser not complete")
         case .error:

@@ -4,7 +4,9 @@ import Glibc
 /// arguments that start with "--", and passes them on to the processes it forks with -fork/-jobs) or
 /// PORTCULLIS_FUZZ_TARGET, and builds its fixtures, so that no input pays for them.
 @_cdecl("LLVMFuzzerInitialize")
-func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>) -> CInt {
+func fuzzInitialize(
+    _ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>
+) -> CInt {
     var requested = getenv("PORTCULLIS_FUZZ_TARGET").map { String(cString: $0) }
     for i in 1..<Int(argc.pointee) {
         guard let raw = argv.pointee[i] else { continue }

@@ -88,7 +88,8 @@ enum FuzzKeys {
             return p256.publicKey.isValidSignature(s, for: signingInput)
         case "RS256", "PS256":
             let padding: _RSA.Signing.Padding = algorithm == "PS256" ? .PSS : .insecurePKCS1v1_5
-            return rsa.publicKey.isValidSignature(_RSA.Signing.RSASignature(rawRepresentation: signature), for: SHA256.hash(data: signingInput), padding: padding)
+            return rsa.publicKey.isValidSignature(
+                _RSA.Signing.RSASignature(rawRepresentation: signature), for: SHA256.hash(data: signingInput), padding: padding)
         case "EdDSA":
             return ed25519.publicKey.isValidSignature(signature, for: signingInput)
         default:

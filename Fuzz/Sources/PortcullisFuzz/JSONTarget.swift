@@ -6,7 +6,8 @@ let jsonTarget = FuzzTarget("json", "GatewayJSON parser and writer round trip") 
     var input = FuzzInput(bytes)
     // Small limits on some inputs reach the depth and size errors without megabyte inputs.
     let selector = input.takeByte()
-    let limits = selector & 1 == 0 ? JSONLimits(maxDepth: 32, maxBytes: 1 << 16) : JSONLimits(maxDepth: Int(selector >> 4) + 1, maxBytes: 256)
+    let limits =
+        selector & 1 == 0 ? JSONLimits(maxDepth: 32, maxBytes: 1 << 16) : JSONLimits(maxDepth: Int(selector >> 4) + 1, maxBytes: 256)
     let value: JSONValue
     do throws(JSONError) {
         value = try JSONParser.parse(input.bytes, limits: limits)

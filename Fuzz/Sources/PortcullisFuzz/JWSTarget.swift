@@ -11,7 +11,8 @@ import _CryptoExtras
 ///   attacks), so the fuzzer reaches the claim checks behind a valid signature.
 /// Invariants: a token verifies only if one of the trusted keys signed exactly its signing input under the header's
 /// `alg` (checked with swift-crypto directly); what verifies is unexpired, of a known issuer, for the audience.
-let jwsTarget = FuzzTarget("jws", "GatewayTokens CompactJWS + TokenVerifier with a fixed key table", setUp: { _ = FuzzKeys.verifier }) { bytes in
+let jwsTarget = FuzzTarget("jws", "GatewayTokens CompactJWS + TokenVerifier with a fixed key table", setUp: { _ = FuzzKeys.verifier }) {
+    bytes in
     var input = FuzzInput(bytes)
     let selector = input.takeByte()
     let verifier = FuzzKeys.verifier

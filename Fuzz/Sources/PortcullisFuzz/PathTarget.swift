@@ -9,7 +9,8 @@ let pathTarget = FuzzTarget("path", "GatewayProxy CanonicalPath and route prefix
     let target = FuzzInput(bytes).string
     let result = CanonicalPath.parse(target)
     if let plain = CanonicalPath.parsePlain(target, maxLength: 8192) {
-        require(plain == CanonicalPath.parseFull(target, maxLength: 8192), "fast path disagrees with the full parse for \(target.debugBytes)")
+        require(
+            plain == CanonicalPath.parseFull(target, maxLength: 8192), "fast path disagrees with the full parse for \(target.debugBytes)")
     }
     guard case .success(let canonical) = result else { return }
     let again = CanonicalPath.parse(canonical.requestTarget)
@@ -21,14 +22,17 @@ let pathTarget = FuzzTarget("path", "GatewayProxy CanonicalPath and route prefix
         let name = segment.prefix { $0 != ";" }
         require(name != "." && name != "..", "dot segment left in \(path.debugBytes) from \(target.debugBytes)")
     }
-    require(path.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\\") && $0 != UInt8(ascii: "#") && $0 != UInt8(ascii: "?") },
+    require(
+        path.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\\") && $0 != UInt8(ascii: "#") && $0 != UInt8(ascii: "?") },
         "forbidden byte in \(path.debugBytes)")
     require(!canonical.matchPath.contains(";"), "match path keeps a parameter: \(canonical.matchPath.debugBytes)")
-    require(canonical.matchPath.hasPrefix("/") && !canonical.matchPath.contains("//") || canonical.matchPath == "/",
+    require(
+        canonical.matchPath.hasPrefix("/") && !canonical.matchPath.contains("//") || canonical.matchPath == "/",
         "match path not canonical: \(canonical.matchPath.debugBytes)")
     // Route matching is on whole segments: a prefix that matches is followed by "/" or the end.
     for prefix in pathPrefixes where RouteTable.prefixMatches(prefix, canonical.matchPath) {
-        require(prefix == "/" || canonical.matchPath == prefix || canonical.matchPath.hasPrefix(prefix + "/"),
+        require(
+            prefix == "/" || canonical.matchPath == prefix || canonical.matchPath.hasPrefix(prefix + "/"),
             "prefix \(prefix) matched \(canonical.matchPath.debugBytes) inside a segment")
         let route = Route(pathPrefix: prefix, methods: [], host: nil, upstream: "app", auth: .required, scopes: [], stripPrefix: true)
         for base in ["", "/base"] {
@@ -36,13 +40,17 @@ let pathTarget = FuzzTarget("path", "GatewayProxy CanonicalPath and route prefix
             // Stripping runs on the path (with parameters) after matching on the match path: what is sent must still
             // be canonical, or the upstream could resolve it to another resource than the one authorised.
             if case .success(let forwarded) = CanonicalPath.parse(upstream) {
-                require(forwarded.path == upstream, "stripped path \(upstream.debugBytes) (from \(path.debugBytes), prefix \(prefix)) is not canonical")
+                require(
+                    forwarded.path == upstream,
+                    "stripped path \(upstream.debugBytes) (from \(path.debugBytes), prefix \(prefix)) is not canonical")
                 // The upstream must see what was matched, minus the prefix: not more, not less.
                 if prefix != "/" {
                     let rest = String(canonical.matchPath.dropFirst(prefix.count))
                     let expected = base + (rest.isEmpty ? "/" : rest)
-                    require(forwarded.matchPath == expected,
-                        "stripping \(prefix) from \(path.debugBytes) sent \(upstream.debugBytes), which matches as \(forwarded.matchPath.debugBytes), not \(expected.debugBytes)")
+                    require(
+                        forwarded.matchPath == expected,
+                        "stripping \(prefix) from \(path.debugBytes) sent \(upstream.debugBytes), which matches as \(forwarded.matchPath.debugBytes), not \(expected.debugBytes)"
+                    )
                 }
             } else {
                 require(false, "stripped path \(upstream.debugBytes) (from \(path.debugBytes), prefix \(prefix)) is refused")

@@ -19,7 +19,8 @@ import NIOHTTP1
 /// The first byte chooses how the rest is cut into reads (all at once, or pieces of 1…128 bytes).
 let requestHeadTarget = FuzzTarget("request-head", "NIO HTTP/1 decoder + GatewayHandler + ProxyPolicy.decide", setUp: selfTest) { bytes in
     for status in exchange(bytes) {
-        require((100...199).contains(status) || (400...499).contains(status),
+        require(
+            (100...199).contains(status) || (400...499).contains(status),
             "the reject-only gateway answered \(status): a request got past the head checks")
     }
 }
@@ -83,21 +84,23 @@ final class RequestHeadFixture: @unchecked Sendable {
 
     private init() {
         watcher = try! CurlReadinessWatcher()
-        let deciding = Self.configuration(routes: """
-            {"path_prefix": "/public", "upstream": "app", "auth": "none"},
-            {"path_prefix": "/opt", "upstream": "app", "auth": "optional"},
-            {"path_prefix": "/admin", "methods": ["POST", "DELETE"], "upstream": "app", "scopes": ["admin"]},
-            {"path_prefix": "/api", "upstream": "base", "strip_prefix": true},
-            {"path_prefix": "/", "host": "internal.test", "upstream": "app"},
-            {"path_prefix": "/", "upstream": "app"}
-            """)
+        let deciding = Self.configuration(
+            routes: """
+                {"path_prefix": "/public", "upstream": "app", "auth": "none"},
+                {"path_prefix": "/opt", "upstream": "app", "auth": "optional"},
+                {"path_prefix": "/admin", "methods": ["POST", "DELETE"], "upstream": "app", "scopes": ["admin"]},
+                {"path_prefix": "/api", "upstream": "base", "strip_prefix": true},
+                {"path_prefix": "/", "host": "internal.test", "upstream": "app"},
+                {"path_prefix": "/", "upstream": "app"}
+                """)
         decidingPolicy = ProxyPolicy(configuration: deciding, verifier: FuzzKeys.verifier, targets: Self.targets(deciding))
         // The handler's policy: every route needs a token and no issuer is trusted, so nothing is ever forwarded.
-        let rejecting = Self.configuration(routes: """
-            {"path_prefix": "/admin", "methods": ["POST", "DELETE"], "upstream": "app", "scopes": ["admin"]},
-            {"path_prefix": "/api", "upstream": "base", "strip_prefix": true},
-            {"path_prefix": "/", "upstream": "app"}
-            """)
+        let rejecting = Self.configuration(
+            routes: """
+                {"path_prefix": "/admin", "methods": ["POST", "DELETE"], "upstream": "app", "scopes": ["admin"]},
+                {"path_prefix": "/api", "upstream": "base", "strip_prefix": true},
+                {"path_prefix": "/", "upstream": "app"}
+                """)
         let policy = ProxyPolicy(configuration: rejecting, verifier: TokenVerifier(issuers: []), targets: Self.targets(rejecting))
         context = LoopContext(
             driver: CurlLoopDriver(eventLoop: loop, watcher: watcher), policy: policy, tokenCacheEntries: 16, leeway: 30)
@@ -160,7 +163,9 @@ final class ProbeHandler: ChannelDuplexHandler, @unchecked Sendable {
         let route = policy.routes.routes[forward.routeIndex]
         require(head.method != .CONNECT && head.method != .TRACE, "\(head.method) forwarded")
         require(HeaderPolicy.validateFraming(head.headers), "a request with bad framing forwarded")
-        if route.auth == .required { require(forward.identity != nil, "\(head.uri.debugBytes) forwarded to a token route without identity") }
+        if route.auth == .required {
+            require(forward.identity != nil, "\(head.uri.debugBytes) forwarded to a token route without identity")
+        }
         if let identity = forward.identity {
             for scope in route.scopes { require(identity.scopes.contains(scope), "scope \(scope) missing, forwarded anyway") }
         }
@@ -174,8 +179,12 @@ final class ProbeHandler: ChannelDuplexHandler, @unchecked Sendable {
         var injected: [String: Int] = [:]
         for header in forward.request.headers {
             let name = HeaderPolicy.normalise(header.name)
-            require(!header.name.isEmpty && header.name.utf8.allSatisfy { CurlHeaderParser.isTokenByte($0) }, "header name \(header.name.debugBytes) forwarded")
-            require(!header.value.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 }, "CR, LF or NUL in forwarded \(header.name): \(header.value.debugBytes)")
+            require(
+                !header.name.isEmpty && header.name.utf8.allSatisfy { CurlHeaderParser.isTokenByte($0) },
+                "header name \(header.name.debugBytes) forwarded")
+            require(
+                !header.value.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 },
+                "CR, LF or NUL in forwarded \(header.name): \(header.value.debugBytes)")
             require(!forbiddenUpstream.contains(name), "client header \(header.name) forwarded")
             if name.hasPrefix("x-auth-") || name.hasPrefix("x-forwarded-") || name == "x-request-id" {
                 injected[name, default: 0] += 1

@@ -9,7 +9,8 @@ enum SeedWriter {
         var jws: [(String, [UInt8])] = []
         var heads: [(String, [UInt8])] = []
         func header(_ alg: JWSAlgorithm, _ kid: String) -> String { #"{"alg":"\#(alg.rawValue)","kid":"\#(kid)","typ":"at+jwt"}"# }
-        let claims = #"{"iss":"https://issuer.fuzz","sub":"user-1","aud":"api","exp":1767229200,"nbf":1767225000,"iat":1767225000,"scope":"read admin","email":"u@example.test","jti":"j1","sid":"s1"}"#
+        let claims =
+            #"{"iss":"https://issuer.fuzz","sub":"user-1","aud":"api","exp":1767229200,"nbf":1767225000,"iat":1767225000,"scope":"read admin","email":"u@example.test","jti":"j1","sid":"s1"}"#
         let signers: [(FuzzKeys.Signer, String)] = [(.hs256, "hs"), (.es256, "es"), (.rs256, "rs"), (.ps256, "ps"), (.eddsa, "ed")]
         for (signer, kid) in signers {
             let h = header(signer.algorithm, kid)
@@ -19,8 +20,22 @@ enum SeedWriter {
             // Signing mode (odd selector, then the signer): header and payload JSON, signed by the harness.
             let index = UInt8(FuzzKeys.Signer.allCases.firstIndex(of: signer)!)
             jws.append(("signed-\(kid)", [1, index] + Array(h.utf8) + [0] + Array(claims.utf8)))
-            heads.append(("get-token-\(kid)", [0] + Array("GET /api/items?x=1 HTTP/1.1\r\nHost: gw.test\r\nAuthorization: Bearer \(token)\r\nX-Auth-Subject: forged\r\n\r\n".utf8)))
-            heads.append(("post-admin-\(kid)", [0] + Array("POST /admin/users HTTP/1.1\r\nHost: gw.test\r\nAuthorization: bearer  \(token)\r\nContent-Length: 5\r\nConnection: keep-alive, X-Extra\r\nX-Extra: 1\r\n\r\nhello".utf8)))
+            heads.append(
+                (
+                    "get-token-\(kid)",
+                    [0]
+                        + Array(
+                            "GET /api/items?x=1 HTTP/1.1\r\nHost: gw.test\r\nAuthorization: Bearer \(token)\r\nX-Auth-Subject: forged\r\n\r\n"
+                                .utf8)
+                ))
+            heads.append(
+                (
+                    "post-admin-\(kid)",
+                    [0]
+                        + Array(
+                            "POST /admin/users HTTP/1.1\r\nHost: gw.test\r\nAuthorization: bearer  \(token)\r\nContent-Length: 5\r\nConnection: keep-alive, X-Extra\r\nX-Extra: 1\r\n\r\nhello"
+                                .utf8)
+                ))
         }
         let single = Self.token(
             header: #"{"alg":"ES256"}"#, payload: #"{"iss":"single","sub":"s","exp":1767229200,"jti":"x","scp":["a","b"]}"#, signer: .es256)
