@@ -17,7 +17,10 @@ let package = Package(
         // lets another package use a target only through a product. Nothing outside this repository uses it.
         .library(
             name: "PortcullisModules",
-            targets: ["GatewayJSON", "GatewayConfig", "GatewayTokens", "GatewaySessions", "CurlNIO", "GatewayProxy", "GatewayServer"]
+            targets: [
+                "GatewayJSON", "GatewayConfig", "GatewayTokens", "GatewaySessions", "CurlNIO", "GatewayProxy", "GatewayControl",
+                "GatewayKeySets", "GatewayTokenService", "GatewayServer",
+            ]
         ),
     ],
     dependencies: [

@@ -177,8 +177,16 @@ final class ProbeHandler: ChannelDuplexHandler, @unchecked Sendable {
         }
         require(canonical.requestTarget == target, "forwarded target \(target.debugBytes) is not canonical (from \(head.uri.debugBytes))")
         var injected: [String: Int] = [:]
+        var emptyLengths = 0
         for header in forward.request.headers {
             let name = HeaderPolicy.normalise(header.name)
+            // The gateway's own framing, not the client's: a body-carrying method without a body is sent with
+            // `Content-Length: 0` (libcurl would send no framing at all). The client's copy is always dropped.
+            if name == "content-length" {
+                require(header.value == "0" && forward.request.body == .none, "Content-Length \(header.value.debugBytes) forwarded")
+                emptyLengths += 1
+                continue
+            }
             require(
                 !header.name.isEmpty && header.name.utf8.allSatisfy { CurlHeaderParser.isTokenByte($0) },
                 "header name \(header.name.debugBytes) forwarded")
@@ -191,6 +199,7 @@ final class ProbeHandler: ChannelDuplexHandler, @unchecked Sendable {
             }
         }
         for (name, count) in injected { require(count == 1, "\(name) forwarded \(count) times") }
+        require(emptyLengths <= 1, "Content-Length: 0 forwarded \(emptyLengths) times")
         if forward.identity == nil {
             require(injected.keys.allSatisfy { !$0.hasPrefix("x-auth-") }, "identity header forwarded for an anonymous request")
         }

@@ -1,7 +1,7 @@
 import GatewayJSON
 import NIOHTTP1
 
-@testable import GatewayServer
+@testable import GatewayTokenService
 
 /// Token-endpoint bodies (`/auth/login`, `/auth/token`, `/auth/revoke`): form-urlencoded or a JSON object of
 /// strings, picked by the Content-Type the selector byte chooses. Invariants: every parameter is a non-empty name
