@@ -3,6 +3,7 @@ import GatewayControl
 import GatewayJSON
 import GatewaySessions
 import GatewayTokenService
+import GatewayTokens
 import NIOCore
 import NIOHTTP1
 
@@ -89,12 +90,7 @@ enum AdminEndpoints {
         guard value.count > scheme.count,
             zip(value.prefix(scheme.count), scheme).allSatisfy({ ($0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0) == $1 })
         else { return false }
-        let presented = value.dropFirst(scheme.count)
-        // Length is not secret (the configured minimum is public); the bytes are.
-        guard presented.count == secret.count else { return false }
-        var difference: UInt8 = 0
-        for (a, b) in zip(presented, secret) { difference |= a ^ b }
-        return difference == 0
+        return ConstantTime.equals(value.dropFirst(scheme.count), secret)
     }
 
     /// RFC 7662 §2: form parameter `token` (and an optional `token_type_hint`, which is not needed to find it).

@@ -46,7 +46,7 @@ public enum PasswordHasher {
     /// constant-time, so the time taken says nothing about how much of the hash matched.
     public static func verify(_ password: String, hash: String) -> Bool {
         guard isAcceptedHash(hash), !password.utf8.contains(0), let computed = crypt(password, setting: hash) else { return false }
-        return constantTimeEquals(Array(computed.utf8), Array(hash.utf8))
+        return ConstantTime.equals(computed.utf8, Array(hash.utf8))
     }
 
     static func crypt(_ password: String, setting: String) -> String? {
@@ -65,12 +65,5 @@ public enum PasswordHasher {
     static func string(from buffer: [CChar]) -> String {
         let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
         return String(decoding: bytes, as: UTF8.self)
-    }
-
-    static func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        var difference: UInt8 = 0
-        for i in a.indices { difference |= a[i] ^ b[i] }
-        return difference == 0
     }
 }

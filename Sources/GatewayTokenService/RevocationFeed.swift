@@ -1,6 +1,7 @@
 import GatewayJSON
 import GatewayProxy
 import GatewaySessions
+import GatewayTokens
 import NIOCore
 import NIOHTTP1
 
@@ -33,7 +34,7 @@ struct RevocationFeed: Sendable {
             return loop.makeSucceededFuture(response)
         }
         switch BearerCredential.extract(from: request.headers) {
-        case .token(let presented) where Self.constantTimeEquals(Array(presented.utf8), secret):
+        case .token(let presented) where ConstantTime.equals(presented.utf8, secret):
             break
         case .token:
             return loop.makeSucceededFuture(unauthorized(request, wrong: true))
@@ -129,14 +130,4 @@ struct RevocationFeed: Sendable {
         return Array((JSONWriter.string(.object(object)) + "\n").utf8)
     }
 
-    /// Equal to `expected`, in time that depends only on `expected`'s length (never on where a difference is, nor
-    /// on the presented length).
-    static func constantTimeEquals(_ presented: [UInt8], _ expected: [UInt8]) -> Bool {
-        var difference = UInt64(truncatingIfNeeded: presented.count ^ expected.count)
-        for i in expected.indices {
-            let byte = i < presented.count ? presented[i] : 0
-            difference |= UInt64(byte ^ expected[i])
-        }
-        return difference == 0
-    }
 }

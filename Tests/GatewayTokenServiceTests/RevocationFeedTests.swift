@@ -22,17 +22,6 @@ import Testing
         }
     }
 
-    @Test func secretCompare() {
-        let secret = Array("s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t".utf8)
-        #expect(RevocationFeed.constantTimeEquals(secret, secret))
-        #expect(!RevocationFeed.constantTimeEquals(Array(secret.dropLast()), secret))
-        #expect(!RevocationFeed.constantTimeEquals(secret + [0], secret))
-        #expect(!RevocationFeed.constantTimeEquals([], secret))
-        var flipped = secret
-        flipped[10] ^= 1
-        #expect(!RevocationFeed.constantTimeEquals(flipped, secret))
-    }
-
     @Test func bodyAndFollowerParseAgree() throws {
         let page = RevocationFeedPage(
             revocations: [RevocationRecord(sequence: 12, sessionID: "abc", revokedAt: 1_767_225_600.5, until: 1_767_226_530.5)], next: 12)
