@@ -270,17 +270,8 @@ public final class SQLiteSessionStore: SessionStore {
     /// Creates missing parent directories (0700) and the file itself (0600) before SQLite opens it, so it never
     /// exists with the umask's wider mode. Existing directories and files are left as they are.
     static func createFile(_ path: String) throws {
-        if let slash = path.lastIndex(of: "/") {
-            var prefix = path.hasPrefix("/") ? "/" : ""
-            for component in path[..<slash].split(separator: "/") {
-                prefix += component
-                if mkdir(prefix, 0o700) == 0 {
-                    _ = chmod(prefix, 0o700)  // the umask may have narrowed it; never widened past 0700
-                } else if errno != EEXIST {
-                    throw creationFailed(prefix, errno)
-                }
-                prefix += "/"
-            }
+        if let slash = path.lastIndex(of: "/"), let failed = SecretFiles.createFolders(path[..<slash]) {
+            throw creationFailed(failed.folder, failed.errno)
         }
         let fd = createExclusively(path)
         if fd >= 0 {

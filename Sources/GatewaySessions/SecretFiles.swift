@@ -13,16 +13,26 @@
 enum SecretFiles {
     /// Creates `directory` and its missing parents with mode 0700; existing folders are left as they are.
     static func createDirectory(_ directory: String) throws(SigningKeyStore.StoreError) {
+        if let failed = createFolders(directory) {
+            errno = failed.errno
+            throw failure("cannot create the folder \(failed.folder)")
+        }
+    }
+
+    /// Creates `directory` and its missing parents with mode 0700 (the signing-key folder, the SQLite store's
+    /// folder); existing folders are left as they are. Returns the folder that could not be created and why.
+    static func createFolders(_ directory: some StringProtocol) -> (folder: String, errno: Int32)? {
         var prefix = directory.hasPrefix("/") ? "/" : ""
         for component in directory.split(separator: "/") {
             prefix += component
             if mkdir(prefix, 0o700) == 0 {
                 _ = chmod(prefix, 0o700)  // the umask may have narrowed it; never wider than 0700
             } else if errno != EEXIST {
-                throw failure("cannot create the folder \(prefix)")
+                return (prefix, errno)
             }
             prefix += "/"
         }
+        return nil
     }
 
     /// Creates `path` (which must not exist) with mode 0600 and writes `bytes` to it, durably. `afterCreate` sees
