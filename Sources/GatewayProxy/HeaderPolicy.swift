@@ -15,19 +15,18 @@ public struct HeaderPolicy: Sendable {
     private let identity: IdentityHeaders
     private let forwardToken: Bool
 
-    /// Hop-by-hop fields (RFC 9110 §7.6.1) and the framing fields libcurl must generate itself.
-    static let hopByHopAndFraming: Set<String> = [
-        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-        "proxy-authenticate", "proxy-authorization", "content-length", "host", "expect",
-        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
-    ]
-
-    /// The fields that frame a message or describe one hop: they are never taken from a client under another
-    /// spelling, nor from trailers.
+    /// The fields that frame a message or describe one hop (RFC 9110 §7.6.1), which libcurl generates itself: they
+    /// are never taken from a client under another spelling, nor from trailers.
     static let framingAndHopByHop: Set<String> = [
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
         "proxy-authenticate", "proxy-authorization", "content-length", "host", "expect",
     ]
+
+    /// What is always dropped from a client's request: the fields above, and the forwarding fields the gateway
+    /// writes itself.
+    static let hopByHopAndFraming = framingAndHopByHop.union([
+        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
+    ])
 
     public init(identity: IdentityHeaders, forwardToken: Bool) {
         var dropped = Self.hopByHopAndFraming
