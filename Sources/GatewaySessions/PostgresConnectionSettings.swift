@@ -78,12 +78,11 @@ public struct PostgresConnectionSettings: Sendable, CustomStringConvertible {
         if let socket = unixSocketPath {
             configuration = .init(unixSocketPath: socket, username: user, password: password, database: database)
         } else {
-            let tls: PostgresClient.Configuration.TLS =
-                if let t = tlsConfiguration() {
-                    .require(try Self.checked(t))
-                } else {
-                    .disable
-                }
+            var tls = PostgresClient.Configuration.TLS.disable
+            if let t = tlsConfiguration() {
+                _ = try Self.context(t)  // only to report a bad `ca_file` at open; the pool builds its own from `t`
+                tls = .require(t)
+            }
             configuration = .init(host: host, port: port, username: user, password: password, database: database, tls: tls)
         }
         configuration.options.connectTimeout = deadline
@@ -102,7 +101,7 @@ public struct PostgresConnectionSettings: Sendable, CustomStringConvertible {
         } else {
             let tls: PostgresConnection.Configuration.TLS =
                 if let t = tlsConfiguration() {
-                    .require(try NIOSSLContext(configuration: Self.checked(t)))
+                    .require(try Self.context(t))
                 } else {
                     .disable
                 }
@@ -112,13 +111,12 @@ public struct PostgresConnectionSettings: Sendable, CustomStringConvertible {
         return configuration
     }
 
-    /// `configuration`, after making sure a context can be built from it (the CA file exists and parses).
-    private static func checked(_ configuration: TLSConfiguration) throws -> TLSConfiguration {
+    /// The TLS context of `configuration`: the CA file read and parsed once, or `PostgresStoreError(.tls)`.
+    private static func context(_ configuration: TLSConfiguration) throws -> NIOSSLContext {
         do {
-            _ = try NIOSSLContext(configuration: configuration)
+            return try NIOSSLContext(configuration: configuration)
         } catch {
             throw PostgresStoreError(.tls, "cannot set up TLS for the database connection: \(error)")
         }
-        return configuration
     }
 }
