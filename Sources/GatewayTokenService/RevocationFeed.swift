@@ -26,12 +26,8 @@ struct RevocationFeed: Sendable {
 
     func respond(to request: LocalRequest, on loop: any EventLoop) -> EventLoopFuture<LocalResponse> {
         guard request.method == .GET else {
-            var response = TokenEndpoints.error(
-                TokenServiceError(
-                    error: "invalid_request", reason: "method_not_allowed", description: "The revocation feed takes GET", status: 405),
-                requestID: request.requestID)
-            response.headers.add(name: "Allow", value: "GET")
-            return loop.makeSucceededFuture(response)
+            return loop.makeSucceededFuture(
+                TokenEndpoints.methodNotAllowed(allow: "GET", "The revocation feed takes GET", requestID: request.requestID))
         }
         switch BearerCredential.extract(from: request.headers) {
         case .token(let presented) where ConstantTime.equals(presented.utf8, secret):

@@ -40,12 +40,8 @@ package final class TokenEndpoints: LocalService {
             return feed.respond(to: request, on: eventLoop)
         }
         guard request.method == .POST else {
-            var response = Self.error(
-                TokenServiceError(
-                    error: "invalid_request", reason: "method_not_allowed", description: "This endpoint takes POST", status: 405),
-                requestID: request.requestID)
-            response.headers.add(name: "Allow", value: "POST")
-            return eventLoop.makeSucceededFuture(response)
+            return eventLoop.makeSucceededFuture(
+                Self.methodNotAllowed(allow: "POST", "This endpoint takes POST", requestID: request.requestID))
         }
         let promise = eventLoop.makePromise(of: LocalResponse.self)
         promise.completeWithTask { await self.answer(endpoint, request) }
@@ -136,6 +132,15 @@ package final class TokenEndpoints: LocalService {
         return LocalResponse(
             status: HTTPResponseStatus(statusCode: error.status), headers: headers, body: error.body(requestID: requestID),
             reason: error.reason)
+    }
+
+    /// 405 with `Allow` (RFC 9110 §15.5.6) in the token endpoints' error shape.
+    static func methodNotAllowed(allow method: String, _ description: String, requestID: String) -> LocalResponse {
+        var response = error(
+            TokenServiceError(error: "invalid_request", reason: "method_not_allowed", description: description, status: 405),
+            requestID: requestID)
+        response.headers.add(name: "Allow", value: method)
+        return response
     }
 
     static func noStore(contentType: String?) -> HTTPHeaders {
