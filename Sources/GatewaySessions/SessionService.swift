@@ -276,20 +276,6 @@ public final class SessionService: Sendable {
         remember(sessionID, until: until, now: clock())
     }
 
-    /// At start: the sessions revoked recently enough that access tokens minted before the revocation may still be
-    /// live, so the revocation set survives a restart. Returns how many.
-    @discardableResult
-    public func restoreRevocations() async throws -> Int {
-        let now = clock()
-        let recent = try await store.revokedSessions(since: now - settings.revocationRetention)
-        for (id, revokedAt) in recent {
-            let until = revokedAt + settings.revocationRetention
-            remember(id, until: until, now: now)
-            onRevoke(id, until)
-        }
-        return recent.count
-    }
-
     /// Background cleanup (expired and long-revoked sessions, stale successors). Returns how many sessions went.
     public func purge() async throws -> Int {
         let now = clock()

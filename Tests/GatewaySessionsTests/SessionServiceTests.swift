@@ -180,16 +180,4 @@ import Testing
         try await f.service.revoke(token: "prt_" + String(repeating: "A", count: 43))
         try await f.service.revoke(token: "garbage")
     }
-
-    @Test func revocationsAreRestoredFromTheStoreAfterARestart() async throws {
-        let f = try fixture()
-        let tokens = try await login(f)
-        try await f.service.revoke(token: try #require(tokens["refresh_token"]?.stringValue))
-        let restarted = SessionService(
-            settings: f.service.settings, signer: f.service.signer, store: f.service.store, credentials: f.credentials,
-            limiter: LoginRateLimiter(limits: .init()), verifier: f.verifier,
-            onRevoke: { id, until in f.revocations.published.withLock { $0.append((id, until)) } }, clock: { f.clock.read() })
-        #expect(try await restarted.restoreRevocations() == 1)
-        #expect(f.revocations.published.withLock { $0.count } == 2)
-    }
 }
