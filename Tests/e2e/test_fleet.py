@@ -27,6 +27,7 @@ from authlib.integrations.requests_client import OAuth2Session
 
 from harness import Gateway, free_port
 from postgres import pg, postgres_server  # noqa: F401  (fixtures)
+from revocation_checks import api, readyz, refused_within
 from token_service import Service, assert_error
 from users import PASSWORDS, write_users
 
@@ -268,11 +269,6 @@ def admin_get(gw: Gateway, path: str) -> requests.Response:
     return requests.get(f"http://{gw.admin[0]}:{gw.admin[1]}{path}", timeout=10)
 
 
-def readyz(gw: Gateway) -> tuple[int, dict]:
-    r = admin_get(gw, "/readyz")
-    return r.status_code, r.json()
-
-
 def wait_ready(gw: Gateway, timeout: float = 20.0, degraded: bool = False) -> dict:
     """Waits until /readyz is 200 and lists the store as degraded (or not, per `degraded`)."""
     deadline = time.monotonic() + timeout
@@ -289,28 +285,9 @@ def store_up(gw: Gateway) -> str:
     return m.group(1) if m else "absent"
 
 
-def api(gw: Gateway, access_token: str) -> requests.Response:
-    return requests.get(gw.url("/api/items"), headers={"Authorization": f"Bearer {access_token}"}, timeout=30)
-
-
 def assert_revoked(gw: Gateway, access_token: str):
     r = api(gw, access_token)
     assert r.status_code == 401 and r.json()["reason"] == "token_revoked", (gw.base, r.status_code, r.text)
-
-
-def refused_within(gw: Gateway, access_token: str, limit: float, since: float | None = None) -> float:
-    """Polls `gw` until it refuses the token (`token_revoked`); returns the time since `since` (default: now).
-    Fails when it is still accepted `limit` seconds after `since`."""
-    start = since if since is not None else time.monotonic()
-    while True:
-        r = api(gw, access_token)
-        elapsed = time.monotonic() - start
-        if r.status_code == 401:
-            assert r.json()["reason"] == "token_revoked", r.text
-            return elapsed
-        assert r.status_code == 200, r.text
-        assert elapsed < limit, f"{gw.base} still accepted the token {elapsed:.3f} s after the revocation"
-        time.sleep(0.005)
 
 
 def refused_everywhere(gateways: list[Gateway], access_token: str, since: float) -> list[float]:

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from harness import Gateway, free_port
+from revocation_checks import api, readyz, refused_within
 from token_service import Service
 
 SECRET = "feed-secret-" + "k" * 40
@@ -64,11 +65,6 @@ def make_follower(binary, workdir, upstream):
         gw.stop()
 
 
-def readyz(gw: Gateway) -> tuple[int, dict]:
-    r = requests.get(f"http://{gw.admin[0]}:{gw.admin[1]}/readyz", timeout=10)
-    return r.status_code, r.json()
-
-
 def wait_ready(gw: Gateway, timeout: float = 15.0):
     deadline = time.monotonic() + timeout
     while True:
@@ -79,10 +75,6 @@ def wait_ready(gw: Gateway, timeout: float = 15.0):
         time.sleep(0.05)
 
 
-def api(gw: Gateway, access_token: str) -> requests.Response:
-    return requests.get(gw.url("/api/items"), headers={"Authorization": f"Bearer {access_token}"}, timeout=30)
-
-
 def feed(svc: Service, query: str, token: str | None = SECRET, timeout: float = 40) -> requests.Response:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     return requests.get(svc.gw.url("/auth/revocations?" + query), headers=headers, timeout=timeout)
@@ -91,20 +83,6 @@ def feed(svc: Service, query: str, token: str | None = SECRET, timeout: float = 
 def logout(svc: Service, access_token: str):
     r = svc.post("/auth/logout", headers={"Authorization": f"Bearer {access_token}"})
     assert r.status_code == 204, r.text
-
-
-def refused_within(gw: Gateway, access_token: str, limit: float) -> float:
-    """Polls `gw` until it refuses the token with token_revoked; returns how long that took (fails past `limit`)."""
-    start = time.monotonic()
-    while True:
-        r = api(gw, access_token)
-        elapsed = time.monotonic() - start
-        if r.status_code == 401:
-            assert r.json()["reason"] == "token_revoked", r.text
-            return elapsed
-        assert r.status_code == 200, r.text
-        assert elapsed < limit, f"still accepted {elapsed:.3f} s after the revocation"
-        time.sleep(0.005)
 
 
 def service(make_service, name: str, **overrides) -> Service:
