@@ -124,7 +124,12 @@ public struct SigningKeyStore: Sendable {
 
     /// A JWKS document (`{"keys": [...]}`) of `keys` (every key of the store when nil).
     public func jwks(_ keys: [SigningKey]? = nil) -> String {
-        let entries = (keys ?? self.keys).compactMap { $0.verificationKey.publicJWK }.map { JSONValue.object($0) }
+        Self.jwks(of: keys ?? self.keys)
+    }
+
+    /// The JWKS document (RFC 7517) of `keys`' public halves, wherever the keys are kept.
+    public static func jwks(of keys: [SigningKey]) -> String {
+        let entries = keys.compactMap { $0.verificationKey.publicJWK }.map { JSONValue.object($0) }
         return JSONWriter.string(.object(JSONObject([("keys", .array(entries))])))
     }
 }

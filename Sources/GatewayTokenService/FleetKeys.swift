@@ -158,13 +158,7 @@ public final class FleetKeys: Sendable {
         let signing = (PostgresSigningKeyStore.current(keys, now: now) ?? keys[0]).key
         var published = PostgresSigningKeyStore.published(keys, now: now, retention: retention).map(\.key)
         if !published.contains(where: { $0.kid == signing.kid }) { published.insert(signing, at: 0) }
-        let verificationKeys = published.map(\.verificationKey)
-        // As `TokenServiceKeys.open` builds it for keys kept in files.
-        let policy = IssuerPolicy(
-            issuer: issuer, keys: verificationKeys, algorithms: Set(verificationKeys.map(\.algorithm)), audiences: [audience],
-            tokenTypes: ["at+jwt", "application/at+jwt"])
-        let entries = published.compactMap { $0.verificationKey.publicJWK }.map { JSONValue.object($0) }
-        let jwks = JSONWriter.string(.object(JSONObject([("keys", .array(entries))])))
+        let (policy, jwks) = TokenServiceKeys.published(published, issuer: issuer, audience: audience)
         var next: Double?
         for key in keys {
             if key.activatesAt > now { next = min(next ?? key.activatesAt, key.activatesAt) }

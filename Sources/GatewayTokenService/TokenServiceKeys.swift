@@ -29,11 +29,18 @@ public enum TokenServiceKeys {
         } catch {
             throw ConfigErrors([ConfigError(.unreadableFile, path: "token_service.signing.key_dir", "\(error)")])
         }
-        let published = store.published(now: now, retention: retention)
-        let keys = published.map(\.verificationKey)
+        let (policy, jwks) = Self.published(
+            store.published(now: now, retention: retention), issuer: service.issuer, audience: service.audience)
+        return (store.current, policy, jwks)
+    }
+
+    /// What the published signing keys mean to the gateway, wherever they are kept (`key_dir` or a postgres store):
+    /// the own-issuer policy (every key pinned to its algorithm; `audience`, type `at+jwt`) and the JWKS document.
+    static func published(_ keys: [SigningKey], issuer: String, audience: String) -> (IssuerPolicy, String) {
+        let verificationKeys = keys.map(\.verificationKey)
         let policy = IssuerPolicy(
-            issuer: service.issuer, keys: keys, algorithms: Set(keys.map(\.algorithm)), audiences: [service.audience],
+            issuer: issuer, keys: verificationKeys, algorithms: Set(verificationKeys.map(\.algorithm)), audiences: [audience],
             tokenTypes: ["at+jwt", "application/at+jwt"])
-        return (store.current, policy, store.jwks(published))
+        return (policy, SigningKeyStore.jwks(of: keys))
     }
 }
