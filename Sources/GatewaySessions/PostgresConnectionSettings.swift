@@ -7,7 +7,7 @@ import PostgresNIO
 ///
 /// The description never shows the password.
 public struct PostgresConnectionSettings: Sendable, CustomStringConvertible {
-    /// TLS per `sslmode` (research §1.3).
+    /// TLS per `sslmode`: `disable`, `require` (encrypted, unverified) or `verify-full` (chain and host name).
     public enum TLSMode: Sendable, Hashable {
         case disable
         /// Encrypted, certificate not verified.

@@ -8,7 +8,7 @@ import Synchronization
 /// - a task of its own running `PostgresClient.run()`, started at init and cancelled by `close()` (queries hang
 ///   until `run()` runs, and a second `run()` traps);
 /// - a deadline on every call (`connect_timeout_ms`). The pool itself would queue a lease for up to 60 s while the
-///   database is down (research §1.2); past the deadline the caller gets `SessionStoreError(.timedOut)` at once,
+///   database is down (postgres-nio's pool has no per-lease deadline); past the deadline the caller gets `SessionStoreError(.timedOut)` at once,
 ///   and the connection the call was using is closed, so a query lost in a silent partition does not keep its
 ///   connection forever;
 /// - errors mapped to `SessionStoreError` (outage) or `PostgresStoreError`, with no password in them;

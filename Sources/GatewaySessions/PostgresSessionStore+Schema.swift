@@ -11,7 +11,8 @@ extension PostgresSessionStore {
         /// Held while the schema is created or migrated: ten replicas starting at once migrate once.
         static let schema: Int64 = 0x706F_7274_6375_6C01
         /// Held by every revocation-log appender from before `nextval` until commit, so sequence order is commit
-        /// order (research §1.5): a reader that has seen seq n can never later find a smaller one committed.
+        /// order (sequence values alone can commit out of order): a reader that has seen seq n can never later find
+        /// a smaller one committed.
         static let revocations: Int64 = 0x706F_7274_6375_6C02
         /// Taken with `pg_try_advisory_xact_lock` by purge: one replica cleans up at a time, the others skip.
         static let purge: Int64 = 0x706F_7274_6375_6C03

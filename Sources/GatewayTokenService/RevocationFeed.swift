@@ -6,7 +6,7 @@ import NIOCore
 import NIOHTTP1
 
 /// The revocation feed `GET <path_prefix>/revocations?after=SEQ[&wait=SECONDS]` (DESIGN §9; wire format in
-/// notes/fleet-design.md): the store's revocation log for verify-only gateways that follow it (`revocations_uri`)
+/// the README, "Revocations across processes"): the store's revocation log for verify-only gateways that follow it (`revocations_uri`)
 /// instead of holding a database connection each. Read with a shared secret (`Authorization: Bearer`), compared in
 /// constant time. Answers come from `RevocationSync`'s memory, never from the store; a reader with nothing new is
 /// held until an entry arrives or `wait` (default and at most 30 s) has passed.

@@ -11,7 +11,7 @@ struct RevocationRecord: Sendable, Hashable {
     var until: Double
 }
 
-/// One answer of the revocation feed (wire format in notes/fleet-design.md): the entries after the reader's
+/// One answer of the revocation feed (wire format in the README, "Revocations across processes"): the entries after the reader's
 /// sequence, `next` to ask after next time, and `reset` when the reader was ahead of this server (a replaced
 /// database) and must start over from `next`.
 struct RevocationFeedPage: Sendable, Hashable {
