@@ -1,4 +1,3 @@
-import GatewayControl
 import GatewayProxy
 import GatewayTokens
 import NIOCore

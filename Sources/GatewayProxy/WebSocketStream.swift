@@ -64,8 +64,11 @@ package struct WebSocketStream: Sendable {
 
     /// Asks to end this direction with `frame` at the next frame boundary. Returns the frame when the direction sits
     /// at a boundary now: write it at once, and drop any incomplete header the caller holds. Returns nil when the
-    /// frame will come out of a later `receive` as `.forwardThenInject`, or when the direction has already ended.
+    /// frame will come out of a later `receive` as `.forwardThenInject`, when the direction has already ended, or when
+    /// the sender's own close frame has passed (or passes before the boundary): a second close frame would break the
+    /// protocol for the receiver, and the sender's close ends the direction just as well.
     package mutating func end(with frame: [UInt8]) -> [UInt8]? {
+        if senderClosed { return nil }
         switch state {
         case .ended:
             return nil
@@ -134,7 +137,10 @@ package struct WebSocketStream: Sendable {
 
     private mutating func frameCompleted(isClose: Bool) {
         state = .boundary
-        if isClose { senderClosed = true }
+        if isClose {
+            senderClosed = true
+            pendingFrame = nil
+        }
     }
 
     /// Validates a complete header against RFC 6455 §5 in the state this direction is in.

@@ -225,6 +225,22 @@ import Testing
         #expect(stream.end(with: [3]) == nil)
     }
 
+    /// Found by the fuzzer: a close frame asked for after the sender's own close went through would be a second close
+    /// frame toward the receiver.
+    @Test func noCloseIsInjectedAfterTheSendersClose() {
+        var relay = Relay(.upstream)
+        relay.feed(Self.upstream(8, 2))
+        relay.end(with: Self.injected)
+        #expect(relay.written == Self.upstream(8, 2))
+        let close = Self.upstream(8, 100)
+        relay = Relay(.upstream)
+        relay.feed(Array(close[..<10]))
+        relay.end(with: Self.injected)
+        relay.feed(Array(close[10...]))
+        #expect(relay.written == close)
+        #expect(relay.stream.senderClosed)
+    }
+
     @Test func randomFrameSequencesSurviveRandomSplits() {
         var generator = RobustnessTests.SeededGenerator(state: 7)
         for _ in 0..<200 {
