@@ -190,6 +190,31 @@ def keyset_seeds() -> None:
             pass
 
 
+def websocket_seeds() -> None:
+    def frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True, rsv1: bool = False) -> bytes:
+        head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
+        mask = 0x80 if masked else 0
+        n = len(payload)
+        if n < 126:
+            head += bytes([mask | n])
+        elif n < 65536:
+            head += bytes([mask | 126]) + n.to_bytes(2, "big")
+        else:
+            head += bytes([mask | 127]) + n.to_bytes(8, "big")
+        return head + (b"\x11\x22\x33\x44" if masked else b"") + payload
+
+    for masked, sender in ((True, 0), (False, 1)):
+        stream = (frame(1, b"hello", masked=masked) + frame(2, b"x" * 300, fin=False, masked=masked)
+                  + frame(9, b"p", masked=masked) + frame(0, b"y" * 10, masked=masked)
+                  + frame(1, b"z" * 20, rsv1=True, masked=masked) + frame(8, b"\x03\xe8bye", masked=masked))
+        for control in (0x00, 0x40, 0x7e, 0xf0):
+            save("websocket", bytes([control | sender]) + stream)
+        save("websocket", bytes([sender]) + frame(2, b"q" * 70000, masked=masked)[:200])
+        save("websocket", bytes([0x20 | sender]) + frame(10, b"a" * 126, masked=masked))
+        save("websocket", bytes([0x20 | sender]) + frame(0, b"c", masked=masked))
+        save("websocket", bytes([0x20 | (1 - sender)]) + frame(1, b"wrong mask", masked=masked))
+
+
 def main() -> None:
     jws_seeds()
     json_seeds()
@@ -200,6 +225,7 @@ def main() -> None:
     token_body_seeds()
     request_head_seeds()
     keyset_seeds()
+    websocket_seeds()
     if len(sys.argv) > 1:
         subprocess.run([sys.argv[1], f"--write-seeds={CORPUS}"], check=True)
     for folder in sorted(CORPUS.iterdir()):
