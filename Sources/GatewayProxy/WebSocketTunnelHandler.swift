@@ -60,6 +60,9 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
     private var head: [UInt8] = []
     /// Bytes for the upstream not sent yet (retried from the same buffer after `.wouldBlock`).
     private var toUpstream = CircularBuffer<ByteBuffer>(initialCapacity: 2)
+    /// An incomplete frame header from each side, presented to its tracker again with the next bytes (≤ 13 bytes).
+    private var heldClient: ByteBuffer?
+    private var heldUpstream: ByteBuffer?
     /// The client's channel asked to read while reading was held.
     private var readPending = false
     private var counted = false
@@ -104,11 +107,26 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .relaying = phase else { return }  // nothing is parsed after an Upgrade request
-        let buffer = unwrapInboundIn(data)
-        state.clientBytes(buffer.readableBytes)
+        var buffer = unwrapInboundIn(data)
+        if var held = heldClient {
+            heldClient = nil
+            held.writeBuffer(&buffer)
+            buffer = held
+        }
         lastActivity = context.eventLoop.now
-        toUpstream.append(buffer)
+        let relay = buffer.withUnsafeReadableBytes { state.receiveFromClient($0) }
+        if relay.forward > 0, let bytes = buffer.getSlice(at: buffer.readerIndex, length: relay.forward) {
+            toUpstream.append(bytes)
+        }
+        if relay.keep > 0, let bytes = buffer.getBytes(at: buffer.writerIndex - relay.keep, length: relay.keep) {
+            heldClient = context.channel.allocator.buffer(bytes: bytes)
+        }
+        if let frame = relay.thenToOther { toUpstream.append(context.channel.allocator.buffer(bytes: frame)) }
+        if let frame = relay.toSender {
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: frame)), promise: nil)
+        }
         flushToUpstream()
+        afterRelay(relay)
     }
 
     func read(context: ChannelHandlerContext) {
@@ -125,7 +143,12 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        finish(reason: "client_closed")
+        // Not behind half-sent bytes: the frame must start at a boundary on the wire too.
+        if case .relaying = phase, toUpstream.isEmpty, let frame = state.clientGone(), let tunnel {
+            // Best effort, once: the upstream hears a close frame rather than only the TCP close.
+            frame.withUnsafeBytes { _ = tunnel.send($0) }
+        }
+        finish(reason: state.reason ?? "client_closed")
         context.fireChannelInactive()
     }
 
@@ -355,10 +378,7 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
         context.write(
             wrapOutboundOut(context.channel.allocator.buffer(bytes: WebSocketHandshake.clientSwitchBytes(response, requestID: requestID))),
             promise: nil)
-        if !rest.isEmpty {
-            state.upstreamBytes(rest.count)
-            context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: rest)), promise: nil)
-        }
+        if !rest.isEmpty { relayFromUpstream(context.channel.allocator.buffer(bytes: rest), context: context) }
         context.flush()
         // The decoder hands what the client sent after its request to this handler as it leaves.
         if let decoder = try? pipeline.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self) {
@@ -416,7 +436,7 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
         guard case .relaying = phase, let context, let tunnel else { return }
         var wrote = false
         defer { if wrote { context.flush() } }
-        while context.channel.isWritable {
+        while context.channel.isWritable, case .relaying = phase {
             var buffer = context.channel.allocator.buffer(capacity: 16 * 1024)
             var result = CurlTunnel.IOResult.wouldBlock
             buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 16 * 1024) { raw in
@@ -426,11 +446,10 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
             }
             switch result {
             case .bytes(let n):
-                state.upstreamBytes(n)
                 lastActivity = context.eventLoop.now
                 // A small read would keep a 16 KiB allocation alive while it waits behind a slow client.
                 if n < 4096 { buffer = context.channel.allocator.buffer(buffer: buffer) }
-                context.write(wrapOutboundOut(buffer), promise: nil)
+                relayFromUpstream(buffer, context: context)
                 wrote = true
             case .wouldBlock:
                 tunnel.watch(read: true, write: !toUpstream.isEmpty)
@@ -444,9 +463,48 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
         tunnel.watch(read: false, write: !toUpstream.isEmpty)
     }
 
-    private func upstreamEnded(failed: Bool) {
+    /// Tracks and writes what came from the upstream (not flushed).
+    private func relayFromUpstream(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+        var buffer = bytes
+        if var held = heldUpstream {
+            heldUpstream = nil
+            held.writeBuffer(&buffer)
+            buffer = held
+        }
+        let relay = buffer.withUnsafeReadableBytes { state.receiveFromUpstream($0) }
+        if relay.forward > 0, let slice = buffer.getSlice(at: buffer.readerIndex, length: relay.forward) {
+            context.write(wrapOutboundOut(slice), promise: nil)
+        }
+        if relay.keep > 0, let held = buffer.getBytes(at: buffer.writerIndex - relay.keep, length: relay.keep) {
+            heldUpstream = context.channel.allocator.buffer(bytes: held)
+        }
+        if let frame = relay.thenToOther { context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: frame)), promise: nil) }
+        if let frame = relay.toSender {
+            toUpstream.append(context.channel.allocator.buffer(bytes: frame))
+            flushToUpstream()
+        }
+        afterRelay(relay)
+    }
+
+    /// After a relay step: a protocol error starts the close; a close handshake the client completed ends it.
+    private func afterRelay(_ relay: WebSocketTunnelState.Relay) {
         guard case .relaying = phase else { return }
-        finish(reason: failed ? "upstream_error" : "upstream_closed")
+        if let error = relay.failed {
+            loop.metrics.upstreamError(route: access.route ?? "-", reason: error.code)
+            startClosing()
+        }
+        if state.clientDone || (state.isClosing && state.bothClosed) {
+            finish(reason: state.reason ?? "closed")
+        }
+    }
+
+    private func upstreamEnded(failed: Bool) {
+        guard case .relaying = phase, let context else { return }
+        if let frame = state.upstreamGone() {
+            context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: frame)), promise: nil)
+        }
+        let reason = state.reason ?? (failed ? "upstream_error" : "upstream_closed")
+        finish(reason: failed && reason == "upstream_closed" ? "upstream_error" : reason)
     }
 
     // MARK: - Ending
@@ -477,10 +535,27 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
         }
     }
 
-    /// The gateway ends the tunnel.
+    /// The gateway ends the tunnel: a close frame each way at the next frame boundary, then both sockets close when
+    /// the client answered or after `websocket_close_timeout_ms`.
     private func end(_ cause: WebSocketTunnelState.Cause) {
-        guard case .relaying = phase else { return }
-        finish(reason: cause.rawValue)
+        guard case .relaying = phase, let context, !state.isClosing else { return }
+        let (toClient, toUpstreamFrame) = state.end(cause)
+        if let frame = toClient {
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: frame)), promise: nil)
+        }
+        if let frame = toUpstreamFrame {
+            toUpstream.append(context.channel.allocator.buffer(bytes: frame))
+            flushToUpstream()
+        }
+        startClosing()
+    }
+
+    private func startClosing() {
+        guard closeTimer == nil, case .relaying = phase, let context else { return }
+        closeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: opening.closeTimeout) { [self] in
+            closeTimer = nil
+            finish(reason: state.reason ?? "close_timeout")
+        }
     }
 
     /// Closes both sides and writes the tunnel's log line, once.
@@ -499,7 +574,7 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
             writeAccessLog()
             context?.close(promise: nil)
         case .relaying:
-            access.reason = reason
+            access.reason = state.reason ?? reason
             closeEverything(flush: true)
         }
     }
