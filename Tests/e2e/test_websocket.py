@@ -420,3 +420,237 @@ def test_thousand_idle_tunnels_then_sigterm_closes_them_with_1001(binary, workdi
         assert gw.proc.wait(20) == 0
     finally:
         gw.stop()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# raw peers: protocol errors, leftover bytes, a bad 101, the idle timeout
+
+
+def frame(opcode: int, payload: bytes, masked: bool, fin: bool = True, length: int | None = None) -> bytes:
+    n = len(payload) if length is None else length
+    head = bytes([(0x80 if fin else 0) | opcode])
+    m = 0x80 if masked else 0
+    if n < 126:
+        head += bytes([m | n])
+    elif n < 65536:
+        head += bytes([m | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([m | 127]) + n.to_bytes(8, "big")
+    if masked:
+        key = os.urandom(4)
+        return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return head + payload
+
+
+def read_frame(sock: socket.socket, buf: bytearray) -> tuple[int, bytes]:
+    def need(k):
+        while len(buf) < k:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            buf.extend(chunk)
+    need(2)
+    opcode, n = buf[0] & 0x0F, buf[1] & 0x7F
+    off = 2
+    if n == 126:
+        need(4)
+        n, off = int.from_bytes(buf[2:4], "big"), 4
+    elif n == 127:
+        need(10)
+        n, off = int.from_bytes(buf[2:10], "big"), 10
+    need(off + n)
+    payload = bytes(buf[off:off + n])
+    del buf[:off + n]
+    return opcode, payload
+
+
+def raw_upgrade(gw, path, tok, extra: bytes = b"") -> tuple[socket.socket, bytes, bytearray]:
+    """Opens a tunnel by hand; `extra` is sent in the same write as the request. Returns the socket, the response
+    head and whatever followed it."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    req = (f"GET {path} HTTP/1.1\r\nHost: gw.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+           f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\nAuthorization: Bearer {tok}\r\n\r\n").encode()
+    s = socket.create_connection((gw.host, gw.port), timeout=10)
+    s.sendall(req + extra)
+    data = bytearray()
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data.extend(chunk)
+    head, _, rest = bytes(data).partition(b"\r\n\r\n")
+    return s, head, bytearray(rest)
+
+
+def close_payload(payload: bytes) -> tuple[int, str]:
+    return int.from_bytes(payload[:2], "big"), payload[2:].decode()
+
+
+def test_bytes_sent_right_behind_the_request_are_relayed(wsgw, keys):
+    s, head, buf = raw_upgrade(wsgw, "/ws/echo/leftover", token(keys), extra=frame(1, b"early bird", masked=True))
+    try:
+        assert head.startswith(b"HTTP/1.1 101"), head
+        assert read_frame(s, buf) == (1, b"early bird")
+    finally:
+        s.close()
+
+
+def test_unmasked_client_frame_closes_both_ways_with_1002(wsgw, keys, ws_upstream):
+    s, head, buf = raw_upgrade(wsgw, "/ws/echo/unmasked", token(keys))
+    try:
+        assert head.startswith(b"HTTP/1.1 101"), head
+        s.sendall(frame(1, b"fine", masked=True))
+        assert read_frame(s, buf) == (1, b"fine")
+        s.sendall(frame(1, b"not masked", masked=False))
+        opcode, payload = read_frame(s, buf)
+        assert opcode == 8 and close_payload(payload) == (1002, "websocket_unmasked_client_frame")
+    finally:
+        s.close()
+    end = ws_upstream.end_for("/ws/echo/unmasked")
+    assert end and end["code"] == 1002, end
+
+
+def test_oversize_control_frame_from_the_client_closes_with_1002(wsgw, keys):
+    s, head, buf = raw_upgrade(wsgw, "/ws/echo/bigping", token(keys))
+    try:
+        assert head.startswith(b"HTTP/1.1 101"), head
+        s.sendall(frame(9, b"p" * 200, masked=True))
+        opcode, payload = read_frame(s, buf)
+        assert opcode == 8 and close_payload(payload) == (1002, "websocket_control_frame_too_long")
+    finally:
+        s.close()
+
+
+class RawUpstream:
+    """A TCP server that answers every connection with `behaviour(conn, request_bytes)` in a thread."""
+
+    def __init__(self, behaviour):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.behaviour = behaviour
+        self.received: list[bytes] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        try:
+            self.behaviour(conn, data)
+        finally:
+            time.sleep(0.5)
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def _accept_for(request: bytes) -> str:
+    import hashlib
+    key = [ln.split(b":", 1)[1].strip() for ln in request.split(b"\r\n") if ln.lower().startswith(b"sec-websocket-key:")][0]
+    return base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()).decode()
+
+
+@pytest.mark.parametrize("case", ["bad_accept", "masked_server_frame", "oversize_server_ping"])
+def test_upstream_protocol_errors(binary, workdir, keys, case):
+    def behaviour(conn, request):
+        accept = "AAAAAAAAAAAAAAAAAAAAAAAAAAA=" if case == "bad_accept" else _accept_for(request)
+        conn.sendall(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode())
+        if case == "masked_server_frame":
+            conn.sendall(frame(1, b"hello", masked=True))
+        elif case == "oversize_server_ping":
+            conn.sendall(frame(9, b"x" * 130, masked=False))
+        try:
+            conn.settimeout(3)
+            conn.recv(65536)
+        except OSError:
+            pass
+
+    up = RawUpstream(behaviour)
+    gw = start_gateway(binary, workdir, keys, f"ws-raw-{case}", lambda d: ws_config(d, keys, up.port))
+    try:
+        s, head, buf = raw_upgrade(gw, "/ws/raw", token(keys))
+        try:
+            if case == "bad_accept":
+                assert head.startswith(b"HTTP/1.1 502"), head
+                assert b"upstream_invalid_response" in bytes(buf) or b"upstream_invalid_response" in s.recv(4096)
+            else:
+                assert head.startswith(b"HTTP/1.1 101"), head
+                opcode, payload = read_frame(s, buf)
+                code, reason = close_payload(payload)
+                assert opcode == 8 and code == 1002, (opcode, payload)
+                assert reason in ("websocket_masked_server_frame", "websocket_control_frame_too_long")
+        finally:
+            s.close()
+        assert gw.alive()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and b"/ws/raw" not in gw.logs():
+            time.sleep(0.1)
+        assert b"/ws/raw" in gw.logs()  # the access-log line of the failed handshake or tunnel
+    finally:
+        gw.stop()
+        up.close()
+
+
+def test_idle_tunnel_closes_with_1001(binary, workdir, keys, ws_upstream):
+    gw = start_gateway(binary, workdir, keys, "ws-idle",
+                       lambda d: ws_config(d, keys, ws_upstream.port, websocket_idle_timeout_ms=1000))
+    try:
+        with open_ws(gw, "/ws/echo/idle", token(keys), ping_interval=None) as ws:
+            ws.send("x")
+            ws.recv(timeout=5)
+            code, reason, elapsed = close_code_within(ws, 10)
+        assert (code, reason) == (1001, "idle_timeout")
+        assert elapsed < 5, elapsed
+        end = ws_upstream.end_for("/ws/echo/idle")
+        assert end and end["code"] == 1001, end
+    finally:
+        gw.stop()
+
+
+def test_https_upstream_tunnel_offers_only_http11(binary, workdir, keys):
+    import ssl
+
+    from test_tls import _write_pki
+    d = os.path.join(workdir, "ws-tls-pki")
+    os.makedirs(d, exist_ok=True)
+    ca, cert, key = _write_pki(d)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols(["h2", "http/1.1"])  # would pick h2 if the gateway offered it
+    up = WsUpstream(ssl_context=context)
+
+    def config(dd):
+        c = ws_config(dd, keys, up.port)
+        c["upstreams"] = {"ws": {"url": f"https://127.0.0.1:{up.port}", "tls": {"ca_file": ca}}}
+        return c
+
+    gw = start_gateway(binary, workdir, keys, "ws-tls", config)
+    try:
+        with open_ws(gw, "/ws/echo/tls", token(keys)) as ws:
+            big = os.urandom(512 * 1024)
+            ws.send(big)
+            assert ws.recv(timeout=20) == big
+            ws.send("small")
+            assert ws.recv(timeout=10) == "small"
+        hs = up.handshakes_for("/ws/echo/tls")[-1]
+        assert hs["alpn"] in (None, "http/1.1"), hs["alpn"]
+    finally:
+        gw.stop()
+        up.stop()

@@ -27,8 +27,9 @@ from harness import free_port
 
 
 class WsUpstream:
-    def __init__(self):
+    def __init__(self, ssl_context=None):
         self.port = free_port()
+        self.ssl_context = ssl_context
         self.lock = threading.Lock()
         self.handshakes: list[dict] = []
         self.ends: list[dict] = []
@@ -55,7 +56,7 @@ class WsUpstream:
 
         async with serve(self._handler, "127.0.0.1", self.port, process_request=self._process_request,
                          select_subprotocol=select, max_size=None, max_queue=1, ping_interval=None,
-                         compression="deflate"):
+                         compression="deflate", ssl=self.ssl_context):
             self._ready.set()
             await self._stop.wait()
 
@@ -85,6 +86,8 @@ class WsUpstream:
                 if h["path"] == ws.request.path and "subprotocol" not in h:
                     h["subprotocol"] = ws.subprotocol
                     h["extensions"] = ws.response.headers.get("Sec-WebSocket-Extensions")
+                    ssl_object = ws.transport.get_extra_info("ssl_object")
+                    h["alpn"] = ssl_object.selected_alpn_protocol() if ssl_object else None
                     break
         end = {"path": ws.request.path, "code": None, "reason": None, "lost": False}
         try:
