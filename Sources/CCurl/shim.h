@@ -36,6 +36,9 @@ static inline curl_socket_t ccurl_socket_timeout(void) { return CURL_SOCKET_TIME
 static inline int ccurl_pause_recv(void) { return CURLPAUSE_RECV; }
 static inline int ccurl_pause_send(void) { return CURLPAUSE_SEND; }
 
+// CURLINFO_ACTIVESOCKET takes a curl_socket_t *, not a long *.
+static inline CURLcode ccurl_easy_getinfo_socket(CURL *h, curl_socket_t *v) { return curl_easy_getinfo(h, CURLINFO_ACTIVESOCKET, v); }
+
 // Extra typed setopt forms.
 static inline CURLcode ccurl_easy_setopt_header_cb(CURL *h, curl_write_callback v) { return curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, v); }
 

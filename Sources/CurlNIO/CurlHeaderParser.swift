@@ -25,6 +25,8 @@ struct CurlHeaderParser {
     }
 
     private var state: State = .statusLine
+    /// A `101 Switching Protocols` is the final head (a tunnel's answer to an Upgrade), not an informational one.
+    var switchingProtocolsIsFinal = false
     private var status = 0
     private var headers: [CurlHeader] = []
 
@@ -57,7 +59,7 @@ struct CurlHeaderParser {
             return .none
         case .headers:
             if bytes.isEmpty {
-                if self.status < 200 {
+                if self.status < 200 && !(self.status == 101 && self.switchingProtocolsIsFinal) {
                     let informational = self.status
                     self.state = .statusLine
                     self.headers.removeAll(keepingCapacity: true)

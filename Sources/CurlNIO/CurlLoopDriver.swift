@@ -16,6 +16,8 @@ public final class CurlLoopDriver {
         case add(CurlTransfer)
         case resume(CurlTransfer, CurlPauseState)
         case cancel(CurlTransfer)
+        /// A closed tunnel's handle, removed from the multi handle (which closes its connection) once curl returned.
+        case releaseTunnel(UnsafeMutableRawPointer, CurlHeaderList.Allocated?)
     }
 
     public let eventLoop: any EventLoop
@@ -40,6 +42,16 @@ public final class CurlLoopDriver {
     private var touchedScratch: [CurlTransfer] = []
     private var easyPool: [UnsafeMutableRawPointer] = []
     private var isShutdown = false
+    /// The driver that opens this loop's tunnels (`openTunnel`), created on first use: tunnels get their own multi
+    /// handle, because a connect-only connection occupies a slot of its multi's connection cache until it closes and
+    /// would shrink the keep-alive pool of ordinary transfers.
+    private var tunnelHost: CurlLoopDriver?
+    /// Set on a tunnel host: the watcher index its tunnels' sockets are registered under (curl's own sockets use
+    /// `index`).
+    private var tunnelIndex: UInt16?
+    /// Open tunnels by socket.
+    private var tunnels: [Int32: CurlTunnel] = [:]
+    private var lastTunnelGeneration: UInt16 = 0
     private var shutdownRequested = false
     /// Number of `curl_multi_socket_action` calls so far (diagnostics; lets tests detect busy loops).
     private(set) var socketActionCount = 0
@@ -101,9 +113,14 @@ public final class CurlLoopDriver {
     /// Starts a transfer. The delegate's calls begin after this returns. If the request is invalid (e.g. CR/LF in a
     /// header) or the driver is shut down, the transfer fails asynchronously.
     public func start(_ request: CurlRequest, delegate: any CurlTransferDelegate) -> CurlTransfer {
+        self.start(request, delegate: delegate, connectOnly: false)
+    }
+
+    private func start(_ request: CurlRequest, delegate: any CurlTransferDelegate, connectOnly: Bool) -> CurlTransfer {
         self.eventLoop.preconditionInEventLoop()
         let now = NIODeadline.now()
         let transfer = CurlTransfer(driver: self, request: request, delegate: delegate, now: now)
+        transfer.connectOnly = connectOnly
         if self.isShutdown || self.shutdownRequested {
             transfer.failure = CurlTransferError(
                 code: .cancelled, curlCode: 0, message: "curl driver is shut down", receivedHead: false)
@@ -120,6 +137,13 @@ public final class CurlLoopDriver {
         transfer.easy = easy
         if let error = CurlEasyConfiguration.apply(request, to: easy, transfer: transfer) {
             transfer.failure = error
+            self.failLater(transfer)
+            return transfer
+        }
+        // HTTP/1.1 is already forced for every transfer (`apply`); on a tunnel it also keeps h2 out of TLS's ALPN.
+        if connectOnly, ccurl_easy_setopt_long(easy, CURLOPT_CONNECT_ONLY, 1) != CURLE_OK {
+            transfer.failure = CurlTransferError(
+                code: .optionRefused, curlCode: 0, message: "libcurl refused CURLOPT_CONNECT_ONLY", receivedHead: false)
             self.failLater(transfer)
             return transfer
         }
@@ -273,6 +297,8 @@ public final class CurlLoopDriver {
         case .cancel(let transfer):
             guard transfer.phase != .finished else { return }
             self.abort(transfer, self.cancelledError(transfer))
+        case .releaseTunnel(let easy, let list):
+            self.releaseTunnelHandle(easy, list)
         }
     }
 
@@ -347,6 +373,14 @@ public final class CurlLoopDriver {
             let code = ccurl_msg_result(message)
             var raw: UnsafeMutableRawPointer?
             _ = ccurl_easy_getinfo_ptr(easy, CURLINFO_PRIVATE, &raw)
+            if let raw, code == CURLE_OK {
+                let transfer = Unmanaged<CurlTransfer>.fromOpaque(raw).takeUnretainedValue()
+                // A connected tunnel stays in the multi handle: removing it would close the connection.
+                if transfer.connectOnly, self.adoptTunnel(transfer) {
+                    any = true
+                    continue
+                }
+            }
             _ = curl_multi_remove_handle(multi, easy)  // `message` is invalid from here on
             guard let raw else { continue }
             let transfer = Unmanaged<CurlTransfer>.fromOpaque(raw).takeUnretainedValue()
@@ -360,6 +394,13 @@ public final class CurlLoopDriver {
 
     /// A batch of ready sockets from the watcher.
     func handleReadiness(_ batch: [CurlReadinessWatcher.Ready]) {
+        if let tunnelIndex = self.tunnelIndex, let first = batch.first,
+            CurlSocketTag(rawValue: first.tag).driverIndex == tunnelIndex
+        {
+            // The watcher batches by index, so a batch is either all tunnels or all of curl's own sockets.
+            for ready in batch { self.tunnelReady(ready) }
+            return
+        }
         self.enter {
             for ready in batch {
                 guard let fd = self.sockets.readiness(tag: ready.tag) else { continue }  // stale generation
@@ -500,6 +541,12 @@ public final class CurlLoopDriver {
         self.shutdownRequested = false
         // From here on `start` fails asynchronously, so completions below cannot add work we would miss.
         self.isShutdown = true
+        self.tunnelHost?.shutdown()
+        for tunnel in self.tunnels.values {
+            if tunnel.phase == .open { self.releaseTunnel(tunnel) }
+            tunnel.delegate?.curlTunnelWasClosed(tunnel)
+        }
+        self.tunnels.removeAll()
         var pendingAdds: [CurlTransfer] = []
         for case .add(let transfer) in self.intents {
             pendingAdds.append(transfer)
@@ -534,11 +581,151 @@ public final class CurlLoopDriver {
         }
         self.easyPool.removeAll()
         self.watcher.unregister(self.index)
+        if let tunnelIndex = self.tunnelIndex { self.watcher.unregister(tunnelIndex) }
     }
 }
 
 @available(*, unavailable)
 extension CurlLoopDriver: Sendable {}
+
+// MARK: - tunnels
+
+extension CurlLoopDriver {
+    /// Opens a raw connection to `request.origin` (`CurlTunnel`); `request.method`, target and headers are not sent
+    /// (the caller writes its own bytes once `curlTunnelDidConnect` came). Connect failures arrive through the
+    /// delegate, never from inside this call.
+    public func openTunnel(_ request: CurlRequest, delegate: any CurlTunnelDelegate) -> CurlTunnel {
+        self.eventLoop.preconditionInEventLoop()
+        let host: CurlLoopDriver
+        if let existing = self.tunnelHost {
+            host = existing
+        } else {
+            // Connect-only connections are never evicted from their cache, so its size must not bound them.
+            host = CurlLoopDriver(eventLoop: self.eventLoop, watcher: self.watcher, maxConnections: 1 << 20)
+            host.tunnelIndex = self.watcher.register(host, eventLoop: self.eventLoop)
+            if self.isShutdown || self.shutdownRequested { host.shutdown() }
+            self.tunnelHost = host
+        }
+        let tunnel = CurlTunnel(driver: host, delegate: delegate)
+        let connector = CurlTunnelConnector(tunnel: tunnel)
+        tunnel.connector = host.start(request, delegate: connector, connectOnly: true)
+        return tunnel
+    }
+
+    /// Number of open tunnels of this loop (diagnostics).
+    public var openTunnelCount: Int {
+        self.tunnelHost?.tunnels.count ?? 0
+    }
+
+    /// A connect-only transfer finished its connect: takes its handle over as the tunnel's, still in the multi
+    /// handle. Returns false when nobody wants the tunnel any more (the transfer then completes normally, which
+    /// removes the handle and closes the connection).
+    private func adoptTunnel(_ transfer: CurlTransfer) -> Bool {
+        guard let connector = transfer.delegate as? CurlTunnelConnector, let tunnel = connector.tunnel,
+            tunnel.phase == .connecting, tunnel.connector === transfer, !transfer.cancelRequested, transfer.failure == nil,
+            let easy = transfer.easy, self.tunnelIndex != nil
+        else { return false }
+        var fd: curl_socket_t = -1
+        guard ccurl_easy_getinfo_socket(easy, &fd) == CURLE_OK, fd >= 0 else { return false }
+        // Out of the transfer bookkeeping (sweeps, owners, the socket table) without touching the handle.
+        transfer.phase = .finished
+        if transfer.liveIndex >= 0 {
+            let i = transfer.liveIndex
+            let last = self.live.removeLast()
+            if last !== transfer {
+                self.live[i] = last
+                last.liveIndex = i
+            }
+            transfer.liveIndex = -1
+        }
+        self.owners.removeValue(forKey: transfer.ownerID)
+        for socket in transfer.socketFDs {
+            self.perform(self.sockets.clearOwner(fd: socket, owner: transfer.ownerID))
+        }
+        transfer.socketFDs.removeAll()
+        // curl normally said REMOVE before DONE; if it did not, its registration would fight ours for the fd.
+        self.perform(self.sockets.socketCallback(fd: fd, what: CurlSocketTable.curlPollRemove, owner: 0))
+        transfer.easy = nil
+        transfer.delegate = nil
+        // No callback of this handle may reach the transfer object, which is going away.
+        _ = ccurl_easy_setopt_ptr(easy, CURLOPT_PRIVATE, nil)
+        tunnel.easy = easy
+        tunnel.headerList = transfer.headerList
+        transfer.headerList = nil
+        tunnel.connector = nil
+        tunnel.fd = fd
+        self.lastTunnelGeneration &+= 1
+        tunnel.generation = self.lastTunnelGeneration
+        tunnel.phase = .open
+        self.tunnels[fd] = tunnel
+        tunnel.delegate?.curlTunnelDidConnect(tunnel)
+        return true
+    }
+
+    func armTunnel(_ tunnel: CurlTunnel) {
+        guard tunnel.phase == .open, let tunnelIndex = self.tunnelIndex else { return }
+        let tag = CurlSocketTag(driverIndex: tunnelIndex, generation: tunnel.generation, fd: tunnel.fd).rawValue
+        self.watcher.arm(fd: tunnel.fd, tag: tag, interest: tunnel.interest, isNew: !tunnel.registered)
+        tunnel.registered = true
+        tunnel.armed = !tunnel.interest.isEmpty
+    }
+
+    private func tunnelReady(_ ready: CurlReadinessWatcher.Ready) {
+        let tag = CurlSocketTag(rawValue: ready.tag)
+        guard let tunnel = self.tunnels[tag.fd], tunnel.generation == tag.generation, tunnel.phase == .open else { return }
+        tunnel.armed = false
+        let failed = ready.events & (ccurl_epollerr() | ccurl_epollhup()) != 0
+        let interest = tunnel.interest
+        if interest.contains(.write), failed || ready.events & ccurl_epollout() != 0 {
+            tunnel.delegate?.curlTunnelIsWritable(tunnel)
+        }
+        if tunnel.phase == .open, interest.contains(.read), failed || ready.events & ccurl_epollin() != 0 {
+            tunnel.delegate?.curlTunnelIsReadable(tunnel)
+        }
+        // Level-triggered: what is still wanted is reported again.
+        if tunnel.phase == .open, !tunnel.armed, !tunnel.interest.isEmpty {
+            self.armTunnel(tunnel)
+        }
+    }
+
+    func closeTunnel(_ tunnel: CurlTunnel) {
+        switch tunnel.phase {
+        case .closed:
+            return
+        case .connecting:
+            tunnel.phase = .closed
+            let connector = tunnel.connector
+            tunnel.connector = nil
+            connector?.cancel()
+        case .open:
+            self.releaseTunnel(tunnel)
+        }
+    }
+
+    /// Stops watching the socket, then removes the handle (which closes the fd, so the watcher must forget it first).
+    private func releaseTunnel(_ tunnel: CurlTunnel) {
+        tunnel.phase = .closed
+        if self.tunnels[tunnel.fd] === tunnel { self.tunnels.removeValue(forKey: tunnel.fd) }
+        if tunnel.registered { self.watcher.remove(fd: tunnel.fd) }
+        tunnel.registered = false
+        tunnel.armed = false
+        guard let easy = tunnel.easy else { return }
+        tunnel.easy = nil
+        let list = tunnel.headerList
+        tunnel.headerList = nil
+        if self.busy && !self.isShutdown {
+            self.intents.append(.releaseTunnel(easy, list))
+        } else {
+            self.releaseTunnelHandle(easy, list)
+        }
+    }
+
+    private func releaseTunnelHandle(_ easy: UnsafeMutableRawPointer, _ list: CurlHeaderList.Allocated?) {
+        if let multi = self.multi { _ = curl_multi_remove_handle(multi, easy) }
+        curl_easy_cleanup(easy)
+        list?.deallocate()
+    }
+}
 
 // MARK: - C trampolines
 

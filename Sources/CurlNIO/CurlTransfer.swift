@@ -20,6 +20,8 @@ public final class CurlTransfer {
     var headerList: CurlHeaderList.Allocated?
 
     var phase: Phase = .pending
+    /// A tunnel's connect (`CURLOPT_CONNECT_ONLY`): its CURLE_OK completion hands the handle to the tunnel.
+    var connectOnly = false
     var pause: CurlPauseState = []
     var cancelRequested = false
     /// A failure decided by the driver (bad header line, refused request) that wins over curl's result code.

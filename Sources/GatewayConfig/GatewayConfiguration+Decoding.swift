@@ -161,6 +161,10 @@ private struct Decoder {
         limits.idleTimeoutMs = r.integer("idle_timeout_ms", default: limits.idleTimeoutMs, range: 1...86_400_000)
         limits.maxConnections = r.integer("max_connections", default: limits.maxConnections, range: 1...1_000_000)
         limits.drainSeconds = r.integer("drain_seconds", default: limits.drainSeconds, range: 0...3600)
+        limits.websocketIdleTimeoutMs = r.integer(
+            "websocket_idle_timeout_ms", default: limits.websocketIdleTimeoutMs, range: 1...86_400_000)
+        limits.websocketCloseTimeoutMs = r.integer(
+            "websocket_close_timeout_ms", default: limits.websocketCloseTimeoutMs, range: 1...60_000)
         r.finish()
         return limits
     }
@@ -250,11 +254,12 @@ private struct Decoder {
                 r.record(.invalidValue, "scopes", "a route with auth \"none\" cannot require scopes")
             }
             let stripPrefix = r.bool("strip_prefix", default: false)
+            let websocket = r.bool("websocket", default: true)
             r.finish()
             routes.append(
                 Route(
                     pathPrefix: prefix, methods: methods, host: host, upstream: upstream, auth: auth, scopes: scopes,
-                    stripPrefix: stripPrefix))
+                    stripPrefix: stripPrefix, websocket: websocket))
         }
         return routes
     }

@@ -44,6 +44,10 @@ public struct Limits: Sendable, Hashable {
     public var idleTimeoutMs = 60_000
     public var maxConnections = 10_000
     public var drainSeconds = 10
+    /// A WebSocket tunnel with no bytes either way for this long is closed (1001 both ways).
+    public var websocketIdleTimeoutMs = 300_000
+    /// After the gateway sent its close frames, how long it waits for the peers' closes before closing the sockets.
+    public var websocketCloseTimeoutMs = 1000
     public init() {}
 }
 
@@ -90,9 +94,13 @@ public struct Route: Sendable, Hashable {
     public var auth: AuthMode
     public var scopes: [String]
     public var stripPrefix: Bool
+    /// Whether `Upgrade: websocket` requests are tunnelled (false: refused with 400 `websocket_not_allowed`).
+    public var websocket: Bool
 
-    public init(pathPrefix: String, methods: [String], host: String?, upstream: String, auth: AuthMode, scopes: [String], stripPrefix: Bool)
-    {
+    public init(
+        pathPrefix: String, methods: [String], host: String?, upstream: String, auth: AuthMode, scopes: [String], stripPrefix: Bool,
+        websocket: Bool = true
+    ) {
         self.pathPrefix = pathPrefix
         self.methods = methods
         self.host = host
@@ -100,6 +108,7 @@ public struct Route: Sendable, Hashable {
         self.auth = auth
         self.scopes = scopes
         self.stripPrefix = stripPrefix
+        self.websocket = websocket
     }
 }
 

@@ -85,6 +85,12 @@ package final class MetricsRegistry: Sendable {
         sample(&out, "portcullis_connections_total", [], Double(data.connectionsOpened))
         family(&out, "portcullis_connections_open", "Client connections open now", "gauge")
         sample(&out, "portcullis_connections_open", [], Double(data.connectionsOpen))
+        family(&out, "portcullis_websocket_tunnels", "WebSocket tunnels open now", "gauge")
+        sample(&out, "portcullis_websocket_tunnels", [], Double(data.websocketTunnels))
+        family(&out, "portcullis_websocket_closed_total", "WebSocket tunnels ended, by reason", "counter")
+        for (reason, value) in data.websocketClosed.sorted(by: { $0.key < $1.key }) {
+            sample(&out, "portcullis_websocket_closed_total", [("reason", reason)], Double(value))
+        }
 
         if !keySets.isEmpty {
             family(

@@ -58,6 +58,12 @@ public final class AccessLogWriter {
             buffer.append(contentsOf: #","upstream_ms":"#.utf8)
             appendMilliseconds(upstreamMs)
         }
+        if let websocket = record.websocket {
+            buffer.append(contentsOf: #","websocket_bytes_from_client":"#.utf8)
+            buffer.append(contentsOf: String(websocket.fromClient).utf8)
+            buffer.append(contentsOf: #","websocket_bytes_from_upstream":"#.utf8)
+            buffer.append(contentsOf: String(websocket.fromUpstream).utf8)
+        }
         buffer.append(contentsOf: "}\n".utf8)
         bufferedLines += 1
 

@@ -14,6 +14,8 @@ struct AccessRecord {
     var reason: String?
     var upstreamStart: NIODeadline?
     var upstreamHead: NIODeadline?
+    /// A WebSocket tunnel's bytes each way (its line is written when it ends; `status` is 101).
+    var websocket: (fromClient: Int64, fromUpstream: Int64)?
     var written = true
 
     init() {}
@@ -60,6 +62,10 @@ struct AccessRecord {
         if let reason { metadata["reason"] = .string(reason) }
         if let subject { metadata["subject"] = .string(subject) }
         if let upstreamStart { metadata["upstream_ms"] = .string(Self.milliseconds((upstreamHead ?? end) - upstreamStart)) }
+        if let websocket {
+            metadata["websocket_bytes_from_client"] = .stringConvertible(websocket.fromClient)
+            metadata["websocket_bytes_from_upstream"] = .stringConvertible(websocket.fromUpstream)
+        }
         logger.info("request", metadata: metadata)
     }
 

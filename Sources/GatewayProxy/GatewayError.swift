@@ -86,6 +86,15 @@ public struct GatewayError: Error, Sendable, Hashable {
         status: .requestTimeout, reason: "request_timeout", error: "invalid_request",
         message: "The request header was not received in time", closeConnection: true)
 
+    public static let websocketNotAllowed = GatewayError(
+        status: .badRequest, reason: "websocket_not_allowed", error: "invalid_request",
+        message: "This route does not accept WebSocket upgrades", closeConnection: true)
+
+    /// An Upgrade to `websocket` that is not a valid opening handshake (RFC 6455 §4.2.1).
+    public static let websocketHandshakeInvalid = GatewayError(
+        status: .badRequest, reason: "websocket_handshake_invalid", error: "invalid_request",
+        message: "The WebSocket opening handshake is invalid", closeConnection: true)
+
     public static let upstreamUnavailable = GatewayError(
         status: .badGateway, reason: "upstream_unavailable", error: "bad_gateway", message: "The upstream could not be reached")
 

@@ -10,7 +10,7 @@ import NIOHTTP1
 /// both ways. Sits after NIO's HTTP/1.1 codec (without `HTTPServerPipelineHandler`): it translates NIO events and
 /// upstream callbacks into `ConnectionStateMachine` events and performs the actions the machine returns, which
 /// keeps pipelined requests in order, holds reads, and decides every early answer.
-public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
+public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler, CurlTransferDelegate {
     public typealias InboundIn = HTTPServerRequestPart
     public typealias OutboundIn = HTTPServerResponsePart
     public typealias OutboundOut = HTTPServerResponsePart
@@ -33,6 +33,8 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     private var requestID = ""
     /// A request for a `LocalService` whose body is being collected or whose answer is awaited.
     private var local: (service: any LocalService, request: LocalRequest)?
+    /// An authorised WebSocket opening handshake, handed over to a tunnel when its request is complete.
+    private var pendingTunnel: WebSocketTunnelHandler.Opening?
 
     /// The peer's address as text, formatted once per connection rather than for every request.
     private var cachedClientAddress: String??
@@ -88,6 +90,10 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
     }
 
     private func requestEnd(context: ChannelHandlerContext) {
+        if let opening = pendingTunnel {
+            pendingTunnel = nil
+            return handOver(opening, context: context)
+        }
         perform(machine.requestEnd(), context: context)
     }
 
@@ -96,6 +102,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         access = AccessRecord(method: head.method.rawValue, uri: head.uri)
         exchange.reset()
         local = nil
+        pendingTunnel = nil
         policy = loop.policy
         let body = policy.requestBody(head.headers)
         // NIO's decoder stops parsing after a request that asks for an upgrade; we never tunnel, so such a request
@@ -145,6 +152,9 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             access.route = route.pathPrefix
             access.subject = forward.identity?.subject
             access.upstreamStart = .now()
+            if let key = forward.websocketKey {
+                return openTunnel(forward, key: key, keepAlive: keepAlive, context: context)
+            }
             let action = machine.requestHead(
                 rejection: nil, keepAlive: keepAlive, hasBody: hasBody, bodyLimit: policy.limits.maxBodyBytes)
             if case .startTransfer = action {
@@ -547,3 +557,46 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
 
 @available(*, unavailable)
 extension GatewayHandler: Sendable {}
+
+// MARK: - WebSocket upgrades
+
+extension GatewayHandler {
+    /// An authorised opening handshake: nothing is transferred; when the request is complete (`requestEnd`) the
+    /// connection is handed to a `WebSocketTunnelHandler`.
+    private func openTunnel(_ forward: ProxyPolicy.Forward, key: String, keepAlive: Bool, context: ChannelHandlerContext) {
+        guard let bytes = WebSocketHandshake.upstreamRequest(forward.request) else {
+            return perform(machine.requestHead(rejection: .requestMalformed, keepAlive: false, hasBody: false), context: context)
+        }
+        guard case .startTransfer = machine.requestHead(rejection: nil, keepAlive: false, hasBody: false) else { return }
+        let limits = policy.limits
+        pendingTunnel = WebSocketTunnelHandler.Opening(
+            request: forward.request, key: key, requestBytes: bytes, identity: forward.identity, leewaySeconds: policy.leewaySeconds,
+            idleTimeout: .milliseconds(Int64(limits.websocketIdleTimeoutMs)),
+            closeTimeout: .milliseconds(Int64(limits.websocketCloseTimeoutMs)), drainSeconds: limits.drainSeconds,
+            realm: policy.realm)
+    }
+
+    /// Replaces the data path's handlers with the tunnel's: it goes right after the decoder (which keeps what the
+    /// client sends next until the upstream has answered), everything after the decoder and the connection clocks in
+    /// front of it go. The encoder stays for the answer.
+    private func handOver(_ opening: WebSocketTunnelHandler.Opening, context: ChannelHandlerContext) {
+        let pipeline = context.pipeline.syncOperations
+        let tunnel = WebSocketTunnelHandler(
+            loop: loop, accessLog: accessLog, access: access, requestID: requestID, opening: opening, clock: clock)
+        // The tunnel writes the line from now on.
+        access = AccessRecord()
+        do {
+            let decoder = try pipeline.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            try pipeline.addHandler(tunnel, position: .after(decoder.handler))
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        if let clocks = try? pipeline.handler(type: IdleConnectionHandler.self) { pipeline.removeHandler(clocks, promise: nil) }
+        if let boundaries = try? pipeline.handler(type: RequestBoundaryHandler.self) { pipeline.removeHandler(boundaries, promise: nil) }
+        if let validator = try? pipeline.handler(type: NIOHTTPResponseHeadersValidator.self) {
+            pipeline.removeHandler(validator, promise: nil)
+        }
+        pipeline.removeHandler(context: context, promise: nil)
+    }
+}

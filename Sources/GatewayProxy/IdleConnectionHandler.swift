@@ -14,7 +14,7 @@ import NIOHTTP1
 /// `fireChannelRead` returns the companion has reported everything that read contained.
 ///
 /// It also keeps the socket's read interest registered between requests (see `channelReadComplete`).
-public final class IdleConnectionHandler: ChannelDuplexHandler {
+public final class IdleConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
     public typealias OutboundIn = ByteBuffer
@@ -78,6 +78,12 @@ public final class IdleConnectionHandler: ChannelDuplexHandler {
 
     public func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        // Removed when the connection becomes a WebSocket tunnel, whose clocks are its own.
+        headTimer?.cancel()
+        headTimer = nil
+        idleTimer?.cancel()
+        idleTimer = nil
+        idleTimerDeadline = nil
     }
 
     public func channelInactive(context: ChannelHandlerContext) {

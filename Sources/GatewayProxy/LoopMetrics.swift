@@ -34,6 +34,10 @@ public final class LoopMetrics {
         public var upstreamDuration = Histogram()
         public var connectionsOpened = 0
         public var connectionsOpen = 0
+        /// WebSocket tunnels open now (`portcullis_websocket_tunnels`).
+        public var websocketTunnels = 0
+        /// Tunnels ended, by reason (`portcullis_websocket_closed_total{reason}`).
+        public var websocketClosed: [String: Int] = [:]
 
         public init() {}
 
@@ -45,6 +49,8 @@ public final class LoopMetrics {
             upstreamDuration.merge(other.upstreamDuration)
             connectionsOpened += other.connectionsOpened
             connectionsOpen += other.connectionsOpen
+            websocketTunnels += other.websocketTunnels
+            websocketClosed.merge(other.websocketClosed, uniquingKeysWith: +)
         }
     }
 
@@ -118,6 +124,15 @@ public final class LoopMetrics {
 
     public func connectionClosed() {
         counted.connectionsOpen -= 1
+    }
+
+    public func websocketOpened() {
+        counted.websocketTunnels += 1
+    }
+
+    public func websocketClosed(reason: String) {
+        counted.websocketTunnels -= 1
+        counted.websocketClosed[reason, default: 0] += 1
     }
 }
 

@@ -14,6 +14,8 @@ public final class ProxyPolicy: Sendable {
     public let verifier: TokenVerifier
     public let realm: String
     public let limits: Limits
+    /// `auth.leeway_seconds`: a WebSocket tunnel ends this long after its token's `exp`, as the verifier would refuse it.
+    public let leewaySeconds: Double
     public let tokenCacheEntries: Int
     /// Documents the gateway serves itself on GET/HEAD, by exact canonical path (the token service's JWKS).
     public let localDocuments: [String: LocalDocument]
@@ -39,6 +41,7 @@ public final class ProxyPolicy: Sendable {
         self.verifier = verifier
         self.realm = configuration.auth.realm
         self.limits = configuration.limits
+        self.leewaySeconds = Double(configuration.auth.leewaySeconds)
         self.tokenCacheEntries = configuration.auth.tokenCacheEntries
     }
 
@@ -61,6 +64,7 @@ public final class ProxyPolicy: Sendable {
         self.verifier = verifier
         self.realm = other.realm
         self.limits = other.limits
+        self.leewaySeconds = other.leewaySeconds
         self.tokenCacheEntries = other.tokenCacheEntries
         self.localDocuments = documents ?? other.localDocuments
         self.localService = other.localService
@@ -85,6 +89,8 @@ public final class ProxyPolicy: Sendable {
         public var routeIndex: Int
         public var request: CurlRequest
         public var identity: VerifiedToken?
+        /// The client's `Sec-WebSocket-Key` when this is a WebSocket opening handshake (tunnelled, not transferred).
+        public var websocketKey: String?
     }
 
     /// Authorises a request head: framing, path, route, token, scopes — in that order, so that cheap checks run
@@ -133,6 +139,14 @@ public final class ProxyPolicy: Sendable {
         }
         let route = routes.routes[routeIndex]
         matchedRoute = routeIndex
+        var websocketKey: String? = nil
+        switch WebSocketHandshake.classify(head, hasBody: body != .none) {
+        case .none: break
+        case .invalid: return .reject(route.websocket ? .websocketHandshakeInvalid : .websocketNotAllowed)
+        case .upgrade(let key):
+            guard route.websocket else { return .reject(.websocketNotAllowed) }
+            websocketKey = key
+        }
 
         var identity: VerifiedToken? = nil
         if route.auth != .none {
@@ -184,7 +198,7 @@ public final class ProxyPolicy: Sendable {
             responseTimeout: target.responseTimeout,
             idleTimeout: target.idleTimeout
         )
-        return .forward(Forward(routeIndex: routeIndex, request: request, identity: identity))
+        return .forward(Forward(routeIndex: routeIndex, request: request, identity: identity, websocketKey: websocketKey))
     }
 
     /// Verifies through the loop's cache: a repeated token costs a hash and a compare, not a signature check.

@@ -3,7 +3,7 @@ import NIOHTTP1
 
 /// `IdleConnectionHandler`'s eyes behind the HTTP decoder: reports each decoded request head and end, and each
 /// response end written, without changing anything that passes.
-public final class RequestBoundaryHandler: ChannelDuplexHandler {
+public final class RequestBoundaryHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = HTTPServerRequestPart
     public typealias InboundOut = HTTPServerRequestPart
     public typealias OutboundIn = HTTPServerResponsePart

@@ -12,8 +12,23 @@ public final class RevokedSessions {
     /// Next time expired entries are dropped, so the set stays as small as the revocations that still matter.
     private var nextPrune = 0.0
     public private(set) var count = 0
+    /// Open WebSocket tunnels by issuer and session (DESIGN §10): a revocation ends them at once, since they never
+    /// present their token again. Registered and removed by the tunnels, on this loop.
+    private var watchers: [String: [String: [ObjectIdentifier: any RevokedSessionWatcher]]] = [:]
 
     public init() {}
+
+    /// Tells `watcher` when `sessionID` of `issuer` is revoked, until `unwatch`.
+    func watch(_ sessionID: String, issuer: String, _ watcher: any RevokedSessionWatcher) {
+        watchers[issuer, default: [:]][sessionID, default: [:]][ObjectIdentifier(watcher)] = watcher
+    }
+
+    func unwatch(_ sessionID: String, issuer: String, _ watcher: any RevokedSessionWatcher) {
+        guard var sessions = watchers[issuer], var set = sessions[sessionID] else { return }
+        set.removeValue(forKey: ObjectIdentifier(watcher))
+        sessions[sessionID] = set.isEmpty ? nil : set
+        watchers[issuer] = sessions.isEmpty ? nil : sessions
+    }
 
     public var isEmpty: Bool { count == 0 }
 
@@ -25,6 +40,9 @@ public final class RevokedSessions {
         if now >= nextPrune {
             prune(now: now)
             nextPrune = now + 60
+        }
+        if expiry > now, let tunnels = watchers[issuer]?[sessionID] {
+            for watcher in tunnels.values { watcher.sessionRevoked() }
         }
     }
 
@@ -46,3 +64,9 @@ public final class RevokedSessions {
 
 @available(*, unavailable)
 extension RevokedSessions: Sendable {}
+
+/// Something that lives as long as a session's token is in use without being presented again (a WebSocket tunnel).
+protocol RevokedSessionWatcher: AnyObject {
+    /// The session was revoked (called on the loop, from `RevokedSessions.insert`).
+    func sessionRevoked()
+}

@@ -124,10 +124,7 @@ final class GatewayService: Service {
                         loop: loop, accessLog: accessLog)
                     try sync.addHandler(clocks)
                     // No HTTPServerPipelineHandler: the gateway handler's state machine orders pipelined requests.
-                    try sync.configureHTTPServerPipeline(
-                        withPipeliningAssistance: false, withErrorHandling: false,
-                        withOutboundHeaderValidation: true, withEncoderConfiguration: .init(),
-                        withDecoderLimitConfiguration: decoderLimitsFinal)
+                    try GatewayServer.addDataPathHTTP1Codec(to: sync, decoderLimits: decoderLimitsFinal)
                     try GatewayServer.addBoundaries(of: clocks, to: sync)
                     try sync.addHandler(GatewayHandler(loop: loop, accessLog: accessLog, clock: GatewayServer.wallClock))
                 }
