@@ -513,6 +513,9 @@ def test_bad_tls_files_refuse_the_start(binary, workdir, keys, upstream, pki, br
         assert path in tail(gw.err_path) + tail(gw.out_path)
     finally:
         gw.stop()
+    check = subprocess.run([binary, "check", "--config", gw.config_path], capture_output=True, text=True, timeout=30,
+                           env={**os.environ, **keys.env()})
+    assert check.returncode == 1 and path in check.stderr, check.stderr
 
 
 def test_drain_sends_goaway_and_finishes_streams(binary, workdir, keys, upstream):
