@@ -117,7 +117,16 @@ struct DataListenerPipeline: Sendable {
         settings.initialSettings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: limits.maxConcurrentStreams),
             HTTP2Setting(parameter: .maxHeaderListSize, value: limits.http2HeaderListSize),
+            HTTP2Setting(parameter: .initialWindowSize, value: Self.streamWindow),
         ]
+        // Uploads: the library's 64 KiB windows (stream and connection) stall a fast client every 64 KiB.
+        settings.targetWindowSize = Self.connectionWindow
+        var streamSettings = NIOHTTP2Handler.StreamConfiguration()
+        streamSettings.targetWindowSize = Self.streamWindow
+        // Downloads: the library's 8 KiB outbound watermark makes a stream unwritable after every upstream read,
+        // pausing the libcurl transfer each time; these match the connection's own watermarks.
+        streamSettings.outboundBufferSizeHighWatermark = 256 * 1024
+        streamSettings.outboundBufferSizeLowWatermark = 64 * 1024
         var stream = connection
         stream.isHTTP2 = true
         let streamConnection = stream
@@ -125,7 +134,7 @@ struct DataListenerPipeline: Sendable {
         let accessLog = self.accessLog
         let maxHeaderBytes = limits.maxHeaderBytes
         let http2 = NIOHTTP2Handler(
-            mode: .server, eventLoop: eventLoop, connectionConfiguration: settings, streamConfiguration: .init(),
+            mode: .server, eventLoop: eventLoop, connectionConfiguration: settings, streamConfiguration: streamSettings,
             streamDelegate: manager.http2StreamDelegate,
             inboundStreamInitializer: { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -140,6 +149,11 @@ struct DataListenerPipeline: Sendable {
         try sync.addHandler(http2)
         try sync.addHandler(manager)
     }
+
+    /// Flow-control windows: what one stream, and all streams of a connection, may send before the gateway reads
+    /// on. Reads stop while an upload waits for its upstream, so this bounds the bytes buffered per stream.
+    static let streamWindow = 256 * 1024
+    static let connectionWindow = 1024 * 1024
 
     /// The verified client certificate's subject, when the handshake asked for one (mTLS).
     static func peerSubject(_ sync: ChannelPipeline.SynchronousOperations) -> String? {
