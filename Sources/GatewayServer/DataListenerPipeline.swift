@@ -148,6 +148,7 @@ struct DataListenerPipeline: Sendable {
             })
         try sync.addHandler(http2)
         try sync.addHandler(manager)
+        try sync.addHandler(HTTP2ConnectionErrorHandler())
     }
 
     /// Flow-control windows: what one stream, and all streams of a connection, may send before the gateway reads

@@ -19,7 +19,7 @@ import pytest
 import payload
 import tokens as tokens_mod
 from configs import IDENTITY_HEADERS, REALM
-from h2client import CONTINUATION, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PREFACE, SETTINGS, H2Client, frame
+from h2client import CONTINUATION, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PING, PREFACE, SETTINGS, H2Client, frame
 from harness import Gateway, free_port, header_values, tail
 
 SUBJECT_HEADER = "X-Auth-Client-Cert-Subject"
@@ -343,27 +343,40 @@ def test_oversized_header_block_gets_its_own_431(plain_gateway, upstream):
     assert [r["target"] for r in upstream.log.since(mark)] == ["/public/echo?after=431"]
 
 
-def _frames(data: bytes):
+def _frames(data: bytes, with_flags: bool = False):
     i = 0
     while i + 9 <= len(data):
         length = int.from_bytes(data[i:i + 3], "big")
-        yield data[i + 3], data[i + 9:i + 9 + length]
+        if i + 9 + length > len(data):
+            return
+        body = data[i + 9:i + 9 + length]
+        yield (data[i + 3], data[i + 4], body) if with_flags else (data[i + 3], body)
         i += 9 + length
 
 
-def _read_until_closed(sock: socket.socket, timeout: float = 15.0) -> bytes:
+def _read_until_closed(sock: socket.socket, timeout: float = 10.0, ack_pings: bool = False) -> bytes:
+    """Everything the gateway sends until it closes the connection; the tests then assert it did close. With
+    `ack_pings`, every PING is acknowledged, as a live client would."""
     sock.settimeout(timeout)
     data = b""
+    acked = 0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             chunk = sock.recv(65536)
-        except (ConnectionResetError, socket.timeout):
+        except ConnectionResetError:
+            return data
+        except socket.timeout:
             break
         if not chunk:
-            break
+            return data
         data += chunk
-    return data
+        pings = [body for kind, flags, body in _frames(data, with_flags=True) if kind == PING and not flags & 1]
+        if ack_pings:
+            for body in pings[acked:]:
+                sock.sendall(frame(PING, 1, 0, body))
+            acked = len(pings)
+    raise AssertionError(f"the gateway kept the connection open ({len(data)} bytes so far)")
 
 
 def _goaway_code(data: bytes) -> int | None:
@@ -536,7 +549,11 @@ def test_drain_sends_goaway_and_finishes_streams(binary, workdir, keys, upstream
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
             os.kill(gw.pid, signal.SIGTERM)
-            answer = _read_until_closed(s, timeout=20)
+            started = time.monotonic()
+            answer = _read_until_closed(s, timeout=20, ack_pings=True)
+            # Closed once the stream finished and the PING that confirms the GOAWAY was answered, not at the end of
+            # drain_seconds.
+            assert time.monotonic() - started < 8
         frames = list(_frames(answer))
         assert _goaway_code(answer) == 0
         # The stream's response: HEADERS with :status 200 (HPACK static index 8), then DATA ending the stream.
