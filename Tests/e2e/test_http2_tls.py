@@ -473,6 +473,33 @@ def _replace(src: str, dst: str):
     os.replace(tmp, dst)
 
 
+def test_tls_clocks(binary, workdir, keys, upstream, pki):
+    """A TLS handshake that never comes is closed after header_timeout_ms (the 408 clock cannot answer before a
+    handshake); after the handshake a slow HTTP/1.1 head gets its 408 over TLS; HTTP/2 is not held to the header
+    clock (its streams have no 408) and is answered normally."""
+    d = os.path.join(workdir, "h2-clocks")
+    os.makedirs(d, exist_ok=True)
+    _tls_dir(pki, d)
+    config = _config(d, keys, upstream.port, {"cert_file": "tls/server.pem", "key_file": "tls/server.key"},
+                     header_timeout_ms=500)
+    gw = _start(binary, d, config, keys)
+    try:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+            started = time.monotonic()
+            assert _read_until_closed(s, timeout=5) == b""
+            assert time.monotonic() - started < 4
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as raw:
+            with _client_context(pki, alpn=("http/1.1",)).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.sendall(b"GET /public/echo HTTP/1.1\r\n")
+                answer = s.recv(4096)
+                assert answer.startswith(b"HTTP/1.1 408"), answer
+        with H2Client("127.0.0.1", gw.port, tls=_client_context(pki, alpn=("h2",))) as c:
+            time.sleep(1.0)  # longer than the header timeout
+            assert c.get("/public/echo?late=1").status == 200
+    finally:
+        gw.stop()
+
+
 def test_certificate_rotation_keeps_a_long_download(binary, workdir, keys, upstream, pki):
     d = os.path.join(workdir, "h2-rotate")
     os.makedirs(d, exist_ok=True)
