@@ -97,6 +97,7 @@ private struct Decoder {
         let listen = listenAddress(&root, "listen", default: ListenAddress(host: "0.0.0.0", port: 8080))
         var adminListen: ListenAddress? = listenAddress(&root, "admin_listen", default: ListenAddress(host: "127.0.0.1", port: 9901))
         if root.object["admin_listen"] == .bool(false) { adminListen = nil }
+        let tls = decodeTLS(&root)
         let limits = decodeLimits(&root)
         var upstreams = decodeUpstreams(&root)
         let routesValue = root.array("routes")
@@ -131,7 +132,7 @@ private struct Decoder {
             )
         }
         return GatewayConfiguration(
-            listen: listen, adminListen: adminListen, limits: limits, upstreams: upstreams, routes: routes, auth: auth,
+            listen: listen, adminListen: adminListen, tls: tls, limits: limits, upstreams: upstreams, routes: routes, auth: auth,
             issuers: issuers, identityHeaders: identityHeaders, tokenService: tokenService, store: store, log: log,
             baseDirectory: baseDirectory
         )
@@ -165,8 +166,25 @@ private struct Decoder {
             "websocket_idle_timeout_ms", default: limits.websocketIdleTimeoutMs, range: 1...86_400_000)
         limits.websocketCloseTimeoutMs = r.integer(
             "websocket_close_timeout_ms", default: limits.websocketCloseTimeoutMs, range: 1...60_000)
+        limits.maxConcurrentStreams = r.integer("max_concurrent_streams", default: limits.maxConcurrentStreams, range: 1...10_000)
         r.finish()
         return limits
+    }
+
+    func decodeTLS(_ root: inout ConfigReader) -> ListenerTLS? {
+        guard var r = root.child("tls") else { return nil }
+        let certFile = r.requiredString("cert_file")
+        let keyFile = r.requiredString("key_file")
+        let clientCAFile = r.string("client_ca_file")
+        let version = r.oneOf("min_version", ListenerTLS.MinimumVersion.allCases.map(\.rawValue), default: "1.2")
+        for (key, value) in [("cert_file", certFile), ("key_file", keyFile), ("client_ca_file", clientCAFile)] where value == "" {
+            r.record(.invalidValue, key, "must name a file")
+        }
+        r.finish()
+        guard let certFile, let keyFile else { return nil }
+        return ListenerTLS(
+            certFile: resolve(certFile), keyFile: resolve(keyFile), clientCAFile: clientCAFile.map(resolve),
+            minVersion: ListenerTLS.MinimumVersion(rawValue: version) ?? .tls12)
     }
 
     func decodeUpstreams(_ root: inout ConfigReader) -> [Upstream] {
@@ -439,6 +457,7 @@ private struct Decoder {
         headers.subject = header(&r, "subject", headers.subject)
         headers.scopes = header(&r, "scopes", headers.scopes)
         headers.issuer = header(&r, "issuer", headers.issuer)
+        headers.clientCertSubject = header(&r, "client_cert_subject", headers.clientCertSubject)
         headers.stripPrefix = r.string("strip_prefix") ?? headers.stripPrefix
         if var c = r.child("claims") {
             for member in c.object.members {

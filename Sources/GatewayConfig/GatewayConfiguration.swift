@@ -3,6 +3,8 @@
 public struct GatewayConfiguration: Sendable {
     public var listen: ListenAddress
     public var adminListen: ListenAddress?
+    /// TLS on the data listener (DESIGN §11); nil: cleartext (HTTP/1.1 and HTTP/2 by prior knowledge).
+    public var tls: ListenerTLS?
     public var limits: Limits
     /// Upstreams by name, in document order.
     public var upstreams: [Upstream]
@@ -48,7 +50,15 @@ public struct Limits: Sendable, Hashable {
     public var websocketIdleTimeoutMs = 300_000
     /// After the gateway sent its close frames, how long it waits for the peers' closes before closing the sockets.
     public var websocketCloseTimeoutMs = 1000
+    /// Streams one HTTP/2 connection may have open at once (the `SETTINGS_MAX_CONCURRENT_STREAMS` advertised).
+    public var maxConcurrentStreams = 100
     public init() {}
+
+    /// The `SETTINGS_MAX_HEADER_LIST_SIZE` advertised on HTTP/2 connections. HPACK counts 32 bytes per field on top
+    /// of its name and value, and a block over the advertised size is a connection error (GOAWAY) rather than one
+    /// stream's 431, so the gateway advertises twice `max_header_bytes` and checks each stream's head against
+    /// `max_header_bytes` itself, answering that stream alone.
+    public var http2HeaderListSize: Int { maxHeaderBytes * 2 }
 }
 
 public struct Upstream: Sendable, Hashable {
@@ -175,6 +185,8 @@ public struct IdentityHeaders: Sendable, Hashable {
     public var issuer = "X-Auth-Issuer"
     /// Claim name → header name, in document order.
     public var claims: [ClaimHeader] = []
+    /// The verified client certificate's subject (RFC 4514 form) on mTLS connections (`tls.client_ca_file`).
+    public var clientCertSubject = "X-Auth-Client-Cert-Subject"
     /// Every client header whose normalised name starts with this is dropped.
     public var stripPrefix = "X-Auth-"
     public init() {}

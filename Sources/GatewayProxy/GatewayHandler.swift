@@ -27,6 +27,8 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     /// A test's fake upstream; nil: this loop's libcurl driver (no closure allocated per connection).
     private let startFake: UpstreamStarter?
+    /// The client connection (TLS, client certificate, HTTP/2 stream), fixed for the handler's life.
+    private let connection: ClientConnection
 
     // The request in flight.
     private var exchange = UpstreamExchange()
@@ -46,11 +48,14 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
         return address
     }
 
-    /// - Parameter startTransfer: how forwarded requests reach the upstream; nil: `loop.driver` (libcurl).
+    /// - Parameters:
+    ///   - startTransfer: how forwarded requests reach the upstream; nil: `loop.driver` (libcurl).
+    ///   - connection: the client connection this handler serves (one HTTP/2 stream of it, when `isHTTP2`).
     public init(
         loop: LoopContext, accessLog: AccessLogSink = .off, clock: @escaping @Sendable () -> Double,
-        startTransfer: UpstreamStarter? = nil
+        startTransfer: UpstreamStarter? = nil, connection: ClientConnection = .plain
     ) {
+        self.connection = connection
         self.policy = loop.policy
         self.loop = loop
         self.accessLog = accessLog
@@ -119,7 +124,7 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
         let decision = policy.decide(
             head: head, body: body, requestID: requestID, clientAddress: clientAddress(context),
             cache: loop.tokenCache, revocations: loop.revocations, now: clock(), mayAwaitKeys: mayAwaitKeys,
-            matchedRoute: &matchedRoute)
+            connection: connection, matchedRoute: &matchedRoute)
         if let matchedRoute { access.route = policy.routes.routes[matchedRoute].pathPrefix }
         switch decision {
         case .awaitKeys(let refetched):
@@ -274,7 +279,8 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
         headers.add(name: "Cache-Control", value: "no-store")
         headers.add(name: "X-Request-Id", value: requestID)
         if let challenge = error.wwwAuthenticate(realm: policy.realm) { headers.add(name: "WWW-Authenticate", value: challenge) }
-        if close { headers.add(name: "Connection", value: "close") }
+        // On HTTP/2 closing ends only the stream, and the protocol has no `Connection` header.
+        if close && !connection.isHTTP2 { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: error.status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
         if close {
@@ -296,7 +302,8 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
         headers.add(name: "Cache-Control", value: document.cacheControl)
         headers.add(name: "X-Request-Id", value: requestID)
         guard case .writeResponseHead(let close) = machine.upstreamHead() else { return }
-        if close { headers.add(name: "Connection", value: "close") }
+        // On HTTP/2 closing ends only the stream, and the protocol has no `Connection` header.
+        if close && !connection.isHTTP2 { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
         if head.method != .HEAD {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: document.body)))), promise: nil)
@@ -332,7 +339,7 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
         var headers = response.headers
         headers.replaceOrAdd(name: "Content-Length", value: String(response.body.count))
         headers.replaceOrAdd(name: "X-Request-Id", value: requestID)
-        if close { headers.replaceOrAdd(name: "Connection", value: "close") }
+        if close && !connection.isHTTP2 { headers.replaceOrAdd(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))), promise: nil)
         if !response.body.isEmpty {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
@@ -462,7 +469,7 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
         access.status = head.status
         access.upstreamHead = .now()
         var headers = Self.clientResponseHeaders(head.headers)
-        if close { headers.replaceOrAdd(name: "Connection", value: "close") }
+        if close && !connection.isHTTP2 { headers.replaceOrAdd(name: "Connection", value: "close") }
         let status = HTTPResponseStatus(statusCode: head.status)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
     }

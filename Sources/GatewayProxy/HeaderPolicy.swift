@@ -33,6 +33,7 @@ public struct HeaderPolicy: Sendable {
         dropped.insert(Self.normalise(identity.subject))
         dropped.insert(Self.normalise(identity.scopes))
         dropped.insert(Self.normalise(identity.issuer))
+        dropped.insert(Self.normalise(identity.clientCertSubject))
         for claim in identity.claims { dropped.insert(Self.normalise(claim.header)) }
         if !forwardToken { dropped.insert("authorization") }
         self.dropped = dropped
@@ -96,11 +97,13 @@ public struct HeaderPolicy: Sendable {
     ///   - identity: the verified token, or nil on `auth: none` routes and anonymous `optional` requests.
     ///   - clientAddress: the peer's IP address, for `X-Forwarded-For`.
     ///   - requestID: the request's id (the client's valid `X-Request-Id`, or a generated one).
+    ///   - connection: the client connection (`X-Forwarded-Proto`, the client certificate's subject).
     public func upstreamHeaders(
         from headers: HTTPHeaders,
         identity verified: VerifiedToken?,
         clientAddress: String?,
-        requestID: String
+        requestID: String,
+        connection: ClientConnection = .plain
     ) -> [CurlHeader] {
         var connectionListed: Set<String> = []
         for value in headers[canonicalForm: "connection"] {
@@ -127,8 +130,11 @@ public struct HeaderPolicy: Sendable {
         }
         if !hasRequestID { out.append(CurlHeader(name: "X-Request-Id", value: requestID)) }
         if let clientAddress { out.append(CurlHeader(name: "X-Forwarded-For", value: clientAddress)) }
-        out.append(CurlHeader(name: "X-Forwarded-Proto", value: "http"))
+        out.append(CurlHeader(name: "X-Forwarded-Proto", value: connection.isSecure ? "https" : "http"))
         if let forwardedHost { out.append(CurlHeader(name: "X-Forwarded-Host", value: Self.encodeValue(forwardedHost))) }
+        if let subject = connection.clientCertificateSubject {
+            out.append(CurlHeader(name: identity.clientCertSubject, value: Self.encodeValue(subject)))
+        }
         if let verified {
             out.append(CurlHeader(name: identity.subject, value: Self.encodeValue(verified.subject)))
             out.append(CurlHeader(name: identity.scopes, value: Self.encodeValue(verified.scopeText)))

@@ -44,6 +44,8 @@ public final class IdleConnectionHandler: ChannelDuplexHandler, RemovableChannel
     private var chunkRefused = false
     /// The framing of the head the decoder produced while a head's bytes were passed on (nil: none).
     private var decodedFraming: ChunkedBodyGuard.Framing?
+    /// The connection speaks HTTP/2 (`handOverToHTTP2`): bytes pass untouched, no clock runs.
+    private var passesThrough = false
 
     /// Where a 408 gets its request id, and is counted and logged.
     private let loop: LoopContext
@@ -101,6 +103,7 @@ public final class IdleConnectionHandler: ChannelDuplexHandler, RemovableChannel
             speculationUsed = true
         }
         if chunkRefused { return }
+        if passesThrough { return context.fireChannelRead(data) }
         let buffer = unwrapInboundIn(data)
         if buffer.readableBytes > 0 { clocks.bytesArrived() }
         if chunkGuard.isFollowing {
@@ -108,7 +111,20 @@ public final class IdleConnectionHandler: ChannelDuplexHandler, RemovableChannel
         } else {
             context.fireChannelRead(data)
         }
+        if passesThrough { return }
         perform(clocks.readDecoded(now: context.eventLoop.now), context: context)
+    }
+
+    /// The connection turned out to speak HTTP/2 (its preface, or ALPN `h2`): the clocks and the chunk guard, which
+    /// read HTTP/1, stop, and every byte from now on passes untouched. HTTP/2's connection management (its idle
+    /// timeout, GOAWAY at shutdown) takes over; a 408 written now would be garbage in an HTTP/2 stream of frames.
+    public func handOverToHTTP2() {
+        passesThrough = true
+        headTimer?.cancel()
+        headTimer = nil
+        idleTimer?.cancel()
+        idleTimer = nil
+        idleTimerDeadline = nil
     }
 
     /// Passes a read on to the decoder through `chunkGuard`: split after each head end, so that the head's framing
@@ -128,6 +144,10 @@ public final class IdleConnectionHandler: ChannelDuplexHandler, RemovableChannel
                 decodedFraming = nil
                 pass(buffer, data, passed..<scanned, context: context)
                 passed = scanned
+                if passesThrough {
+                    // The preface (it reads like two heads) just handed the connection to HTTP/2: frames follow.
+                    return pass(buffer, data, passed..<count, context: context)
+                }
                 chunkGuard.headDecoded(decodedFraming)
                 guard context.channel.isActive else { return }
             case .chunkTooLarge:
@@ -160,7 +180,7 @@ public final class IdleConnectionHandler: ChannelDuplexHandler, RemovableChannel
     /// what the pipeline asked for.
     public func channelReadComplete(context: ChannelHandlerContext) {
         context.fireChannelReadComplete()
-        guard context.channel.isActive else { return }
+        guard context.channel.isActive, !passesThrough else { return }
         pipelineRead = false
         context.channel.read()
         if !pipelineRead && !speculationUsed {
@@ -170,6 +190,7 @@ public final class IdleConnectionHandler: ChannelDuplexHandler, RemovableChannel
     }
 
     public func read(context: ChannelHandlerContext) {
+        if passesThrough { return context.read() }
         pipelineRead = true
         speculative = false
         speculationUsed = false

@@ -99,6 +99,7 @@ public final class ProxyPolicy: Sendable {
     ///   - body: the request's framing, `requestBody(head.headers)` (the handler needs it too, so it is computed once).
     ///   - mayAwaitKeys: whether an unknown key may answer `.awaitKeys` (false when deciding again after a wait, so
     ///     no request ever waits for two fetches).
+    ///   - connection: the client connection the request came on (TLS, client certificate).
     public func decide(
         head: HTTPRequestHead,
         body: CurlRequestBody,
@@ -108,6 +109,7 @@ public final class ProxyPolicy: Sendable {
         revocations: RevokedSessions,
         now: Double,
         mayAwaitKeys: Bool = true,
+        connection: ClientConnection = .plain,
         matchedRoute: inout Int?
     ) -> Decision {
         let method = head.method.rawValue
@@ -180,7 +182,7 @@ public final class ProxyPolicy: Sendable {
         let target = targets[routeIndex]
         let path = RouteTable.upstreamPath(for: route, canonicalPath: canonical.path, basePath: target.basePath)
         var upstreamHeaders = headers.upstreamHeaders(
-            from: head.headers, identity: identity, clientAddress: clientAddress, requestID: requestID)
+            from: head.headers, identity: identity, clientAddress: clientAddress, requestID: requestID, connection: connection)
         if body == .none, Self.sendsEmptyLength(head) {
             // libcurl frames a request without a body with no framing header at all; for a method that carries a
             // body that reads as "length unknown", and servers that require one answer 411.

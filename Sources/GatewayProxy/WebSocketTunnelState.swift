@@ -151,6 +151,8 @@ struct WebSocketTunnelState: Sendable {
     /// A close into `stream`: at once when it sits at a boundary (the stream is still followed, nothing relayed),
     /// else at the end of the frame under way.
     private static func inject(_ frame: [UInt8], into stream: inout WebSocketStream, relays: inout Bool) -> [UInt8]? {
+        // The peer's own close already went this way: a second close frame would break the protocol for the receiver.
+        if stream.senderClosed { return nil }
         if stream.isAtFrameBoundary {
             relays = false
             return frame

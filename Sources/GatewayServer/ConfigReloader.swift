@@ -23,6 +23,9 @@ actor ConfigReloader {
     private let loops: LoopContexts
     private(set) var current: GatewayGeneration
     private var fileSignature: FileSignature?
+    /// The files the running configuration reads at each reload and that are watched too (the listener's
+    /// certificate, key and client CAs): rotating them reloads without a SIGHUP.
+    private var referencedSignatures: [FileSignature?]
     private var watcher: Task<Void, Never>?
     private let queue = ReloadQueue<Outcome>()
 
@@ -33,6 +36,11 @@ actor ConfigReloader {
         self.loops = loops
         self.current = current
         self.fileSignature = FileSignature(path: path)
+        self.referencedSignatures = Self.signatures(referencedBy: current.configuration)
+    }
+
+    private static func signatures(referencedBy configuration: GatewayConfiguration) -> [FileSignature?] {
+        (configuration.tls?.files ?? []).map { FileSignature(path: $0) }
     }
 
     /// Outcome of one reload, for logs and tests.
@@ -86,6 +94,7 @@ actor ConfigReloader {
         }.get()
         let previous = current
         current = next
+        referencedSignatures = Self.signatures(referencedBy: configuration)
         do {
             try await next.activate(on: loops, shared: shared, previous: previous)
         } catch {
@@ -111,9 +120,14 @@ actor ConfigReloader {
 
     private func checkFile() async {
         let now = FileSignature(path: path)
-        guard now != fileSignature, now != nil else { return }
+        let referenced = Self.signatures(referencedBy: current.configuration)
+        let configChanged = now != fileSignature && now != nil
+        // Each change counts once: a certificate and key written one after the other may reload twice, the first
+        // time refused (a mismatched pair) with the running context kept.
+        guard configChanged || referenced != referencedSignatures else { return }
         fileSignature = now
-        await reload(reason: "file changed")
+        referencedSignatures = referenced
+        await reload(reason: configChanged ? "file changed" : "TLS files changed")
     }
 
     /// Stops watching the file; returns once a reload the watcher started has finished.

@@ -8,6 +8,7 @@ import GatewayTokenService
 import GatewayTokens
 import Logging
 import NIOCore
+import NIOSSL
 
 /// Everything one configuration builds and a reload replaces: the token service, the key tables (static keys and
 /// remote key sets) and the data path's `ProxyPolicy`. What lives longer — event loops, libcurl drivers, listeners,
@@ -22,6 +23,8 @@ final class GatewayGeneration: Sendable {
     /// Where the token service's own keys go when they change at runtime (kept in a postgres store): the remote key
     /// sets' publisher when there are any (one key table for both), else one of its own.
     let keyPublisher: VerifierPublisher?
+    /// The data listener's TLS context built from `tls`; installed on the listener when the generation activates.
+    let tlsContext: NIOSSLContext?
 
     /// What every generation uses.
     struct Shared: Sendable {
@@ -31,14 +34,17 @@ final class GatewayGeneration: Sendable {
         let metrics: MetricsRegistry
         /// The embedded demo upstream's socket, when one was started.
         let demoSocket: String?
+        /// The data listener's current TLS context (empty without `tls`).
+        let listenerTLS: ListenerTLSContext
         let logger: Logger
     }
 
     private init(
         configuration: GatewayConfiguration, tokenService: TokenServiceRuntime?, remoteKeys: RemoteKeySets?,
         followers: RevocationFollowers?,
-        policy: ProxyPolicy, keyPublisher: VerifierPublisher?
+        policy: ProxyPolicy, keyPublisher: VerifierPublisher?, tlsContext: NIOSSLContext?
     ) {
+        self.tlsContext = tlsContext
         self.keyPublisher = keyPublisher
         self.followers = followers
         self.configuration = configuration
@@ -64,6 +70,8 @@ final class GatewayGeneration: Sendable {
             targets[upstream.name] = UpstreamTarget(
                 upstream: upstream, unixSocketOverride: upstream.isEmbeddedDemo ? shared.demoSocket : nil)
         }
+        // First: files that do not load refuse the generation before anything else starts.
+        let tlsContext = try configuration.tls.map { tls throws(ConfigErrors) in try ListenerTLSContext.make(tls) }
 
         var tokenService: TokenServiceRuntime? = nil
         if let service = configuration.tokenService {
@@ -124,12 +132,14 @@ final class GatewayGeneration: Sendable {
             tokenService?.fleetKeys == nil ? nil : remoteKeys?.publisher ?? VerifierPublisher(policies: loaded.policies, leeway: leeway)
         return GatewayGeneration(
             configuration: configuration, tokenService: tokenService, remoteKeys: remoteKeys, followers: followers, policy: policy,
-            keyPublisher: keyPublisher)
+            keyPublisher: keyPublisher, tlsContext: tlsContext)
     }
 
     /// Starts what runs in the background (revocations, the store check, key-set fetches), once the loops have the
     /// policy. `previous` is the generation this one replaces.
     func activate(on loops: LoopContexts, shared: Shared, previous: GatewayGeneration?) async throws {
+        // New connections take it from now on; open ones keep theirs.
+        if let tlsContext { shared.listenerTLS.install(tlsContext) }
         try await tokenService?.attach(loops, readiness: shared.readiness, logger: shared.logger)
         if let tokenService, let fleetKeys = tokenService.fleetKeys, let keyPublisher {
             // A reload that could not keep the running keys object (another key-encryption key) stops the old one
@@ -197,6 +207,9 @@ final class GatewayGeneration: Sendable {
         if old.limits.headerTimeoutMs != new.limits.headerTimeoutMs { changed.append("limits.header_timeout_ms") }
         if old.limits.idleTimeoutMs != new.limits.idleTimeoutMs { changed.append("limits.idle_timeout_ms") }
         if old.limits.maxConnections != new.limits.maxConnections { changed.append("limits.max_connections") }
+        if old.limits.maxConcurrentStreams != new.limits.maxConcurrentStreams { changed.append("limits.max_concurrent_streams") }
+        // Certificates, keys, client CAs and the minimum version reload; turning TLS on or off changes the listener.
+        if (old.tls == nil) != (new.tls == nil) { changed.append("tls") }
         if old.auth.tokenCacheEntries != new.auth.tokenCacheEntries { changed.append("auth.token_cache_entries") }
         if old.auth.leewaySeconds != new.auth.leewaySeconds { changed.append("auth.leeway_seconds") }
         if (old.tokenService == nil) != (new.tokenService == nil) { changed.append("token_service") }

@@ -69,7 +69,8 @@ final class GatewayService: Service {
         }
         let metrics = MetricsRegistry()
         let shared = GatewayGeneration.Shared(
-            group: group, drivers: drivers, readiness: Readiness(), metrics: metrics, demoSocket: demoSocket, logger: logger)
+            group: group, drivers: drivers, readiness: Readiness(), metrics: metrics, demoSocket: demoSocket,
+            listenerTLS: ListenerTLSContext(), logger: logger)
         let readiness = shared.readiness
         let first = try await GatewayGeneration.build(configuration, shared: shared, previous: nil)
 
@@ -94,10 +95,9 @@ final class GatewayService: Service {
         let accessLog: AccessLogSink =
             !configuration.log.accessLog ? .off : configuration.log.format == .json ? .json : .logger(Logger(label: "portcullis.access"))
         let limits = configuration.limits
-        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
-        decoderLimits.maxHeaderFieldSize = limits.maxHeaderBytes
-        decoderLimits.maxHeaderListSize = limits.maxHeaderBytes
-        let decoderLimitsFinal = decoderLimits
+        let pipeline = DataListenerPipeline(
+            connections: connections, loopContexts: loopContexts, accessLog: accessLog, limits: limits,
+            tls: configuration.tls == nil ? nil : shared.listenerTLS)
 
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
@@ -105,33 +105,13 @@ final class GatewayService: Service {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 64 * 1024, high: 256 * 1024))
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    guard connections.open(channel, limit: limits.maxConnections) else {
-                        channel.close(promise: nil)
-                        return
-                    }
-                    let loop = loopContexts.context(on: channel.eventLoop)
-                    loop.metrics.connectionOpened()
-                    let bound = NIOLoopBound(loop, eventLoop: channel.eventLoop)
-                    channel.closeFuture.whenComplete { _ in
-                        connections.close(channel)
-                        bound.value.metrics.connectionClosed()
-                    }
-                    let sync = channel.pipeline.syncOperations
-                    let clocks = IdleConnectionHandler(
-                        headerTimeout: .milliseconds(Int64(limits.headerTimeoutMs)),
-                        idleTimeout: .milliseconds(Int64(limits.idleTimeoutMs)),
-                        loop: loop, accessLog: accessLog)
-                    try sync.addHandler(clocks)
-                    // No HTTPServerPipelineHandler: the gateway handler's state machine orders pipelined requests.
-                    try GatewayServer.addDataPathHTTP1Codec(to: sync, decoderLimits: decoderLimitsFinal)
-                    try GatewayServer.addBoundaries(of: clocks, to: sync)
-                    try sync.addHandler(GatewayHandler(loop: loop, accessLog: accessLog, clock: GatewayServer.wallClock))
-                }
+                channel.eventLoop.makeCompletedFuture { try pipeline.initialize(channel) }
             }
             .bind(host: configuration.listen.host, port: configuration.listen.port)
             .get()
-        logger.info("listening on \(GatewayServer.describe(server.localAddress, fallback: configuration.listen))")
+        logger.info(
+            "listening on \(GatewayServer.describe(server.localAddress, fallback: configuration.listen))\(configuration.tls == nil ? "" : " (TLS)")"
+        )
 
         // A scrape reads every loop's counters on its own loop and adds them up.
         let scrape: @Sendable () -> EventLoopFuture<String> = {

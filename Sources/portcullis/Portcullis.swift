@@ -85,6 +85,7 @@ struct Check: AsyncParsableCommand {
         do {
             let loaded = try IssuerLoader.load(configuration)
             for warning in loaded.warnings { printError("\(options.config): warning: \(warning)") }
+            if let tls = configuration.tls { try GatewayServer.checkListenerTLS(tls) }
             if let service = configuration.tokenService {
                 _ = try TokenServiceUsers.load(service)
                 _ = try FleetKeys.requiredSecret(service, store: configuration.store)

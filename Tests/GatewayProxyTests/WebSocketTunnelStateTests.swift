@@ -51,6 +51,17 @@ import Testing
         #expect(state.reason == "token_expired")
     }
 
+    /// The upstream's close already reached the client: the gateway's own close to the client would be a second one.
+    @Test func noSecondCloseAfterThePeersClose() {
+        var state = WebSocketTunnelState()
+        #expect(Self.feed(&state, upstream: Frames.upstream(8, 2)).forward == 4)
+        let (toClient, toUpstream) = state.end(.tokenExpired)
+        #expect(toClient == nil)
+        #expect(toUpstream != nil)
+        #expect(Self.feed(&state, client: Frames.client(8, 2)).forward == 0)
+        #expect(state.clientDone)
+    }
+
     @Test func revocationInsideAFrameWaitsForItsEnd() {
         var state = WebSocketTunnelState()
         let big = Frames.upstream(2, 1000)
