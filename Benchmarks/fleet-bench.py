@@ -100,6 +100,8 @@ def follower_config(issuer: str, feed_base: str, dead_port: int) -> dict:
 
 
 def pin_client():
+    if CLIENT_CPU < 0:
+        return
     try:
         os.sched_setaffinity(0, {CLIENT_CPU})
     except OSError:
@@ -267,6 +269,61 @@ def propagation(replicas: list[int], follower: int, samples: int) -> dict[str, l
     return delays
 
 
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def feed_fanout(replica1: int, serving: GatewayProcess, readers: int) -> dict:
+    """`readers` long polls held on `serving`'s feed at once (as that many verify-only sidecars would hold them),
+    then one logout on replica 1: when does each held poll get its answer?"""
+    import json
+    import selectors
+    import socket
+    auth = f"Authorization: Bearer {FEED_SECRET}\r\n"
+    status, body = Connection(serving.port).request("GET", "/auth/revocations?after=0&wait=0", headers=auth)
+    assert status == 200, body
+    after = json.loads(body)["next"]
+    rss_before, cpu_before = rss_kib(serving.pid), cpu_seconds(serving.pid)
+    request = (f"GET /auth/revocations?after={after}&wait=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n").encode()
+    sel = selectors.DefaultSelector()
+    sockets = []
+    for _ in range(readers):
+        s = socket.create_connection(("127.0.0.1", serving.port))
+        s.sendall(request)
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, [b""])
+        sockets.append(s)
+    time.sleep(2)  # every poll is held by now
+    rss_held = rss_kib(serving.pid)
+    conn = Connection(replica1)
+    status, tokens = conn.form("/auth/login", {"username": "user0", "password": PASSWORD})
+    assert status == 200, tokens
+    status, _ = conn.request("POST", "/auth/logout", headers=f"Authorization: Bearer {tokens['access_token']}\r\n")
+    answered_at = time.perf_counter()
+    assert status == 204
+    delays, statuses, pending = [], {}, len(sockets)
+    deadline = time.perf_counter() + 10
+    while pending and time.perf_counter() < deadline:
+        for key, _ in sel.select(0.5):
+            data = key.fileobj.recv(65536)
+            key.data[0] += data
+            if b"\r\n\r\n" in key.data[0] or not data:
+                head = key.data[0].split(b"\r\n", 1)[0]
+                code = head.split(b" ")[1].decode() if head.count(b" ") else "closed"
+                statuses[code] = statuses.get(code, 0) + 1
+                delays.append(max(0.0, time.perf_counter() - answered_at))
+                sel.unregister(key.fileobj)
+                pending -= 1
+    for s in sockets:
+        s.close()
+    return {"readers": readers, "delays": sorted(delays), "statuses": statuses, "unanswered": pending,
+            "rss_kib_per_reader": (rss_held - rss_before) / readers, "cpu": cpu_seconds(serving.pid) - cpu_before}
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # PostgreSQL statistics
 
@@ -301,8 +358,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=4, help="rounds per setup, alternated")
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--samples", type=int, default=300, help="revocation propagation samples")
+    parser.add_argument("--feed-readers", type=int, default=1000,
+                        help="long polls held at once on one replica's feed (0: skip)")
     parser.add_argument("--pool-size", type=int, default=None, help="store.pool_size of the replicas")
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers to CPU 0 and clients to CPU 1")
+    parser.add_argument("--sql", action="append", default=[],
+                        help="SQL to run on the database once the replicas have created the schema (experiments)")
     parser.add_argument("--skip-refresh", action="store_true")
     parser.add_argument("--skip-propagation", action="store_true")
     args = parser.parse_args()
@@ -343,6 +404,8 @@ def main():
             processes.append(replicas[-1])
             # The first replica creates the schema and the first signing key; the others start after it.
             replicas[-1].wait("/readyz")
+        for statement in args.sql:
+            print(f"  sql: {statement} -> {db.sql(statement)!r}")
         sqlite_port = free_port()
         directory = os.path.join(work, "sqlite")
         write_users(directory, password_hash)
@@ -384,6 +447,9 @@ def main():
 
         if not args.skip_propagation:
             delays = propagation(ports, follower.port, args.samples)
+        if args.feed_readers:
+            fanout = feed_fanout(ports[0], replicas[1], args.feed_readers)
+            connections = db.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
 
         # ---- report
         print()
@@ -427,6 +493,16 @@ def main():
                 values = sorted(values)
                 print(f"  {labels[name]:44} {1000 * percentile(values, 0.5):8.2f} "
                       f"{1000 * percentile(values, 0.99):8.2f} {1000 * values[-1]:8.2f}")
+        if args.feed_readers:
+            d = fanout["delays"]
+            print(f"\nfeed fan-out: {fanout['readers']} long polls held on replica 2's feed, one logout on replica 1")
+            print(f"  answered {len(d)} ({fanout['statuses']}), unanswered after 10 s {fanout['unanswered']}; "
+                  f"from the logout's 204: p50 {1000 * percentile(d, 0.5):.1f} ms, p99 {1000 * percentile(d, 0.99):.1f} ms, "
+                  f"max {1000 * d[-1]:.1f} ms")
+            print(f"  replica 2 while holding them: {fanout['rss_kib_per_reader']:.1f} KiB RSS per held poll, "
+                  f"{fanout['cpu'] * 1000:.0f} ms CPU in all (connect, hold, answer)")
+            print(f"  database connections of the whole run now (3 replicas, a follower, this script's psql): "
+                  f"{connections}")
     finally:
         if pool is not None:
             pool.terminate()
