@@ -6,7 +6,7 @@ the revocation feed.
 Not a test: it prints numbers and ratios and never fails on timing.
 
     Benchmarks/fleet-bench.py [--build] [--binary PATH] [--clients 16] [--sessions 8] [--rounds 4] [--seconds 8]
-                              [--samples 300] [--no-pin]
+                              [--samples 300] [--feed-readers 1000] [--pool-size N] [--no-pin] [--sql STATEMENT]
 
 - The release binary is used (built first when missing, or with --build).
 - PostgreSQL: a throwaway server from Tests/e2e/postgres.py (fsync off, like the end-to-end tests), with
@@ -20,9 +20,11 @@ Not a test: it prints numbers and ratios and never fails on timing.
 - Each client is a process with one keep-alive connection (to replica `i mod 3` in setup A) and `--sessions`
   sessions logged in beforehand; it refreshes them in turn, so consecutive refreshes are of different sessions.
 - Propagation: for each sample, log in on replica 1, use the access token on replicas 2 and 3 and on the follower
-  (a verify-only gateway, no store, following replica 2's feed), log out on replica 1, and poll the three until
-  each refuses the token (401). Delays count from the moment the logout's 204 arrived (0 when the token was
-  already refused by then).
+  (a verify-only gateway, no store, following replica 2's feed), start polling the three in a tight loop, log out
+  on replica 1, and note when each refuses the token (401). Delays count from the moment the logout's 204 arrived
+  (0 when the token was already refused by then).
+- Feed fan-out (--feed-readers): that many long polls held at once on replica 2's feed, then one logout: when each
+  gets its answer, and what holding them cost replica 2.
 """
 from __future__ import annotations
 
@@ -247,13 +249,15 @@ def propagation(replicas: list[int], follower: int, samples: int) -> dict[str, l
             for name, conn in probes.items():
                 status, body = conn.request("GET", "/api/items", headers=header)
                 assert status != 401, (name, body)
+            # The pollers are already polling when the logout goes out, so a delay never includes a thread's
+            # wake-up; they slow the logout call a little (one Python process).
+            for p in pollers.values():
+                p.arm(access)
             sent = time.perf_counter()
             status, body = r1.request("POST", "/auth/logout", headers=header)
             answered = time.perf_counter()
             assert status == 204, (status, body)
             delays["logout"].append(answered - sent)
-            for p in pollers.values():
-                p.arm(access)
             for name, p in pollers.items():
                 p.done.wait(10)
                 if not p.refused_at:
