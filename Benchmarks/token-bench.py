@@ -5,44 +5,35 @@ run), and login latency at bcrypt cost 12 (beside the raw bcrypt check of the sa
 Not a test: it prints numbers and ratios and never fails on timing. The gateway is pinned to CPU 0, the clients to
 CPU 1 (like peerbench), so client and server do not share a core.
 
-Usage: Benchmarks/token-bench.py [--binary .build/release/portcullis] [--seconds 10] [--clients 8] [--logins 20]
+Usage: Benchmarks/token-bench.py [--build] [--binary PATH] [--seconds 10] [--clients 8] [--logins 20]
 """
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import multiprocessing
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 
 import bcrypt
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import Connection, GatewayProcess, free_port, release_binary
+
 PASSWORD = "bench-password-1234"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_gateway(binary: str, work: str, store: dict, password_hash: str) -> tuple[subprocess.Popen, int]:
-    port, admin = free_port(), free_port()
+def start_gateway(binary: str, work: str, store: dict, password_hash: str) -> tuple[GatewayProcess, int]:
+    port = free_port()
+    os.makedirs(work, exist_ok=True)
     with open(os.path.join(work, "users.json"), "w") as f:
         json.dump({"users": [{"username": f"user{i}", "password_hash": password_hash, "scopes": ["read"]}
                              for i in range(64)]}, f)
     config = {
-        "listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
+        "listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{free_port()}",
         "routes": [{"path_prefix": "/", "upstream": "demo"}],
         "token_service": {"issuer": f"http://127.0.0.1:{port}", "users_file": "users.json",
                           "signing": {"key_dir": "keys"},
@@ -50,33 +41,17 @@ def start_gateway(binary: str, work: str, store: dict, password_hash: str) -> tu
         "store": store,
         "log": {"level": "warning", "access_log": False},
     }
-    with open(os.path.join(work, "gateway.json"), "w") as f:
-        json.dump(config, f)
-    proc = subprocess.Popen(["taskset", "-c", "0", binary, "serve", "--config", "gateway.json"], cwd=work,
-                            stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "stderr"), "wb"))
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{admin}/healthz", timeout=1)
-            return proc, port
-        except Exception:  # noqa: BLE001
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"gateway did not start: {open(os.path.join(work, 'stderr')).read()}")
+    return GatewayProcess(binary, work, config, cpus="0").wait(), port
 
 
-def post(conn: http.client.HTTPConnection, path: str, form: dict) -> tuple[int, dict]:
-    conn.request("POST", path, body=urllib.parse.urlencode(form),
-                 headers={"Content-Type": "application/x-www-form-urlencoded"})
-    r = conn.getresponse()
-    body = r.read()
-    return r.status, json.loads(body) if body else {}
+def post(conn: Connection, path: str, form: dict) -> tuple[int, dict]:
+    return conn.form(path, form)
 
 
 def refresh_worker(args) -> tuple[int, list[float], int]:
     port, index, seconds = args
     os.sched_setaffinity(0, {1})
-    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn = Connection(port)
     status, tokens = post(conn, "/auth/login", {"username": f"user{index}", "password": PASSWORD})
     assert status == 200, tokens
     refresh = tokens["refresh_token"]
@@ -103,7 +78,7 @@ def refresh_run(port: int, clients: int, seconds: float) -> dict:
 
 
 def login_run(port: int, n: int) -> list[float]:
-    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn = Connection(port)
     times = []
     for i in range(n):
         t0 = time.perf_counter()
@@ -115,15 +90,14 @@ def login_run(port: int, n: int) -> list[float]:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--binary", default=os.path.join(ROOT, ".build/release/portcullis"))
+    parser.add_argument("--binary", help="gateway binary (default: the release build, built when missing)")
+    parser.add_argument("--build", action="store_true", help="run swift build -c release first")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--logins", type=int, default=20)
     parser.add_argument("--cost", type=int, default=12)
     args = parser.parse_args()
-    args.binary = os.path.abspath(args.binary)
-    if not os.path.exists(args.binary):
-        raise SystemExit(f"{args.binary} missing: swift build -c release --product portcullis")
+    args.binary = release_binary(args.binary, args.build)
     password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=args.cost)).decode()
 
     results = {}
@@ -136,8 +110,7 @@ def main():
             if name == "sqlite":
                 results["login"] = login_run(port, args.logins)
         finally:
-            proc.terminate()
-            proc.wait(10)
+            proc.stop()
             shutil.rmtree(work, ignore_errors=True)
 
     os.sched_setaffinity(0, {0})

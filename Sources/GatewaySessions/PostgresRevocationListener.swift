@@ -5,7 +5,8 @@ import Synchronization
 
 /// Wake-ups for the revocation sync of a replica (DESIGN §9): `LISTEN portcullis_revocations` on a connection of
 /// its own (not the pool's: a pooled connection would be handed to queries and its LISTEN would leak or stop),
-/// reconnecting forever.
+/// reconnecting forever. The same connection also listens for new signing keys (`portcullis_keys`), so a replica
+/// holds one listening connection, not one per channel.
 ///
 /// Notifications can be lost (they are not persisted; a disconnected listener misses them), so they are only
 /// wake-ups: the consumer reads the log after the last sequence it applied whenever it gets `.connected` (LISTEN
@@ -23,6 +24,9 @@ public final class PostgresRevocationListener: Sendable {
         case connected
         /// A revocation-log entry with this sequence number was committed.
         case notified(Int64)
+        /// A signing key was added: re-read the keys. (After `.connected`, keys added while disconnected are found
+        /// by the keys' periodic read, or by re-reading them then.)
+        case keysChanged
         /// The connection was lost or could not be made (reported once per outage, not for every retry).
         case disconnected(SessionStoreError)
     }
@@ -35,15 +39,16 @@ public final class PostgresRevocationListener: Sendable {
     /// restarts from `initial` after a successful connect.
     public init(
         settings: PostgresConnectionSettings, channel: String = PostgresSessionStore.revocationChannel,
-        heartbeat: Duration = .seconds(5), backoff: (initial: Duration, maximum: Duration) = (.milliseconds(100), .seconds(5)),
+        keysChannel: String = PostgresSigningKeyStore.keysChannel, heartbeat: Duration = .seconds(5),
+        backoff: (initial: Duration, maximum: Duration) = (.milliseconds(100), .seconds(5)),
         logger: Logger = silentPostgresLogger
     ) {
         let (events, continuation) = AsyncStream.makeStream(of: Event.self)
         self.events = events
         let task = Task {
             await Self.run(
-                settings: settings, channel: channel, heartbeat: heartbeat, backoff: backoff, continuation: continuation,
-                logger: logger)
+                settings: settings, channels: (channel, keysChannel), heartbeat: heartbeat, backoff: backoff,
+                continuation: continuation, logger: logger)
             continuation.finish()
         }
         self.task = Mutex(task)
@@ -64,7 +69,7 @@ public final class PostgresRevocationListener: Sendable {
     }
 
     private static func run(
-        settings: PostgresConnectionSettings, channel: String, heartbeat: Duration,
+        settings: PostgresConnectionSettings, channels: (revocations: String, keys: String), heartbeat: Duration,
         backoff: (initial: Duration, maximum: Duration), continuation: AsyncStream<Event>.Continuation, logger: Logger
     ) async {
         var delay = backoff.initial
@@ -78,13 +83,15 @@ public final class PostgresRevocationListener: Sendable {
                 var failure: (any Error)?
                 do {
                     try await withTaskCancellationHandler {
-                        try await connection.listen(on: channel) { notifications in
-                            reportedDown = false
-                            delay = backoff.initial
-                            continuation.yield(.connected)
-                            try await watch(
-                                connection, notifications: notifications, settings: settings, heartbeat: heartbeat,
-                                continuation: continuation, logger: logger)
+                        try await connection.listen(on: channels.revocations) { notifications in
+                            try await connection.listen(on: channels.keys) { keyNotifications in
+                                reportedDown = false
+                                delay = backoff.initial
+                                continuation.yield(.connected)
+                                try await watch(
+                                    connection, notifications: notifications, keyNotifications: keyNotifications,
+                                    settings: settings, heartbeat: heartbeat, continuation: continuation, logger: logger)
+                            }
                         }
                     } onCancel: {
                         connection.closeWithoutWaiting()
@@ -112,10 +119,11 @@ public final class PostgresRevocationListener: Sendable {
         }
     }
 
-    /// Forwards notifications and runs the heartbeat until either fails (the connection is gone or silent).
+    /// Forwards notifications and runs the heartbeat until one of them fails (the connection is gone or silent).
     private static func watch(
-        _ connection: PostgresConnection, notifications: PostgresNotificationSequence, settings: PostgresConnectionSettings,
-        heartbeat: Duration, continuation: AsyncStream<Event>.Continuation, logger: Logger
+        _ connection: PostgresConnection, notifications: PostgresNotificationSequence,
+        keyNotifications: PostgresNotificationSequence, settings: PostgresConnectionSettings, heartbeat: Duration,
+        continuation: AsyncStream<Event>.Continuation, logger: Logger
     ) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -123,6 +131,10 @@ public final class PostgresRevocationListener: Sendable {
                     if let sequence = Int64(notification.payload) { continuation.yield(.notified(sequence)) }
                 }
                 throw SessionStoreError(.unavailable, "listening for revocations: the notification stream ended")
+            }
+            group.addTask {
+                for try await _ in keyNotifications { continuation.yield(.keysChanged) }
+                throw SessionStoreError(.unavailable, "listening for signing keys: the notification stream ended")
             }
             group.addTask {
                 while true {
@@ -133,7 +145,7 @@ public final class PostgresRevocationListener: Sendable {
                     }
                 }
             }
-            // Both run until failure; the first failure ends the attempt (the caller closes the connection).
+            // All run until failure; the first failure ends the attempt (the caller closes the connection).
             _ = try await group.next()
             group.cancelAll()
         }

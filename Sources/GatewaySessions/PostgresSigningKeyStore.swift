@@ -13,6 +13,10 @@ import PostgresNIO
 /// relying parties that cache the JWKS already hold it when tokens signed with it appear. A key stops signing when
 /// a newer one activates (`supersededAt`); it stays published until its last token has expired.
 public final class PostgresSigningKeyStore: Sendable {
+    /// The channel a new key is notified on (payload: its kid), at the commit that adds it, so replicas re-read the
+    /// keys at once instead of at their next periodic read.
+    public static let keysChannel = "portcullis_keys"
+
     /// One key as stored.
     public struct StoredKey: Sendable {
         public let key: SigningKey
@@ -128,10 +132,15 @@ public final class PostgresSigningKeyStore: Sendable {
     }
 
     private static func insert(_ row: Row, _ connection: PostgresConnection, logger: Logger) async throws {
+        // The notification is delivered at commit, after the row is visible.
         try await connection.query(
             """
-            INSERT INTO portcullis_signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at)
-            VALUES (\(row.kid), \(row.algorithm), \(row.publicJWK), \(Bytes(row.sealed)), \(row.createdAt), \(row.activatesAt))
+            WITH k AS (
+                INSERT INTO portcullis_signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at)
+                VALUES (\(row.kid), \(row.algorithm), \(row.publicJWK), \(Bytes(row.sealed)), \(row.createdAt), \(row.activatesAt))
+                RETURNING kid
+            )
+            SELECT pg_notify(\(keysChannel), kid) FROM k
             """, logger: logger)
     }
 

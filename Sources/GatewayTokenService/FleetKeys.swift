@@ -12,10 +12,11 @@ import Synchronization
 /// uses them: it signs with the newest key whose activation time has passed, and publishes (JWKS) and trusts (data
 /// path, logout, introspection) every key that is current, pending or retired within `retention`.
 ///
-/// A key added by `portcullis keys generate --config` on any host is found by a background refresh every
-/// `refreshInterval`: published and trusted here at once, signing only from its activation time. That is why the
-/// activation delay must be longer than the refresh interval: by the time any replica signs with a key, every
-/// replica has had a refresh to trust it. Between refreshes the keys read last are used, so a database outage changes
+/// A key added by `portcullis keys generate --config` on any host is found at once when the database notifies it
+/// (`refreshNow`, from the replica's listener), else by a background refresh every `refreshInterval`: published and
+/// trusted here at once, signing only from its activation time. Notifications can be lost (a listener reconnecting),
+/// so the periodic refresh stays, and the activation delay must be longer than its interval: by the time any
+/// replica signs with a key, every replica has had a refresh to trust it. Between refreshes the keys read last are used, so a database outage changes
 /// nothing (an activation due meanwhile still happens, by the clock).
 ///
 /// New keys reach the event loops through the generation's `VerifierPublisher` (the same path as a remote key set
@@ -76,6 +77,10 @@ public final class FleetKeys: Sendable {
         var stopped = false
         /// A refresh failed and that was logged: log the recovery once.
         var failing = false
+        /// `refreshNow` was called while no sleep was waiting: the next sleep ends at once.
+        var wakeRequested = false
+        /// The run loop's sleep, waiting for `refreshNow`.
+        var sleeper: CheckedContinuation<Void, Never>?
     }
 
     private let state: Mutex<State>
@@ -220,11 +225,60 @@ public final class FleetKeys: Sendable {
                 let until = Duration.milliseconds(Int64(max(0, next - clock()) * 1000) + 1)
                 return min(until, refreshInterval)
             }
-            try? await Task.sleep(for: wait)
+            await sleep(for: wait)
             if Task.isCancelled { break }
             await refresh()
             if Task.isCancelled { break }
             await install()
+        }
+    }
+
+    /// Re-reads the keys now rather than at the next periodic refresh (a key was added: the database notified it).
+    /// Reads stay one at a time, in the refresh task, so an older read can never be installed after a newer one; a
+    /// call during a read makes another read right after it.
+    package func refreshNow() {
+        let sleeper = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let sleeper = state.sleeper else {
+                state.wakeRequested = true
+                return nil
+            }
+            state.sleeper = nil
+            return sleeper
+        }
+        sleeper?.resume()
+    }
+
+    /// Sleeps for `duration`, or until `refreshNow` or cancellation.
+    private func sleep(for duration: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(for: duration) }
+            group.addTask { await self.waitForWake() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func waitForWake() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { state -> Bool in
+                    if state.wakeRequested {
+                        state.wakeRequested = false
+                        return true
+                    }
+                    // Cancelled before the continuation was stored: the handler found nothing to resume.
+                    if Task.isCancelled { return true }
+                    state.sleeper = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            let sleeper = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                defer { state.sleeper = nil }
+                return state.sleeper
+            }
+            sleeper?.resume()
         }
     }
 

@@ -10,12 +10,16 @@ import Synchronization
 /// one missed while disconnected right after reconnecting. Its up/down state feeds `StoreHealth` (the listener is
 /// the first to notice a lost database: its connection drops at once, while the pool only notices at a query).
 ///
+/// The listener also reports new signing keys (`.keysChanged`), and after a reconnect keys may have been added
+/// unheard: both call `keysChanged` (the fleet's keys re-read them).
+///
 /// Started once the revocation sync applies to the loops (an entry read before would be skipped for them); a reload
-/// keeps it, re-pointing only the health it reports to.
+/// keeps it, re-pointing only the health it reports to and the keys it wakes.
 final class PostgresRevocationBridge: Sendable {
     private struct State {
         var listener: PostgresRevocationListener?
         var health: StoreHealth?
+        var keysChanged: (@Sendable () -> Void)?
         var task: Task<Void, Never>?
         var consumer: Task<Void, Never>?
         var stopped = false
@@ -30,10 +34,12 @@ final class PostgresRevocationBridge: Sendable {
         self.sync = sync
     }
 
-    /// Starts listening (the first call) and reports the listener's state to `health` from now on.
-    func start(health: StoreHealth) {
+    /// Starts listening (the first call) and reports the listener's state to `health`, and new signing keys to
+    /// `keysChanged`, from now on.
+    func start(health: StoreHealth, keysChanged: @escaping @Sendable () -> Void) {
         state.withLock { state in
             state.health = health
+            state.keysChanged = keysChanged
             guard state.listener == nil, !state.stopped else { return }
             let listener = PostgresRevocationListener(settings: settings)
             let (signals, continuation) = AsyncStream.makeStream(of: RevocationSync.Signal.self)
@@ -43,10 +49,14 @@ final class PostgresRevocationBridge: Sendable {
                 for await event in listener.events {
                     switch event {
                     case .connected:
-                        self.state.withLock { $0.health }?.answered()
+                        let (health, keysChanged) = self.state.withLock { ($0.health, $0.keysChanged) }
+                        health?.answered()
                         continuation.yield(.connected)
+                        keysChanged?()
                     case .notified(let sequence):
                         continuation.yield(.appended(sequence: sequence))
+                    case .keysChanged:
+                        self.state.withLock { $0.keysChanged }?()
                     case .disconnected(let error):
                         // Known revocations stay in force; the sync's poll and the reconnect's catch-up cover the gap.
                         self.state.withLock { $0.health }?.failed(error)

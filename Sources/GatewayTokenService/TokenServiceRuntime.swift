@@ -174,7 +174,10 @@ package final class TokenServiceRuntime: Sendable {
             health.failed(error)
         }
         // After the first catch-up, with `apply` set: an entry read before would move the sequence past it unapplied.
-        revocationBridge?.start(health: health)
+        // The listener's connection also hears of new signing keys: they are published here at once, not at the
+        // keys' next periodic read.
+        let fleetKeys = self.fleetKeys
+        revocationBridge?.start(health: health, keysChanged: { fleetKeys?.refreshNow() })
         sync.startPolling(every: .seconds(5)) { result in
             switch result {
             case .success:

@@ -1,4 +1,5 @@
 import Foundation
+import GatewayTokens
 import Testing
 
 @testable import GatewaySessions
@@ -47,6 +48,27 @@ import Testing
         #expect(seen == log.map(\.sequence))
         await listener.stop()
         #expect(await next(&events, within: .seconds(2)) == nil)
+        await store.close()
+    }
+
+    @Test func aNewSigningKeyIsNotifiedOnTheSameConnection() async throws {
+        let server = try PostgresTestServer.shared()
+        let settings = server.settings(database: try await server.createDatabase())
+        let store = try await PostgresSessionStore.open(settings)
+        let keys = try store.signingKeys(keyEncryptionKey: Array(repeating: 7, count: 32))
+        let listener = PostgresRevocationListener(settings: settings)
+        var events = listener.events.makeAsyncIterator()
+        #expect(await next(&events) == .connected)
+        // The first key (created under the lock, in a transaction) and a later one are both notified at commit.
+        _ = try await keys.keysCreatingFirst(algorithm: .ES256, now: t0)
+        #expect(await next(&events) == .keysChanged)
+        try await keys.add(algorithm: .ES256, now: t0, activationDelay: 60)
+        #expect(await next(&events) == .keysChanged)
+        // Revocations still arrive beside them.
+        try await store.create(SessionRecord(id: "s", subject: "a", scopes: [], clientID: "c", createdAt: t0), refreshTokenHash: [1])
+        try await store.revoke(sessionID: "s", at: t0)
+        if case .notified = await next(&events) {} else { Issue.record("no revocation notified") }
+        await listener.stop()
         await store.close()
     }
 
