@@ -323,8 +323,12 @@ final class PostgresTestServer: Sendable {
 /// Opens a store, retrying a few times: tests that use a short deadline (to see it expire later) may miss it while
 /// connecting on a loaded machine.
 func openRetrying(_ settings: PostgresConnectionSettings) async throws -> PostgresSessionStore {
-    for _ in 0..<4 {
+    // Tests with a short connect timeout (for the outage they provoke) can miss it while opening on a loaded machine
+    // (parallel suites, a server just started): retry for up to 15 s rather than a fixed number of times.
+    let deadline = ContinuousClock.now + .seconds(15)
+    while ContinuousClock.now < deadline {
         if let store = try? await PostgresSessionStore.open(settings) { return store }
+        try await Task.sleep(for: .milliseconds(100))
     }
     return try await PostgresSessionStore.open(settings)
 }
