@@ -258,7 +258,6 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
         access.upstreamHead = .now()
         if response.status == 101 {
             guard WebSocketHandshake.isValidSwitch(response, key: opening.key) else {
-                loop.metrics.upstreamError(route: access.route ?? "-", reason: "websocket_accept_invalid")
                 return fail(.upstreamInvalidResponse, reason: "websocket_accept_invalid")
             }
             return switchProtocols(response, rest: rest, context: context)
@@ -496,10 +495,8 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
     /// After a relay step: a protocol error starts the close; a close handshake the client completed ends it.
     private func afterRelay(_ relay: WebSocketTunnelState.Relay) {
         guard case .relaying = phase else { return }
-        if let error = relay.failed {
-            loop.metrics.upstreamError(route: access.route ?? "-", reason: error.code)
-            startClosing()
-        }
+        // Counted in portcullis_websocket_closed_total under the error's code when the tunnel ends.
+        if relay.failed != nil { startClosing() }
         if state.clientDone || (state.isClosing && state.bothClosed) {
             finish(reason: state.reason ?? "closed")
         }
