@@ -599,7 +599,15 @@ extension GatewayHandler {
             context.close(promise: nil)
             return
         }
-        if let clocks = try? pipeline.handler(type: IdleConnectionHandler.self) { pipeline.removeHandler(clocks, promise: nil) }
+        // The clocks go on the next tick: they are in the middle of passing this read to the decoder, and what follows
+        // the request in it (a client that did not wait for the 101) must still reach the decoder, which keeps it for
+        // the tunnel.
+        if let clocks = try? pipeline.handler(type: IdleConnectionHandler.self) {
+            let channelPipeline = context.pipeline
+            context.eventLoop.assumeIsolated().execute {
+                channelPipeline.syncOperations.removeHandler(clocks, promise: nil)
+            }
+        }
         if let boundaries = try? pipeline.handler(type: RequestBoundaryHandler.self) { pipeline.removeHandler(boundaries, promise: nil) }
         if let validator = try? pipeline.handler(type: NIOHTTPResponseHeadersValidator.self) {
             pipeline.removeHandler(validator, promise: nil)

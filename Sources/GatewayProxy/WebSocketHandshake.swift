@@ -20,7 +20,10 @@ public enum WebSocketHandshake {
     /// Classifies a request head. Only `Upgrade: websocket` counts; other upgrades (h2c) are ordinary requests, whose
     /// `Upgrade` header the header policy drops.
     public static func classify(_ head: HTTPRequestHead, hasBody: Bool) -> Kind {
-        guard head.headers[canonicalForm: "upgrade"].contains(where: { $0.equalsIgnoringASCIICase("websocket") }) else {
+        // Runs for every request: the common case (no Upgrade field) costs a scan of the names and no allocation.
+        guard head.headers.contains(name: "upgrade"),
+            head.headers[canonicalForm: "upgrade"].contains(where: { $0.equalsIgnoringASCIICase("websocket") })
+        else {
             return .none
         }
         guard head.method == .GET, head.version == .http1_1, !hasBody,

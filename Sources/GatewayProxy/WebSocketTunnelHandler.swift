@@ -66,6 +66,8 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
     /// The client's channel asked to read while reading was held.
     private var readPending = false
     private var counted = false
+    /// When the shutdown's drain ends, once it began (possibly while the handshake was still under way).
+    private var drainEnd: NIODeadline?
     private var watchingRevocation = false
 
     private var handshakeTimer: Scheduled<Void>?
@@ -159,12 +161,16 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         guard event is ChannelShouldQuiesceEvent else { return context.fireUserInboundEventTriggered(event) }
-        guard case .relaying = phase, drainTimer == nil else { return }
-        // Tunnels stay up while the drain lasts and are closed (1001) at its end, leaving the close timeout for the
-        // peers to answer before the process stops.
-        let margin = opening.closeTimeout + .milliseconds(250)
-        let delay = max(.zero, .seconds(Int64(opening.drainSeconds)) - margin)
-        drainTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
+        if drainEnd == nil { drainEnd = context.eventLoop.now + .seconds(Int64(opening.drainSeconds)) }
+        scheduleDrainEnd(context: context)
+    }
+
+    /// Tunnels stay up while the drain lasts and are closed (1001) at its end, leaving the close timeout for the peers
+    /// to answer before the process stops.
+    private func scheduleDrainEnd(context: ChannelHandlerContext) {
+        guard let drainEnd, case .relaying = phase, drainTimer == nil else { return }
+        let deadline = drainEnd - opening.closeTimeout - .milliseconds(250)
+        drainTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
             drainTimer = nil
             end(.shutdown)
         }
@@ -252,7 +258,6 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
         access.upstreamHead = .now()
         if response.status == 101 {
             guard WebSocketHandshake.isValidSwitch(response, key: opening.key) else {
-                loop.metrics.upstreamError(route: access.route ?? "-", reason: "websocket_accept_invalid")
                 return fail(.upstreamInvalidResponse, reason: "websocket_accept_invalid")
             }
             return switchProtocols(response, rest: rest, context: context)
@@ -386,6 +391,7 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
         }
         guard case .relaying = phase else { return }
         startClocks(context: context)
+        scheduleDrainEnd(context: context)
         if let identity = opening.identity, let sid = identity.sessionID {
             loop.revocations.watch(sid, issuer: identity.issuer, self)
             watchingRevocation = true
@@ -489,10 +495,8 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
     /// After a relay step: a protocol error starts the close; a close handshake the client completed ends it.
     private func afterRelay(_ relay: WebSocketTunnelState.Relay) {
         guard case .relaying = phase else { return }
-        if let error = relay.failed {
-            loop.metrics.upstreamError(route: access.route ?? "-", reason: error.code)
-            startClosing()
-        }
+        // Counted in portcullis_websocket_closed_total under the error's code when the tunnel ends.
+        if relay.failed != nil { startClosing() }
         if state.clientDone || (state.isClosing && state.bothClosed) {
             finish(reason: state.reason ?? "closed")
         }

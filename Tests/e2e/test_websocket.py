@@ -654,3 +654,53 @@ def test_https_upstream_tunnel_offers_only_http11(binary, workdir, keys):
     finally:
         gw.stop()
         up.stop()
+
+
+def test_logout_on_another_replica_closes_the_tunnel(binary, workdir, ws_upstream):
+    """Gateway A issues tokens and serves the revocation feed; the tunnel goes through verify-only gateway B, which
+    follows A's feed: a logout on A ends B's tunnel with 1008 token_revoked (DESIGN §9: within about a second)."""
+    from test_revocation_feed import SECRET as FEED_SECRET
+    from test_revocation_feed import follower_config, wait_ready
+
+    da = os.path.join(workdir, "ws-feed-a")
+    os.makedirs(da, exist_ok=True)
+    a = Gateway(binary, da, service_config(da, ws_upstream.port, revocations_feed_token=FEED_SECRET), name="ws-feed-a")
+    b = None
+    try:
+        a.wait_healthy()
+        svc = Service(a, None)
+        db = os.path.join(workdir, "ws-feed-b")
+        os.makedirs(db, exist_ok=True)
+        b = Gateway(binary, db, follower_config(ws_upstream.port, svc.issuer), name="ws-feed-b")
+        b.wait_healthy()
+        wait_ready(b)
+        t = svc.tokens("alice")
+        with connect(f"ws://{b.host}:{b.port}/ws/echo/replica", proxy=None,
+                     additional_headers=[("Authorization", f"Bearer {t['access_token']}")]) as ws:
+            ws.send("before")
+            assert ws.recv(timeout=10) == "before"
+            r = svc.post("/auth/logout", headers={"Authorization": f"Bearer {t['access_token']}"})
+            assert r.status_code in (200, 204), r.text
+            code, reason, elapsed = close_code_within(ws, 10)
+        assert code == 1008 and reason == "token_revoked", (code, reason)
+        print(f"\n[ws] logout on replica A closed the tunnel on B after {elapsed:.2f} s")
+        assert elapsed <= 3, elapsed
+    finally:
+        if b:
+            b.stop()
+        a.stop()
+
+
+def test_tunnels_count_in_max_connections(binary, workdir, keys, ws_upstream):
+    gw = start_gateway(binary, workdir, keys, "ws-maxconn",
+                       lambda d: ws_config(d, keys, ws_upstream.port, max_connections=2))
+    try:
+        with open_ws(gw, "/ws/echo/max-1", token(keys)) as a, open_ws(gw, "/ws/echo/max-2", token(keys)) as b:
+            for ws in (a, b):
+                ws.send("x")
+                assert ws.recv(timeout=5) == "x"
+            with pytest.raises(Exception):  # the third connection is closed at once
+                open_ws(gw, "/ws/echo/max-3", token(keys), open_timeout=5)
+            assert not ws_upstream.handshakes_for("/ws/echo/max-3")
+    finally:
+        gw.stop()
