@@ -215,6 +215,40 @@ def websocket_seeds() -> None:
         save("websocket", bytes([0x20 | (1 - sender)]) + frame(1, b"wrong mask", masked=masked))
 
 
+def http2_seeds() -> None:
+    """Client frames after the preface (the harness sends the preface and an empty SETTINGS frame itself)."""
+    try:
+        import h2.config
+        import h2.connection
+    except ImportError:
+        return
+    requests = [
+        [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "a")],
+        [(":method", "GET"), (":scheme", "https"), (":path", "/public/x?y=1"), (":authority", "a"), ("x-auth-subject", "spoof")],
+        [(":method", "POST"), (":scheme", "http"), (":path", "/admin/x"), (":authority", "a"), ("content-length", "3"),
+         ("authorization", "Bearer abc.def.ghi")],
+        [(":method", "GET"), (":scheme", "http"), (":path", "/api/%2e%2e/x"), ("host", "internal.test"), (":authority", "b")],
+        [(":method", "CONNECT"), (":authority", "a:443")],
+        [(":method", "GET"), (":scheme", "http"), (":path", "/x"), (":authority", "a"), ("te", "trailers"),
+         ("content-type", "application/grpc")],
+    ]
+    for index, headers in enumerate(requests):
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
+                                                                            validate_outbound_headers=False))
+        conn.initiate_connection()
+        conn.data_to_send()  # the preface and SETTINGS: the harness sends its own
+        end = headers[0][1] != "POST"
+        conn.send_headers(1, headers, end_stream=end)
+        if not end:
+            conn.send_data(1, b"abc", end_stream=True)
+        conn.send_headers(3, requests[0], end_stream=True)
+        conn.reset_stream(3)
+        conn.ping(b"12345678")
+        frames = conn.data_to_send()
+        save("http2", b"\x00" + frames)
+        save("http2", bytes([0x80 | (index * 7 % 64)]) + frames)  # the same frames cut into small reads
+
+
 def main() -> None:
     jws_seeds()
     json_seeds()
@@ -226,6 +260,7 @@ def main() -> None:
     request_head_seeds()
     keyset_seeds()
     websocket_seeds()
+    http2_seeds()
     if len(sys.argv) > 1:
         subprocess.run([sys.argv[1], f"--write-seeds={CORPUS}"], check=True)
     for folder in sorted(CORPUS.iterdir()):
