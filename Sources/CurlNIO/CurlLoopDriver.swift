@@ -249,10 +249,7 @@ public final class CurlLoopDriver {
                             receivedHead: false)))
                 return
             }
-            let deadline =
-                transfer.requestSentTime.map { $0 + transfer.responseTimeout }
-                ?? (transfer.lastActivity + transfer.idleTimeout)
-            self.ensureSweep(at: deadline)
+            if let (deadline, _) = transfer.expiry() { self.ensureSweep(at: deadline) }
         case .resume(let transfer, let direction):
             guard transfer.phase == .running, !transfer.cancelRequested, transfer.pause.contains(direction) else {
                 return
@@ -322,6 +319,9 @@ public final class CurlLoopDriver {
         }
         let delegate = transfer.delegate
         transfer.delegate = nil
+        if case .success = result, !transfer.headerParser.trailers.isEmpty {
+            delegate?.curlTransfer(transfer, didReceiveTrailers: transfer.headerParser.trailers)
+        }
         delegate?.curlTransfer(transfer, didCompleteWith: result)
     }
 
@@ -479,7 +479,12 @@ public final class CurlLoopDriver {
             let transfer = self.live[i]
             if let (deadline, code) = transfer.expiry() {
                 if deadline <= now {
-                    let message = code == .responseTimeout ? "no response head in time" : "transfer idle for too long"
+                    let message =
+                        switch code {
+                        case .responseTimeout: "no response head in time"
+                        case .deadlineExceeded: "deadline exceeded"
+                        default: "transfer idle for too long"
+                        }
                     self.abort(
                         transfer,
                         CurlTransferError(code: code, curlCode: 0, message: message, receivedHead: transfer.headDelivered))
