@@ -101,9 +101,9 @@ struct DataListenerPipeline: Sendable {
     /// swift-nio-http2 with the gateway's settings; each stream gets the HTTP/1-style codec, the head limit and its
     /// own gateway handler. Its flood limits stay at the library's values, all on: 200 RST_STREAM and 200 stream
     /// errors per 30 s (rapid reset), 5 CONTINUATION frames in a row, 200 glitches, 10 000 buffered control frames;
-    /// each ends the connection with GOAWAY. `NIOHTTP2ServerConnectionManagementHandler` closes a connection idle
-    /// (no open stream) for `idle_timeout_ms`, and at shutdown (`ChannelShouldQuiesceEvent`) sends GOAWAY and lets
-    /// the streams in flight finish.
+    /// each ends the connection with GOAWAY (and `HTTP2ConnectionGuard` closes it). The management handler closes a
+    /// connection idle (no open stream) for `idle_timeout_ms`, and at shutdown (`ChannelShouldQuiesceEvent`) sends
+    /// GOAWAY and lets the streams in flight finish; the guard ends either within `drain_seconds` of the GOAWAY.
     func configureHTTP2(
         _ sync: ChannelPipeline.SynchronousOperations, clocks: IdleConnectionHandler, connection: ClientConnection
     ) throws {
@@ -147,8 +147,8 @@ struct DataListenerPipeline: Sendable {
                 }
             })
         try sync.addHandler(http2)
+        try sync.addHandler(HTTP2ConnectionGuard(grace: .seconds(Int64(max(1, limits.drainSeconds)))))
         try sync.addHandler(manager)
-        try sync.addHandler(HTTP2ConnectionErrorHandler())
     }
 
     /// Flow-control windows: what one stream, and all streams of a connection, may send before the gateway reads

@@ -10,6 +10,7 @@ import time
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 
 
@@ -123,7 +124,15 @@ class H2Client:
             if not data:
                 self.closed = True
                 return
-            for event in self.conn.receive_data(data):
+            if self.goaway is not None and self.conn.state_machine.state == h2.connection.ConnectionState.CLOSED:
+                continue  # `h2` takes the first GOAWAY as the end: later frames (PING, the second GOAWAY) are dropped
+            try:
+                events = self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError:
+                if self.goaway is None:
+                    raise
+                continue
+            for event in events:
                 self._handle(event)
             try:
                 self.flush()

@@ -476,12 +476,12 @@ def _replace(src: str, dst: str):
 def test_tls_clocks(binary, workdir, keys, upstream, pki):
     """A TLS handshake that never comes is closed after header_timeout_ms (the 408 clock cannot answer before a
     handshake); after the handshake a slow HTTP/1.1 head gets its 408 over TLS; HTTP/2 is not held to the header
-    clock (its streams have no 408) and is answered normally."""
+    clock (its streams have no 408) and is answered normally, and closed once idle for idle_timeout_ms."""
     d = os.path.join(workdir, "h2-clocks")
     os.makedirs(d, exist_ok=True)
     _tls_dir(pki, d)
     config = _config(d, keys, upstream.port, {"cert_file": "tls/server.pem", "key_file": "tls/server.key"},
-                     header_timeout_ms=500)
+                     header_timeout_ms=500, idle_timeout_ms=1500, drain_seconds=1)
     gw = _start(binary, d, config, keys)
     try:
         with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
@@ -496,6 +496,12 @@ def test_tls_clocks(binary, workdir, keys, upstream, pki):
         with H2Client("127.0.0.1", gw.port, tls=_client_context(pki, alpn=("h2",))) as c:
             time.sleep(1.0)  # longer than the header timeout
             assert c.get("/public/echo?late=1").status == 200
+            # Without open streams for idle_timeout_ms: GOAWAY, then the connection closes — this client never
+            # answers the PING after the GOAWAY, so only the gateway's own bound (drain_seconds) closes it.
+            started = time.monotonic()
+            c.pump(lambda: c.closed, timeout=10)
+            assert c.goaway is not None and c.closed
+            assert time.monotonic() - started < 6
     finally:
         gw.stop()
 
