@@ -41,6 +41,8 @@ public final class CurlTransfer {
     let idleTimeout: TimeAmount
     let bodyLength: Int64?
     let hasBody: Bool
+    /// May share its connection with other transfers (HTTP/2 streams): its pause must never hold the socket.
+    let mayMultiplex: Bool
     /// `CurlRequest.deadline` from the start: past it the transfer fails, paused or not.
     let deadline: NIODeadline?
     var startTime: NIODeadline
@@ -67,6 +69,7 @@ public final class CurlTransfer {
             self.bodyLength = nil
             self.hasBody = !isHead
         }
+        self.mayMultiplex = request.httpVersion != .http1_1
         self.startTime = now
         self.deadline = request.deadline.map { now + $0 }
         self.lastActivity = now
