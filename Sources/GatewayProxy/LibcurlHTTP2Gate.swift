@@ -6,10 +6,11 @@ import GatewayJSON
 /// HTTP/2), as configuration errors naming each one's `http_version`. libcurl 7.88 (Debian 12's) fails an h2c
 /// connection with CURLE_HTTP2 as soon as a second transfer reuses it, and spins at full CPU on an HTTP/2 upload once
 /// the upstream's flow-control window is full (a client-streaming gRPC call to a slow reader); both were fixed in 8.0.
-/// HTTP/1.1 upstreams are unaffected and keep working on 7.88.
+/// It also hands one multiplexed stream's trailers to another stream's transfer, whose header callback then starts
+/// with `grpc-status: 0` instead of a status line. HTTP/1.1 upstreams are unaffected and keep working on 7.88.
 public enum LibcurlHTTP2Gate {
-    /// Set to `1` to take the risk on an old libcurl anyway (tests of HTTP/2 over TLS on 7.88): the refusal
-    /// becomes a warning.
+    /// Set to `1` to take the risk on an old libcurl anyway: the refusal becomes a warning (on 7.88 calls over TLS
+    /// then fail intermittently).
     public static let overrideVariable = "PORTCULLIS_ALLOW_HTTP2_ON_OLD_LIBCURL"
 
     /// The problems, one per HTTP/2 upstream, when `libcurl` cannot carry them; empty when it can (or when
