@@ -514,7 +514,7 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
             // the head.
             var trailers = HTTPHeaders()
             for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
-                for value in headers[canonicalForm: name] { trailers.add(name: name, value: String(value)) }
+                for value in headers[name] { trailers.add(name: name, value: value) }
                 headers.remove(name: name)
             }
             responseTrailers = trailers
