@@ -201,8 +201,12 @@ public final class CurlLoopDriver {
         while true {
             if !self.touchedList.isEmpty {
                 swap(&self.touchedList, &self.touchedScratch)
+                // Bytes moved until the end of this round, not only at its start (`roundTime`): libcurl 8 delivers
+                // many buffers in one call, and a round that took long must not leave its transfers looking idle.
+                let roundEnd = NIODeadline.now()
                 for transfer in self.touchedScratch {
                     transfer.touched = false
+                    transfer.lastActivity = max(transfer.lastActivity, roundEnd)
                     if transfer.phase == .running, !transfer.cancelRequested, let delegate = transfer.delegate {
                         delegate.curlTransferDidFinishBatch(transfer)
                     }

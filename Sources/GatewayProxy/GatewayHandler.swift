@@ -232,6 +232,9 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         case .writeResponseEnd(let close):
             _ = exchange.release()
             access.write(to: accessLog, requestID: requestID, loop: loop)
+            // A gRPC stream answered before its request ended is left for the client to end: closing the stream
+            // channel sends RST_STREAM(CANCEL), which a gRPC client may read before the trailers (CANCELLED).
+            let close = close && !(grpc && connection.isHTTP2)
             let promise: EventLoopPromise<Void>? = close ? context.eventLoop.makePromise() : nil
             let trailers = responseTrailers
             responseTrailers = nil
@@ -306,7 +309,9 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         if close && !connection.isHTTP2 { headers.add(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
         let end = wrapOutboundOut(.end(GRPC.trailers(GRPC.status(for: error), message: error.reason)))
-        if close {
+        // On HTTP/2 the stream is left for the client to end (it stops sending once it has the trailers): closing it
+        // sends RST_STREAM(CANCEL), which a gRPC client may read before the trailers and report as CANCELLED.
+        if close && !connection.isHTTP2 {
             let channel = context.channel
             context.writeAndFlush(end).whenComplete { _ in channel.close(promise: nil) }
         } else {
@@ -322,9 +327,14 @@ public final class GatewayHandler: ChannelDuplexHandler, CurlTransferDelegate {
         responseTrailers = nil
         access.reason = error.reason
         access.write(to: accessLog, requestID: requestID, loop: loop)
+        let end = wrapOutboundOut(.end(GRPC.trailers(GRPC.status(for: error), message: error.reason)))
+        // As in `respondGRPC`: an HTTP/2 stream is left for the client to end after the trailers.
+        if connection.isHTTP2 {
+            context.writeAndFlush(end, promise: nil)
+            return releaseRead(context: context)
+        }
         let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(GRPC.trailers(GRPC.status(for: error), message: error.reason))))
-            .whenComplete { _ in channel.close(promise: nil) }
+        context.writeAndFlush(end).whenComplete { _ in channel.close(promise: nil) }
     }
 
     /// Answers with a local document. It goes through the same state machine as a forwarded request that completes
