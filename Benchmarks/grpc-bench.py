@@ -64,6 +64,7 @@ def main():
     parser.add_argument("--bin", default=os.environ.get("PORTCULLIS_BIN", os.path.join(ROOT, ".build", "release", "portcullis")))
     parser.add_argument("--token", action="store_true", help="add the row with a verified ES256 token")
     args = parser.parse_args()
+    args.bin = os.path.abspath(args.bin)
     sys.path.insert(0, E2E)
     work = tempfile.mkdtemp(prefix="grpc-bench-")
     procs: list[subprocess.Popen] = []
