@@ -38,6 +38,10 @@ static inline int ccurl_pause_send(void) { return CURLPAUSE_SEND; }
 
 // CURLINFO_ACTIVESOCKET takes a curl_socket_t *, not a long *.
 static inline CURLcode ccurl_easy_getinfo_socket(CURL *h, curl_socket_t *v) { return curl_easy_getinfo(h, CURLINFO_ACTIVESOCKET, v); }
+// The running library's version (which may differ from the headers built against): CURLVERSION_NOW is a macro.
+static inline unsigned int ccurl_version_num(void) { return curl_version_info(CURLVERSION_NOW)->version_num; }
+static inline const char *ccurl_version_text(void) { return curl_version_info(CURLVERSION_NOW)->version; }
+static inline int ccurl_version_has_http2(void) { return (curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_HTTP2) != 0; }
 
 // Extra typed setopt forms.
 static inline CURLcode ccurl_easy_setopt_header_cb(CURL *h, curl_write_callback v) { return curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, v); }

@@ -75,7 +75,17 @@ enum CurlEasyConfiguration {
         // Environment proxy variables must never apply.
         check("CURLOPT_PROXY", ccurl_easy_setopt_str(easy, CURLOPT_PROXY, ""))
         check("CURLOPT_NOPROXY", ccurl_easy_setopt_str(easy, CURLOPT_NOPROXY, "*"))
-        check("CURLOPT_HTTP_VERSION", ccurl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1))
+        switch request.httpVersion {
+        case .http1_1:
+            check("CURLOPT_HTTP_VERSION", ccurl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1))
+        case .http2, .http2PriorKnowledge:
+            let version = request.httpVersion == .http2 ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
+            check("CURLOPT_HTTP_VERSION", ccurl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, version))
+            // Streams to one upstream share a connection (the multi handle multiplexes): a transfer that starts
+            // while the first connection is still being set up waits to learn whether it multiplexes instead of
+            // opening a connection of its own.
+            check("CURLOPT_PIPEWAIT", ccurl_easy_setopt_long(easy, CURLOPT_PIPEWAIT, 1))
+        }
         check("CURLOPT_FOLLOWLOCATION", ccurl_easy_setopt_long(easy, CURLOPT_FOLLOWLOCATION, 0))
         check("CURLOPT_HTTP_CONTENT_DECODING", ccurl_easy_setopt_long(easy, CURLOPT_HTTP_CONTENT_DECODING, 0))
         check("CURLOPT_NOSIGNAL", ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1))

@@ -1,6 +1,8 @@
 /// Incremental parser for the header lines curl hands to CURLOPT_HEADERFUNCTION (one complete line per call,
 /// including its CRLF): the status line, header lines, the blank line, again for every 1xx head, and finally
-/// trailer lines after a chunked body.
+/// the trailer lines after the body: HTTP/2 trailing HEADERS and chunked HTTP/1.1 trailers each come as
+/// `name: value` lines after the body, with no closing blank line, so only their position tells them from header
+/// lines. They are collected in `trailers` and handed over when the transfer completes.
 ///
 /// obs-fold continuation lines are joined to the previous header with a single space (RFC 9112 §5.2). Control
 /// characters (other than HTAB) in a value, whitespace before the colon, a bad status line or a line without a
@@ -20,7 +22,7 @@ struct CurlHeaderParser {
     private enum State {
         case statusLine
         case headers
-        /// Final head delivered; further lines are trailers and are ignored.
+        /// Final head delivered; further lines are trailers, collected in `trailers`.
         case done
     }
 
@@ -29,6 +31,8 @@ struct CurlHeaderParser {
     var switchingProtocolsIsFinal = false
     private var status = 0
     private var headers: [CurlHeader] = []
+    /// The trailer fields seen after the final head, in wire order (usually none: no storage).
+    private(set) var trailers: [CurlHeader] = []
 
     /// Whether the final head has been produced.
     var isComplete: Bool {
@@ -45,6 +49,9 @@ struct CurlHeaderParser {
 
         switch self.state {
         case .done:
+            // Trailers end without a blank line; one that comes anyway says nothing.
+            if bytes.isEmpty { return .none }
+            if let problem = Self.appendField(bytes, to: &self.trailers) { return .error("trailer: \(problem)") }
             return .none
         case .statusLine:
             if bytes.isEmpty { return .none }  // tolerate stray blank lines between heads
@@ -70,34 +77,39 @@ struct CurlHeaderParser {
                 self.headers = []
                 return .head(head)
             }
-            let first = bytes[0]
-            if first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") {
-                // obs-fold: continuation of the previous header's value.
-                guard !self.headers.isEmpty else { return .error("continuation line without header") }
-                let piece = Self.trim(bytes)
-                guard Self.isValidValue(piece) else { return .error("invalid header value") }
-                if !piece.isEmpty {
-                    let last = self.headers.count - 1
-                    if self.headers[last].value.isEmpty {
-                        self.headers[last].value = String(decoding: piece, as: UTF8.self)
-                    } else {
-                        self.headers[last].value += " " + String(decoding: piece, as: UTF8.self)
-                    }
-                }
-                return .none
-            }
-            guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")), colon > 0 else {
-                return .error("header line without name")
-            }
-            let name = UnsafeRawBufferPointer(rebasing: bytes[0..<colon])
-            guard name.allSatisfy(Self.isTokenByte) else { return .error("invalid header name") }
-            let value = Self.trim(UnsafeRawBufferPointer(rebasing: bytes[(colon + 1)...]))
-            guard Self.isValidValue(value) else { return .error("invalid header value") }
-            self.headers.append(
-                CurlHeader(name: String(decoding: name, as: UTF8.self), value: String(decoding: value, as: UTF8.self))
-            )
+            if let problem = Self.appendField(bytes, to: &self.headers) { return .error(problem) }
             return .none
         }
+    }
+
+    /// Parses one `name: value` line (or an obs-fold continuation of the last one) onto `fields`; returns what is
+    /// wrong with it, if anything.
+    private static func appendField(_ bytes: UnsafeRawBufferPointer, to fields: inout [CurlHeader]) -> String? {
+        let first = bytes[0]
+        if first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") {
+            // obs-fold: continuation of the previous field's value.
+            guard !fields.isEmpty else { return "continuation line without header" }
+            let piece = Self.trim(bytes)
+            guard Self.isValidValue(piece) else { return "invalid header value" }
+            if !piece.isEmpty {
+                let last = fields.count - 1
+                if fields[last].value.isEmpty {
+                    fields[last].value = String(decoding: piece, as: UTF8.self)
+                } else {
+                    fields[last].value += " " + String(decoding: piece, as: UTF8.self)
+                }
+            }
+            return nil
+        }
+        guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")), colon > 0 else {
+            return "header line without name"
+        }
+        let name = UnsafeRawBufferPointer(rebasing: bytes[0..<colon])
+        guard name.allSatisfy(Self.isTokenByte) else { return "invalid header name" }
+        let value = Self.trim(UnsafeRawBufferPointer(rebasing: bytes[(colon + 1)...]))
+        guard Self.isValidValue(value) else { return "invalid header value" }
+        fields.append(CurlHeader(name: String(decoding: name, as: UTF8.self), value: String(decoding: value, as: UTF8.self)))
+        return nil
     }
 
     private static let httpPrefix: [UInt8] = Array("HTTP/".utf8)

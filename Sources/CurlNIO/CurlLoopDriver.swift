@@ -225,8 +225,12 @@ public final class CurlLoopDriver {
         while true {
             if !self.touchedList.isEmpty {
                 swap(&self.touchedList, &self.touchedScratch)
+                // Bytes moved until the end of this round, not only at its start (`roundTime`): libcurl 8 delivers
+                // many buffers in one call, and a round that took long must not leave its transfers looking idle.
+                let roundEnd = NIODeadline.now()
                 for transfer in self.touchedScratch {
                     transfer.touched = false
+                    transfer.lastActivity = max(transfer.lastActivity, roundEnd)
                     if transfer.phase == .running, !transfer.cancelRequested, let delegate = transfer.delegate {
                         delegate.curlTransferDidFinishBatch(transfer)
                     }
@@ -273,10 +277,7 @@ public final class CurlLoopDriver {
                             receivedHead: false)))
                 return
             }
-            let deadline =
-                transfer.requestSentTime.map { $0 + transfer.responseTimeout }
-                ?? (transfer.lastActivity + transfer.idleTimeout)
-            self.ensureSweep(at: deadline)
+            if let (deadline, _) = transfer.expiry() { self.ensureSweep(at: deadline) }
         case .resume(let transfer, let direction):
             guard transfer.phase == .running, !transfer.cancelRequested, transfer.pause.contains(direction) else {
                 return
@@ -348,6 +349,9 @@ public final class CurlLoopDriver {
         }
         let delegate = transfer.delegate
         transfer.delegate = nil
+        if case .success = result, !transfer.headerParser.trailers.isEmpty {
+            delegate?.curlTransfer(transfer, didReceiveTrailers: transfer.headerParser.trailers)
+        }
         delegate?.curlTransfer(transfer, didCompleteWith: result)
     }
 
@@ -457,7 +461,11 @@ public final class CurlLoopDriver {
                 transfer.socketFDs.append(fd)
             }
         }
-        self.perform(self.sockets.socketCallback(fd: fd, what: what, owner: transfer?.ownerID ?? 0))
+        // A socket that may carry several HTTP/2 streams has no owner: the table stops reading a receive-paused
+        // owner's socket (curl spins on one otherwise), which would stall every other stream of the connection.
+        // curl pauses an HTTP/2 stream by flow control instead, and keeps reading the connection for the others.
+        let owner = transfer.map { $0.mayMultiplex ? 0 : $0.ownerID } ?? 0
+        self.perform(self.sockets.socketCallback(fd: fd, what: what, owner: owner))
     }
 
     /// CURLMOPT_TIMERFUNCTION (inside curl, or from `rereadTimeout`).
@@ -520,7 +528,12 @@ public final class CurlLoopDriver {
             let transfer = self.live[i]
             if let (deadline, code) = transfer.expiry() {
                 if deadline <= now {
-                    let message = code == .responseTimeout ? "no response head in time" : "transfer idle for too long"
+                    let message =
+                        switch code {
+                        case .responseTimeout: "no response head in time"
+                        case .deadlineExceeded: "deadline exceeded"
+                        default: "transfer idle for too long"
+                        }
                     self.abort(
                         transfer,
                         CurlTransferError(code: code, curlCode: 0, message: message, receivedHead: transfer.headDelivered))

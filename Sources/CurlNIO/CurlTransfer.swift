@@ -43,6 +43,10 @@ public final class CurlTransfer {
     let idleTimeout: TimeAmount
     let bodyLength: Int64?
     let hasBody: Bool
+    /// May share its connection with other transfers (HTTP/2 streams): its pause must never hold the socket.
+    let mayMultiplex: Bool
+    /// `CurlRequest.deadline` from the start: past it the transfer fails, paused or not.
+    let deadline: NIODeadline?
     var startTime: NIODeadline
     var requestSentTime: NIODeadline?
     var lastActivity: NIODeadline
@@ -67,7 +71,9 @@ public final class CurlTransfer {
             self.bodyLength = nil
             self.hasBody = !isHead
         }
+        self.mayMultiplex = request.httpVersion != .http1_1
         self.startTime = now
+        self.deadline = request.deadline.map { now + $0 }
         self.lastActivity = now
         self.requestSentTime = self.hasBody ? nil : now
     }
@@ -100,9 +106,17 @@ public final class CurlTransfer {
         self.driver.requestCancel(self)
     }
 
-    /// When the driver gives up on this transfer on its own, if it is still running at `now`.
+    /// When the driver gives up on this transfer on its own, if it is still running at `now`: the earlier of its
+    /// deadline and the response or idle timeout that applies now.
     func expiry() -> (NIODeadline, CurlTransferError.Code)? {
         guard self.phase == .running, !self.cancelRequested else { return nil }
+        let timeout = self.timeoutExpiry()
+        guard let deadline = self.deadline else { return timeout }
+        if let timeout, timeout.0 < deadline { return timeout }
+        return (deadline, .deadlineExceeded)
+    }
+
+    private func timeoutExpiry() -> (NIODeadline, CurlTransferError.Code)? {
         if !self.headDelivered {
             if let sent = self.requestSentTime {
                 return (sent + self.responseTimeout, .responseTimeout)

@@ -42,6 +42,11 @@ public struct CurlRequest: Sendable {
     /// Silence (no bytes either way, while NOT paused by us) longer than this mid-transfer → `.idleTimeout`.
     /// A long download that keeps streaming is never cut.
     public var idleTimeout: TimeAmount
+    /// Which HTTP version to speak to the upstream.
+    public var httpVersion: CurlHTTPVersion
+    /// A bound on the whole transfer, counted from its start, paused or not (a gRPC call's `grpc-timeout`): past it
+    /// the transfer fails with `.deadlineExceeded`. nil: only the response and idle timeouts apply.
+    public var deadline: TimeAmount?
 
     public init(
         origin: String,
@@ -53,7 +58,9 @@ public struct CurlRequest: Sendable {
         tls: CurlTLSOptions = CurlTLSOptions(),
         connectTimeout: TimeAmount = .seconds(5),
         responseTimeout: TimeAmount = .seconds(60),
-        idleTimeout: TimeAmount = .seconds(60)
+        idleTimeout: TimeAmount = .seconds(60),
+        httpVersion: CurlHTTPVersion = .http1_1,
+        deadline: TimeAmount? = nil
     ) {
         self.origin = origin
         self.requestTarget = requestTarget
@@ -65,7 +72,19 @@ public struct CurlRequest: Sendable {
         self.connectTimeout = connectTimeout
         self.responseTimeout = responseTimeout
         self.idleTimeout = idleTimeout
+        self.httpVersion = httpVersion
+        self.deadline = deadline
     }
+}
+
+/// The HTTP version a transfer asks libcurl for (CURLOPT_HTTP_VERSION).
+public enum CurlHTTPVersion: Sendable, Hashable {
+    /// HTTP/1.1 only.
+    case http1_1
+    /// HTTP/2 when TLS's ALPN agrees, else HTTP/1.1 (`CURL_HTTP_VERSION_2TLS`); cleartext origins stay on HTTP/1.1.
+    case http2
+    /// HTTP/2 with prior knowledge over cleartext (h2c, `CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE`).
+    case http2PriorKnowledge
 }
 
 /// TLS settings for an `https` upstream.
@@ -132,6 +151,8 @@ public struct CurlTransferError: Error, Sendable, Hashable, CustomStringConverti
         public static let protocolError = Code("protocol_error")
         /// libcurl refused an option of the transfer (`curl_easy_setopt` failed), so it was never started.
         public static let optionRefused = Code("option_refused")
+        /// The transfer's `CurlRequest.deadline` passed.
+        public static let deadlineExceeded = Code("deadline_exceeded")
         /// Anything else.
         public static let other = Code("other")
 
@@ -168,6 +189,14 @@ public protocol CurlTransferDelegate: AnyObject {
     func curlTransfer(_ transfer: CurlTransfer, fillRequestBody buffer: UnsafeMutableRawBufferPointer) -> CurlUploadChunk
     /// Called once per transfer after each batch of deliveries (once per readiness round).
     func curlTransferDidFinishBatch(_ transfer: CurlTransfer)
+    /// The response's trailer fields (HTTP/2 trailing HEADERS, chunked HTTP/1.1 trailers), in wire order: called at
+    /// most once, after the last body bytes and right before a successful `didCompleteWith`, and only when there
+    /// are some. The default implementation ignores them.
+    func curlTransfer(_ transfer: CurlTransfer, didReceiveTrailers trailers: [CurlHeader])
     /// Exactly once. After this the transfer is dead and the driver holds no reference to the delegate.
     func curlTransfer(_ transfer: CurlTransfer, didCompleteWith result: Result<Void, CurlTransferError>)
+}
+
+extension CurlTransferDelegate {
+    public func curlTransfer(_ transfer: CurlTransfer, didReceiveTrailers trailers: [CurlHeader]) {}
 }

@@ -212,6 +212,16 @@ private struct Decoder {
             upstream.connectTimeoutMs = u.integer("connect_timeout_ms", default: upstream.connectTimeoutMs, range: 1...600_000)
             upstream.timeoutMs = u.integer("timeout_ms", default: upstream.timeoutMs, range: 1...86_400_000)
             upstream.idleTimeoutMs = u.integer("idle_timeout_ms", default: upstream.idleTimeoutMs, range: 1...86_400_000)
+            let version = u.oneOf("http_version", Upstream.HTTPVersion.allCases.map(\.rawValue), default: "1.1")
+            upstream.httpVersion = Upstream.HTTPVersion(rawValue: version) ?? .http1_1
+            switch upstream.httpVersion {
+            case .http2 where upstream.scheme != "https":
+                u.record(.invalidValue, "http_version", "\"2\" is HTTP/2 by TLS's ALPN and needs an https url; use \"h2c\" for cleartext")
+            case .h2c where upstream.scheme != "http":
+                u.record(.invalidValue, "http_version", "\"h2c\" is HTTP/2 over cleartext and needs an http url; use \"2\" for https")
+            default:
+                break
+            }
             if var t = u.child("tls") {
                 upstream.tls.caFile = t.string("ca_file").map(resolve)
                 upstream.tls.clientCertFile = t.string("client_cert_file").map(resolve)

@@ -74,8 +74,23 @@ public struct Upstream: Sendable, Hashable {
     public var timeoutMs = 30_000
     public var idleTimeoutMs = 60_000
     public var tls = UpstreamTLS()
+    /// `http_version`: which HTTP the gateway speaks to this upstream.
+    public var httpVersion = HTTPVersion.http1_1
     /// True for the built-in demo upstream that the gateway starts itself when no upstream is configured.
     public var isEmbeddedDemo = false
+
+    /// An upstream's `http_version`.
+    public enum HTTPVersion: String, Sendable, Hashable, CaseIterable {
+        /// `"1.1"` (default): HTTP/1.1 only.
+        case http1_1 = "1.1"
+        /// `"2"`: HTTP/2 when ALPN agrees over https, else HTTP/1.1.
+        case http2 = "2"
+        /// `"h2c"`: HTTP/2 with prior knowledge over cleartext.
+        case h2c = "h2c"
+
+        /// Whether requests to the upstream may go out as HTTP/2.
+        public var allowsHTTP2: Bool { self != .http1_1 }
+    }
 
     /// `scheme://host:port`, as libcurl wants it.
     public var origin: String {

@@ -104,6 +104,17 @@ public struct GatewayError: Error, Sendable, Hashable {
     public static let upstreamInvalidResponse = GatewayError(
         status: .badGateway, reason: "upstream_invalid_response", error: "bad_gateway", message: "The upstream sent an invalid response")
 
+    /// A gRPC call's `grpc-timeout` passed before the upstream's answer ended (answered as gRPC status 4).
+    public static let deadlineExceeded = GatewayError(
+        status: .gatewayTimeout, reason: "deadline_exceeded", error: "gateway_timeout",
+        message: "The call's deadline (grpc-timeout) passed")
+
+    /// A gRPC call routed to an upstream configured for HTTP/1.1 (answered as gRPC status 14): gRPC needs HTTP/2's
+    /// trailers and full duplex, so the call is refused rather than sent where it cannot work.
+    public static let upstreamNotHTTP2 = GatewayError(
+        status: .badGateway, reason: "upstream_not_http2", error: "bad_gateway",
+        message: "gRPC needs an upstream with http_version \"2\" or \"h2c\"")
+
     /// The `WWW-Authenticate` value for `realm`, if this error carries a challenge.
     public func wwwAuthenticate(realm: String) -> String? {
         guard let challenge else { return nil }

@@ -37,6 +37,11 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var local: (service: any LocalService, request: LocalRequest)?
     /// An authorised WebSocket opening handshake, handed over to a tunnel when its request is complete.
     private var pendingTunnel: WebSocketTunnelHandler.Opening?
+    /// The request in flight is a gRPC call: the gateway's own answers to it are in gRPC form.
+    private var grpc = false
+    /// The trailers that end the response in flight: the upstream's (`didReceiveTrailers`), and for a gRPC
+    /// Trailers-Only answer the status fields moved out of its head.
+    private var responseTrailers: HTTPHeaders?
 
     /// The peer's address as text, formatted once per connection rather than for every request.
     private var cachedClientAddress: String??
@@ -108,10 +113,12 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
         exchange.reset()
         local = nil
         pendingTunnel = nil
+        grpc = GRPC.isGRPC(head.headers)
+        responseTrailers = nil
         policy = loop.policy
         let body = policy.requestBody(head.headers)
-        // NIO's decoder stops parsing after a request that asks for an upgrade; we never tunnel, so such a request
-        // is answered normally and its connection closed afterwards.
+        // NIO's decoder stops parsing after a request that asks for an upgrade: unless it becomes a WebSocket tunnel,
+        // such a request is answered normally and its connection closed afterwards.
         let keepAlive = head.isKeepAlive && !head.headers.contains(name: "upgrade")
         decide(head, body: body, keepAlive: keepAlive, mayAwaitKeys: true, context: context)
     }
@@ -124,7 +131,7 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
         let decision = policy.decide(
             head: head, body: body, requestID: requestID, clientAddress: clientAddress(context),
             cache: loop.tokenCache, revocations: loop.revocations, now: clock(), mayAwaitKeys: mayAwaitKeys,
-            connection: connection, matchedRoute: &matchedRoute)
+            connection: connection, grpc: grpc, matchedRoute: &matchedRoute)
         if let matchedRoute { access.route = policy.routes.routes[matchedRoute].pathPrefix }
         switch decision {
         case .awaitKeys(let refetched):
@@ -235,8 +242,13 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .writeResponseEnd(let close):
             _ = exchange.release()
             access.write(to: accessLog, requestID: requestID, loop: loop)
+            // A gRPC stream answered before its request ended is left for the client to end: closing the stream
+            // channel sends RST_STREAM(CANCEL), which a gRPC client may read before the trailers (CANCELLED).
+            let close = close && !(grpc && connection.isHTTP2)
             let promise: EventLoopPromise<Void>? = close ? context.eventLoop.makePromise() : nil
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
+            let trailers = responseTrailers
+            responseTrailers = nil
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: promise)
             if close {
                 let channel = context.channel
                 promise?.futureResult.whenComplete { _ in channel.close(promise: nil) }
@@ -268,9 +280,10 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
         // aborts it, so the upstream never sees the truncated body as a complete request.
         cancelUpstream()
         local = nil
-        access.status = Int(error.status.code)
+        access.status = grpc ? 200 : Int(error.status.code)
         access.reason = error.reason
         access.write(to: accessLog, requestID: requestID, loop: loop)
+        if grpc { return respondGRPC(error, close: close, context: context) }
         let body = error.body(requestID: requestID)
         var headers = HTTPHeaders()
         headers.reserveCapacity(5)
@@ -291,6 +304,47 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
             // The connection carries on: reading may have been held for an upload that just ended early.
             releaseRead(context: context)
         }
+    }
+
+    /// A refusal of a gRPC call, in gRPC form (DESIGN §11): HTTP 200, `content-type: application/grpc`, no message,
+    /// and trailers with the `grpc-status` and the §6 reason as `grpc-message`; a challenge goes in the head as
+    /// `WWW-Authenticate`. On HTTP/2 the head and the trailers are two HEADERS frames (the second ends the stream);
+    /// on HTTP/1.1 the answer is chunked so that the trailers go out.
+    private func respondGRPC(_ error: GatewayError, close: Bool, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(4)
+        headers.add(name: "content-type", value: "application/grpc")
+        headers.add(name: "x-request-id", value: requestID)
+        if let challenge = error.wwwAuthenticate(realm: policy.realm) { headers.add(name: "www-authenticate", value: challenge) }
+        if close && !connection.isHTTP2 { headers.add(name: "connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        let end = wrapOutboundOut(.end(GRPC.trailers(GRPC.status(for: error), message: error.reason)))
+        // On HTTP/2 the stream is left for the client to end (it stops sending once it has the trailers): closing it
+        // sends RST_STREAM(CANCEL), which a gRPC client may read before the trailers and report as CANCELLED.
+        if close && !connection.isHTTP2 {
+            let channel = context.channel
+            context.writeAndFlush(end).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.writeAndFlush(end, promise: nil)
+            releaseRead(context: context)
+        }
+    }
+
+    /// A gRPC response whose head went out failed upstream (its deadline, a reset): instead of cutting the stream,
+    /// which a client reads as a bare cancellation, end the call with trailers saying why, then close.
+    private func endGRPCCall(_ error: GatewayError, context: ChannelHandlerContext) {
+        _ = exchange.release()
+        responseTrailers = nil
+        access.reason = error.reason
+        access.write(to: accessLog, requestID: requestID, loop: loop)
+        let end = wrapOutboundOut(.end(GRPC.trailers(GRPC.status(for: error), message: error.reason)))
+        // As in `respondGRPC`: an HTTP/2 stream is left for the client to end after the trailers.
+        if connection.isHTTP2 {
+            context.writeAndFlush(end, promise: nil)
+            return releaseRead(context: context)
+        }
+        let channel = context.channel
+        context.writeAndFlush(end).whenComplete { _ in channel.close(promise: nil) }
     }
 
     /// Answers with a local document. It goes through the same state machine as a forwarded request that completes
@@ -421,6 +475,7 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
     private func requestMalformed(_ error: GatewayError, context: ChannelHandlerContext) {
         if machine.isIdle {
             // No request head got this far: the error is the request.
+            grpc = false
             requestID = loop.nextRequestID()
             access = AccessRecord(method: "-", uri: "-")
         }
@@ -450,6 +505,10 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
         upstreamDidFinishBatch(transfer)
     }
 
+    public func curlTransfer(_ transfer: CurlTransfer, didReceiveTrailers trailers: [CurlHeader]) {
+        upstream(transfer, didReceiveTrailers: trailers)
+    }
+
     public func curlTransfer(_ transfer: CurlTransfer, didCompleteWith result: Result<Void, CurlTransferError>) {
         upstream(transfer, didCompleteWith: result)
     }
@@ -469,6 +528,17 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
         access.status = head.status
         access.upstreamHead = .now()
         var headers = Self.clientResponseHeaders(head.headers)
+        if grpc, headers.contains(name: "grpc-status") {
+            // Trailers-Only (an immediate error, a call with no messages): the status fields end the stream as
+            // trailers after the head, as gRPC requires of a response that has a head of its own; the rest stays in
+            // the head.
+            var trailers = HTTPHeaders()
+            for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+                for value in headers[name] { trailers.add(name: name, value: value) }
+                headers.remove(name: name)
+            }
+            responseTrailers = trailers
+        }
         if close && !connection.isHTTP2 { headers.replaceOrAdd(name: "Connection", value: "close") }
         let status = HTTPResponseStatus(statusCode: head.status)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
@@ -493,6 +563,17 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
         return chunk
     }
 
+    /// The upstream's trailers, kept to end the response with (framing and hop-by-hop fields dropped, in any
+    /// spelling). A client on HTTP/1.1 gets them only on a chunked response: NIO's encoder drops them otherwise.
+    func upstream(_ transfer: any UpstreamTransfer, didReceiveTrailers trailers: [CurlHeader]) {
+        guard exchange.owns(transfer) else { return }
+        var kept = responseTrailers ?? HTTPHeaders()
+        for field in trailers where !HeaderPolicy.isForbiddenTrailer(field.name) {
+            kept.add(name: field.name, value: field.value)
+        }
+        if !kept.isEmpty { responseTrailers = kept }
+    }
+
     func upstreamDidFinishBatch(_ transfer: any UpstreamTransfer) {
         guard exchange.owns(transfer) else { return }
         context?.flush()
@@ -509,10 +590,13 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
             case .responseTimeout: gatewayError = .upstreamTimeout
             case .couldNotConnect, .connectionReset: gatewayError = .upstreamUnavailable
             case .idleTimeout: gatewayError = .upstreamTimeout
+            case .deadlineExceeded: gatewayError = .deadlineExceeded
             default: gatewayError = .upstreamInvalidResponse
             }
             loop.metrics.upstreamError(route: access.route ?? "-", reason: gatewayError.reason)
-            perform(machine.upstreamFailed(gatewayError), context: context)
+            let action = machine.upstreamFailed(gatewayError)
+            if grpc, case .abortConnection = action { return endGRPCCall(gatewayError, context: context) }
+            perform(action, context: context)
         }
     }
 

@@ -88,7 +88,12 @@ public struct HeaderPolicy: Sendable {
     /// Trailer fields that must never appear after a chunked body (RFC 9110 §6.5.1): framing, routing and hop-by-hop
     /// fields, in any spelling. A request carrying one is refused rather than trusted.
     static func hasForbiddenTrailer(_ trailers: HTTPHeaders) -> Bool {
-        trailers.contains { framingAndHopByHop.contains(normalise($0.name)) }
+        trailers.contains { isForbiddenTrailer($0.name) }
+    }
+
+    /// One trailer field name that must not be relayed (see `hasForbiddenTrailer`); pseudo-header names included.
+    static func isForbiddenTrailer(_ name: String) -> Bool {
+        name.utf8.first == UInt8(ascii: ":") || framingAndHopByHop.contains(normalise(name))
     }
 
     /// The headers to send upstream.
@@ -98,12 +103,15 @@ public struct HeaderPolicy: Sendable {
     ///   - clientAddress: the peer's IP address, for `X-Forwarded-For`.
     ///   - requestID: the request's id (the client's valid `X-Request-Id`, or a generated one).
     ///   - connection: the client connection (`X-Forwarded-Proto`, the client certificate's subject).
+    ///   - keepTrailersTE: a gRPC call: its `te: trailers` is kept (exactly that value; any other `te` is dropped), as
+    ///     gRPC servers use it to detect proxies that would lose the trailers.
     public func upstreamHeaders(
         from headers: HTTPHeaders,
         identity verified: VerifiedToken?,
         clientAddress: String?,
         requestID: String,
-        connection: ClientConnection = .plain
+        connection: ClientConnection = .plain,
+        keepTrailersTE: Bool = false
     ) -> [CurlHeader] {
         var connectionListed: Set<String> = []
         for value in headers[canonicalForm: "connection"] {
@@ -116,6 +124,12 @@ public struct HeaderPolicy: Sendable {
         for (name, value) in headers {
             let normalised = Self.normalise(name)
             if normalised == "host" { forwardedHost = value }
+            if keepTrailersTE && normalised == "te" {
+                if value.trimmingSpaces.equalsIgnoringASCIICase("trailers") && !connectionListed.contains("te") {
+                    out.append(CurlHeader(name: "te", value: "trailers"))
+                }
+                continue
+            }
             if dropped.contains(normalised) || connectionListed.contains(normalised) || normalised.hasPrefix("proxy-") {
                 continue
             }

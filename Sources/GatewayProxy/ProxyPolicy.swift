@@ -100,6 +100,8 @@ public final class ProxyPolicy: Sendable {
     ///   - mayAwaitKeys: whether an unknown key may answer `.awaitKeys` (false when deciding again after a wait, so
     ///     no request ever waits for two fetches).
     ///   - connection: the client connection the request came on (TLS, client certificate).
+    ///   - grpc: the request is a gRPC call (`GRPC.isGRPC`): it needs an HTTP/2 upstream, keeps `te: trailers` and
+    ///     has its `grpc-timeout` as the transfer's deadline.
     public func decide(
         head: HTTPRequestHead,
         body: CurlRequestBody,
@@ -110,6 +112,7 @@ public final class ProxyPolicy: Sendable {
         now: Double,
         mayAwaitKeys: Bool = true,
         connection: ClientConnection = .plain,
+        grpc: Bool = false,
         matchedRoute: inout Int?
     ) -> Decision {
         let method = head.method.rawValue
@@ -180,9 +183,11 @@ public final class ProxyPolicy: Sendable {
         }
 
         let target = targets[routeIndex]
+        if grpc && target.httpVersion == .http1_1 { return .reject(.upstreamNotHTTP2) }
         let path = RouteTable.upstreamPath(for: route, canonicalPath: canonical.path, basePath: target.basePath)
         var upstreamHeaders = headers.upstreamHeaders(
-            from: head.headers, identity: identity, clientAddress: clientAddress, requestID: requestID, connection: connection)
+            from: head.headers, identity: identity, clientAddress: clientAddress, requestID: requestID, connection: connection,
+            keepTrailersTE: grpc)
         if body == .none, Self.sendsEmptyLength(head) {
             // libcurl frames a request without a body with no framing header at all; for a method that carries a
             // body that reads as "length unknown", and servers that require one answer 411.
@@ -198,7 +203,9 @@ public final class ProxyPolicy: Sendable {
             tls: target.tls,
             connectTimeout: target.connectTimeout,
             responseTimeout: target.responseTimeout,
-            idleTimeout: target.idleTimeout
+            idleTimeout: target.idleTimeout,
+            httpVersion: target.httpVersion,
+            deadline: grpc ? GRPC.timeout(head.headers) : nil
         )
         return .forward(Forward(routeIndex: routeIndex, request: request, identity: identity, websocketKey: websocketKey))
     }
@@ -282,6 +289,7 @@ public struct UpstreamTarget: Sendable {
     public var responseTimeout: TimeAmount
     public var idleTimeout: TimeAmount
     public var tls: CurlTLSOptions
+    public var httpVersion: CurlHTTPVersion
 
     public init(upstream: Upstream, unixSocketOverride: String? = nil) {
         self.origin = upstream.isEmbeddedDemo ? "http://localhost" : upstream.origin
@@ -292,6 +300,11 @@ public struct UpstreamTarget: Sendable {
         self.idleTimeout = .milliseconds(Int64(upstream.idleTimeoutMs))
         self.tls = CurlTLSOptions(
             caFile: upstream.tls.caFile, clientCertificateFile: upstream.tls.clientCertFile, clientKeyFile: upstream.tls.clientKeyFile)
+        switch upstream.httpVersion {
+        case .http1_1: self.httpVersion = .http1_1
+        case .http2: self.httpVersion = .http2
+        case .h2c: self.httpVersion = .http2PriorKnowledge
+        }
     }
 }
 

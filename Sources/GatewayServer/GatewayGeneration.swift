@@ -37,6 +37,10 @@ final class GatewayGeneration: Sendable {
         /// The data listener's current TLS context (empty without `tls`).
         let listenerTLS: ListenerTLSContext
         let logger: Logger
+        /// The libcurl the process runs with, and whether HTTP/2 upstreams are allowed on it even when it is older
+        /// than 8.0 (`LibcurlHTTP2Gate.overrideVariable`).
+        let libcurl: CurlLibraryVersion
+        let allowHTTP2OnOldLibcurl: Bool
     }
 
     private init(
@@ -59,6 +63,14 @@ final class GatewayGeneration: Sendable {
     static func build(_ configuration: GatewayConfiguration, shared: Shared, previous: GatewayGeneration?) async throws -> GatewayGeneration
     {
         let logger = shared.logger
+        // Before anything starts: an HTTP/2 upstream the running libcurl cannot carry refuses the start or reload.
+        let gate = LibcurlHTTP2Gate.problems(configuration, libcurl: shared.libcurl, allowOld: shared.allowHTTP2OnOldLibcurl)
+        if !gate.isEmpty { throw ConfigErrors(gate) }
+        if !shared.libcurl.isAtLeast(8, 0), let upstream = configuration.upstreams.first(where: { $0.httpVersion.allowsHTTP2 }) {
+            logger.warning(
+                "upstream \(upstream.name) speaks HTTP/2 through libcurl \(shared.libcurl), older than 8.0, because \(LibcurlHTTP2Gate.overrideVariable)=1: h2c connections fail on reuse and uploads can spin"
+            )
+        }
         var targets: [String: UpstreamTarget] = [:]
         for upstream in configuration.upstreams {
             if upstream.isEmbeddedDemo && shared.demoSocket == nil {

@@ -68,9 +68,12 @@ final class GatewayService: Service {
             logger.info("no upstream configured: serving the embedded demo upstream")
         }
         let metrics = MetricsRegistry()
+        let libcurl = CurlLibraryVersion.running
+        logger.info("libcurl \(libcurl)\(libcurl.supportsHTTP2 ? "" : " (without HTTP/2)")")
         let shared = GatewayGeneration.Shared(
             group: group, drivers: drivers, readiness: Readiness(), metrics: metrics, demoSocket: demoSocket,
-            listenerTLS: ListenerTLSContext(), logger: logger)
+            listenerTLS: ListenerTLSContext(), logger: logger, libcurl: libcurl,
+            allowHTTP2OnOldLibcurl: LibcurlHTTP2Gate.allowsOld(environment: environment))
         let readiness = shared.readiness
         let first = try await GatewayGeneration.build(configuration, shared: shared, previous: nil)
 

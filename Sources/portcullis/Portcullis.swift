@@ -86,6 +86,7 @@ struct Check: AsyncParsableCommand {
             let loaded = try IssuerLoader.load(configuration)
             for warning in loaded.warnings { printError("\(options.config): warning: \(warning)") }
             if let tls = configuration.tls { try GatewayServer.checkListenerTLS(tls) }
+            try GatewayServer.checkUpstreamHTTPVersions(configuration, environment: environment())
             if let service = configuration.tokenService {
                 _ = try TokenServiceUsers.load(service)
                 _ = try FleetKeys.requiredSecret(service, store: configuration.store)

@@ -18,6 +18,7 @@ class Stream:
     def __init__(self):
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
+        self.trailers: list[tuple[str, str]] = []
         self.body = bytearray()
         self.ended = False
         self.reset: int | None = None
@@ -147,6 +148,8 @@ class H2Client:
             s = self.streams.setdefault(event.stream_id, Stream())
             s.body += event.data
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        elif isinstance(event, h2.events.TrailersReceived):
+            self.streams.setdefault(event.stream_id, Stream()).trailers = [(n, v) for n, v in event.headers]
         elif isinstance(event, h2.events.StreamEnded):
             self.streams.setdefault(event.stream_id, Stream()).ended = True
         elif isinstance(event, h2.events.StreamReset):

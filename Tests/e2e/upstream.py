@@ -33,6 +33,8 @@ Behaviour is chosen by the path's last segment (so it works under any gateway ro
   redirect                        302 to http://evil.invalid/stolen
   hop-headers                     200 with hop-by-hop fields (`Connection: X-Hop, keep-alive`, X-Hop, Keep-Alive,
                                   Proxy-Authenticate, Upgrade, Trailer) beside an end-to-end `X-Kept`
+  trailers                        200 chunked `abc` with trailers `X-Trailer: t-1`, `X-Other: o-1` and a framing
+                                  field that must not be relayed (`Content-Length: 99`)
 Keep-alive is supported; `Connection: close` from the client closes after the response.
 Every response carries `X-Upstream-Seq: <seq>`.
 """
@@ -318,6 +320,13 @@ async def respond(reader, writer, seq, method, target, version, headers, body: B
             ("X-Kept", "yes"), ("Content-Length", "2")]))
         if not is_head:
             writer.write(b"ok")
+        await writer.drain()
+        return True
+
+    if last == "trailers":
+        writer.write(head_bytes(200, "OK", base + [("Transfer-Encoding", "chunked"), ("Trailer", "X-Trailer, X-Other")]))
+        if not is_head:
+            writer.write(b"3\r\nabc\r\n0\r\nX-Trailer: t-1\r\nContent-Length: 99\r\nX-Other: o-1\r\n\r\n")
         await writer.drain()
         return True
 

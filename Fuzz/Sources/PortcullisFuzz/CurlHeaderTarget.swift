@@ -3,12 +3,13 @@
 /// The upstream's response head as libcurl hands it over: one line per call, each with its line ending. The input
 /// is cut after every LF (a line without one at the end is passed as it is).
 /// Invariants: a completed head has a three-digit final status, token header names and values without control
-/// characters or surrounding whitespace (they are forwarded to the client); after it, every line is ignored.
+/// characters or surrounding whitespace (they are forwarded to the client); after it, lines are trailers: each is
+/// collected or refused as a trailer error, and the trailers collected obey the same rules as header fields.
 let curlHeaderTarget = FuzzTarget("curl-header", "CurlNIO CurlHeaderParser") { bytes in
     var parser = CurlHeaderParser()
     var start = 0
     var sawHead = false
-    while start < bytes.count {
+    lines: while start < bytes.count {
         var end = start
         while end < bytes.count, bytes[end] != UInt8(ascii: "\n") { end += 1 }
         if end < bytes.count { end += 1 }
@@ -17,8 +18,12 @@ let curlHeaderTarget = FuzzTarget("curl-header", "CurlNIO CurlHeaderParser") { b
         let wasComplete = parser.isComplete
         let event = parser.parse(line: line)
         if wasComplete {
-            require(event == .none, "a line after the final head gave \(event)")
-            continue
+            switch event {
+            case .none: continue
+            case .error(let message): require(message.hasPrefix("trailer: "), "trailer error \(message)")
+            default: require(false, "a line after the final head gave \(event)")
+            }
+            break lines
         }
         switch event {
         case .none:
@@ -45,4 +50,9 @@ let curlHeaderTarget = FuzzTarget("curl-header", "CurlNIO CurlHeaderParser") { b
         }
     }
     if !sawHead { require(!parser.isComplete, "complete without a head") }
+    for field in parser.trailers {
+        require(
+            !field.name.isEmpty && field.name.utf8.allSatisfy { CurlHeaderParser.isTokenByte($0) }, "trailer name \(field.name.debugBytes)")
+        require(field.value.utf8.allSatisfy { $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }, "control byte in \(field.value.debugBytes)")
+    }
 }
