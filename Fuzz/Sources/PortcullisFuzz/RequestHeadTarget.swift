@@ -148,9 +148,44 @@ final class ProbeHandler: ChannelDuplexHandler, @unchecked Sendable {
         context.fireChannelRead(data)
     }
 
+    /// A gRPC answer's status is in its trailers: the HTTP status of its head is 200 even for a refusal.
+    private var awaitingGRPCStatus = false
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .head(let head) = unwrapOutboundIn(data) { statuses.append(Int(head.status.code)) }
+        switch unwrapOutboundIn(data) {
+        case .head(let head):
+            if head.status == .ok, head.headers.first(name: "content-type")?.hasPrefix("application/grpc") == true {
+                if let code = head.headers.first(name: "grpc-status") {
+                    statuses.append(Self.httpClass(ofGRPCStatus: code))
+                } else {
+                    awaitingGRPCStatus = true
+                }
+            } else {
+                statuses.append(Int(head.status.code))
+            }
+        case .end(let trailers):
+            if awaitingGRPCStatus {
+                awaitingGRPCStatus = false
+                statuses.append(Self.httpClass(ofGRPCStatus: trailers?.first(name: "grpc-status") ?? ""))
+            }
+        case .body:
+            break
+        }
         context.write(data, promise: promise)
+    }
+
+    /// The HTTP status a gRPC refusal stands for (the gateway's own mapping); 200 for OK, a missing or any other
+    /// status, which the targets' invariants then refuse.
+    static func httpClass(ofGRPCStatus code: String) -> Int {
+        switch code {
+        case "16": 401
+        case "7": 403
+        case "12": 404
+        case "8": 413
+        case "13": 400
+        case "4": 408
+        default: 200
+        }
     }
 
     private func check(_ head: HTTPRequestHead) {
