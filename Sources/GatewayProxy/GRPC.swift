@@ -104,23 +104,8 @@ public enum GRPC {
 
     /// `grpc-message`: UTF-8, then every byte outside 0x20–0x7E, and `%`, percent-encoded.
     public static func encodeMessage(_ message: String) -> String {
-        let needsEncoding = message.utf8.contains { $0 < 0x20 || $0 > 0x7E || $0 == UInt8(ascii: "%") }
-        guard needsEncoding else { return message }
-        let hex: StaticString = "0123456789ABCDEF"
-        var out: [UInt8] = []
-        out.reserveCapacity(message.utf8.count * 3)
-        hex.withUTF8Buffer { hex in
-            for byte in message.utf8 {
-                if byte < 0x20 || byte > 0x7E || byte == UInt8(ascii: "%") {
-                    out.append(UInt8(ascii: "%"))
-                    out.append(hex[Int(byte >> 4)])
-                    out.append(hex[Int(byte & 0xF)])
-                } else {
-                    out.append(byte)
-                }
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
+        // The same rule as the identity headers' values (`HeaderPolicy.encodeValue`).
+        HeaderPolicy.encodeValue(message)
     }
 
     /// The trailers that end a call with `status` and `message`.
