@@ -315,10 +315,9 @@ public final class CurlLoopDriver {
         self.finish(transfer, .failure(error))
     }
 
-    /// Completes a transfer exactly once: frees curl resources, then tells the delegate and drops it.
-    private func finish(_ transfer: CurlTransfer, _ result: Result<Void, CurlTransferError>) {
-        guard transfer.phase != .finished else { return }
-        transfer.phase = .finished
+    /// Takes a transfer out of the driver's bookkeeping (the live list the sweeps walk, the owner ids, the socket
+    /// table) without touching its easy handle: for a finished transfer and for a tunnel's connector alike.
+    private func leaveBookkeeping(_ transfer: CurlTransfer) {
         if transfer.liveIndex >= 0 {
             let i = transfer.liveIndex
             let last = self.live.removeLast()
@@ -334,6 +333,13 @@ public final class CurlLoopDriver {
             self.perform(self.sockets.clearOwner(fd: fd, owner: transfer.ownerID))
         }
         transfer.socketFDs.removeAll()
+    }
+
+    /// Completes a transfer exactly once: frees curl resources, then tells the delegate and drops it.
+    private func finish(_ transfer: CurlTransfer, _ result: Result<Void, CurlTransferError>) {
+        guard transfer.phase != .finished else { return }
+        transfer.phase = .finished
+        self.leaveBookkeeping(transfer)
         if let easy = transfer.easy {
             transfer.easy = nil
             curl_easy_reset(easy)
@@ -642,20 +648,7 @@ extension CurlLoopDriver {
         guard ccurl_easy_getinfo_socket(easy, &fd) == CURLE_OK, fd >= 0 else { return false }
         // Out of the transfer bookkeeping (sweeps, owners, the socket table) without touching the handle.
         transfer.phase = .finished
-        if transfer.liveIndex >= 0 {
-            let i = transfer.liveIndex
-            let last = self.live.removeLast()
-            if last !== transfer {
-                self.live[i] = last
-                last.liveIndex = i
-            }
-            transfer.liveIndex = -1
-        }
-        self.owners.removeValue(forKey: transfer.ownerID)
-        for socket in transfer.socketFDs {
-            self.perform(self.sockets.clearOwner(fd: socket, owner: transfer.ownerID))
-        }
-        transfer.socketFDs.removeAll()
+        self.leaveBookkeeping(transfer)
         // curl normally said REMOVE before DONE; if it did not, its registration would fight ours for the fd.
         self.perform(self.sockets.socketCallback(fd: fd, what: CurlSocketTable.curlPollRemove, owner: 0))
         transfer.easy = nil
