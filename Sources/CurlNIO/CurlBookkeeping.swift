@@ -82,6 +82,14 @@ struct CurlSocketTable {
         CurlSocketTag(driverIndex: self.driverIndex, generation: generation, fd: fd).rawValue
     }
 
+    /// The owner to record for a socket curl names with a transfer: the transfer's id, except for a transfer that
+    /// may multiplex (HTTP/2 out). Such a socket may carry other transfers' streams, and a receive-paused owner's
+    /// socket is not re-armed (curl spins on it otherwise), which would stall every other stream of the connection;
+    /// curl pauses an HTTP/2 stream by flow control instead and keeps reading the connection for the others.
+    static func owner(transferID: UInt, mayMultiplex: Bool) -> UInt {
+        mayMultiplex ? 0 : transferID
+    }
+
     /// CURLMOPT_SOCKETFUNCTION.
     mutating func socketCallback(fd: Int32, what: Int32, owner: UInt) -> Action {
         if what == Self.curlPollRemove {

@@ -467,10 +467,7 @@ public final class CurlLoopDriver {
                 transfer.socketFDs.append(fd)
             }
         }
-        // A socket that may carry several HTTP/2 streams has no owner: the table stops reading a receive-paused
-        // owner's socket (curl spins on one otherwise), which would stall every other stream of the connection.
-        // curl pauses an HTTP/2 stream by flow control instead, and keeps reading the connection for the others.
-        let owner = transfer.map { $0.mayMultiplex ? 0 : $0.ownerID } ?? 0
+        let owner = transfer.map { CurlSocketTable.owner(transferID: $0.ownerID, mayMultiplex: $0.mayMultiplex) } ?? 0
         self.perform(self.sockets.socketCallback(fd: fd, what: what, owner: owner))
     }
 

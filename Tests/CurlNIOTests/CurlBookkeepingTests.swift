@@ -87,6 +87,21 @@ import Testing
         #expect(table.ownerResumed(fd: 6, owner: 42) == .none)  // already armed
     }
 
+    @Test func multiplexedSocketHasNoOwnerAndStaysReadWhileAStreamIsPaused() {
+        #expect(CurlSocketTable.owner(transferID: 42, mayMultiplex: false) == 42)
+        #expect(CurlSocketTable.owner(transferID: 42, mayMultiplex: true) == 0)
+        // An HTTP/2 connection named by transfer 42, whose stream is receive-paused: the socket is re-armed anyway,
+        // because the other streams on it must keep flowing.
+        var table = CurlSocketTable(driverIndex: 0)
+        _ = table.socketCallback(fd: 7, what: 1, owner: CurlSocketTable.owner(transferID: 42, mayMultiplex: true))
+        let tag = self.tag(table, 7)
+        #expect(table.readiness(tag: tag) == 7)
+        #expect(
+            table.afterAction(fd: 7, generation: table.entries[7]!.generation, isReceivePaused: { $0 == 42 })
+                == .modify(fd: 7, tag: tag, interest: .read))
+        #expect(!table.entries[7]!.suppressed)
+    }
+
     @Test func writeInterestIsRearmedEvenWhenPaused() {
         var table = CurlSocketTable(driverIndex: 0)
         _ = table.socketCallback(fd: 6, what: 3, owner: 42)
