@@ -366,6 +366,9 @@ def main():
                         help="long polls held at once on one replica's feed (0: skip)")
     parser.add_argument("--pool-size", type=int, default=None, help="store.pool_size of the replicas")
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers to CPU 0 and clients to CPU 1")
+    parser.add_argument("--db-cpu", type=int, default=None,
+                        help="pin PostgreSQL to this CPU instead of the gateways' (a database on its own machine, as "
+                             "deployed); e.g. 1, beside the clients")
     parser.add_argument("--sql", action="append", default=[],
                         help="SQL to run on the database once the replicas have created the schema (experiments)")
     parser.add_argument("--skip-refresh", action="store_true")
@@ -389,9 +392,9 @@ def main():
         db = server.database()
         db.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         postmaster = int(open(os.path.join(server.data_dir, "postmaster.pid")).readline())
-        if SERVER_CPUS:
+        if args.db_cpu is not None or SERVER_CPUS:
             # Backends are forked from the postmaster and inherit its CPU set.
-            os.sched_setaffinity(postmaster, {int(SERVER_CPUS)})
+            os.sched_setaffinity(postmaster, {args.db_cpu if args.db_cpu is not None else int(SERVER_CPUS)})
 
         dead_port = free_port()
         store = db.store_config()
@@ -459,7 +462,8 @@ def main():
         print()
         print(f"fleet-bench {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, release build "
               f"{os.path.relpath(binary, ROOT)}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
-              + ("servers on CPU 0, clients on CPU 1" if SERVER_CPUS else "no pinning"))
+              + ("servers on CPU 0, clients on CPU 1" if SERVER_CPUS else "no pinning")
+              + (f", PostgreSQL on CPU {args.db_cpu}" if args.db_cpu is not None else ""))
         if not args.skip_refresh:
             print(f"\nrefresh_token grant: {args.clients} clients x {args.sessions} sessions, "
                   f"{args.rounds} alternated rounds x {args.seconds:.0f} s per setup, "

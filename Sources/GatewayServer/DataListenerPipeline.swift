@@ -143,6 +143,8 @@ struct DataListenerPipeline: Sendable {
                     ])
                 }
             })
+        // The streams' flushes of one event-loop tick leave as one write (`FlushCoalescingHandler`).
+        try sync.addHandler(FlushCoalescingHandler())
         try sync.addHandler(http2)
         try sync.addHandler(HTTP2ConnectionGuard(grace: .seconds(Int64(max(1, limits.drainSeconds)))))
         try sync.addHandler(manager)
