@@ -146,8 +146,14 @@ struct DataListenerPipeline: Sendable {
         // The streams' flushes of one event-loop tick leave as one write (`FlushCoalescingHandler`).
         try sync.addHandler(FlushCoalescingHandler())
         try sync.addHandler(http2)
-        try sync.addHandler(HTTP2ConnectionGuard(grace: .seconds(Int64(max(1, limits.drainSeconds)))))
+        let connectionGuard = HTTP2ConnectionGuard(grace: .seconds(Int64(max(1, limits.drainSeconds))))
+        try sync.addHandler(connectionGuard)
         try sync.addHandler(manager)
+        // The management handler starts its idle clock on `channelActive`, which this channel (active since before
+        // the sniffer or TLS chose HTTP/2) does not send again; without this, a connection on which no stream ever
+        // finished (a preface and nothing more, a header block never completed) was never closed.
+        let guardContext = try sync.context(handler: connectionGuard)
+        if guardContext.channel.isActive { guardContext.fireChannelActive() }
     }
 
     /// Flow-control windows: what one stream, and all streams of a connection, may send before the gateway reads

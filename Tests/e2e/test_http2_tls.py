@@ -556,6 +556,31 @@ def test_tls_clocks(binary, workdir, keys, upstream, pki):
         gw.stop()
 
 
+def test_unfinished_header_block_is_closed_by_the_idle_clock(binary, workdir, keys, upstream):
+    """A client that stops in the middle of a header block (HEADERS without END_HEADERS, then nothing), or after
+    its preface, holds no stream, so the idle clock runs: GOAWAY after idle_timeout_ms, closed within drain_seconds
+    after it. The header clock does not apply to HTTP/2 (see test_tls_clocks); this is the bound such a connection
+    has. Before the fix in `DataListenerPipeline.configureHTTP2` the idle clock only started once a stream had
+    finished, and both connections were held for as long as the client liked."""
+    d = os.path.join(workdir, "h2-unfinished")
+    os.makedirs(d, exist_ok=True)
+    gw = _start(binary, d, _config(d, keys, upstream.port, None, idle_timeout_ms=1500, drain_seconds=1), keys)
+    try:
+        block = b"\x82\x86\x84\x41\x01a"  # :method GET, :scheme http, :path /, :authority a
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as unfinished, \
+                socket.create_connection(("127.0.0.1", gw.port), timeout=10) as preface_only:
+            unfinished.sendall(PREFACE + frame(SETTINGS, 0, 0) + frame(HEADERS, END_STREAM, 1, block))
+            preface_only.sendall(PREFACE + frame(SETTINGS, 0, 0))
+            started = time.monotonic()
+            for s in (unfinished, preface_only):
+                answer = _read_until_closed(s, timeout=15)
+                assert time.monotonic() - started < 10, "a connection outlived idle_timeout_ms + drain_seconds"
+                assert _goaway_code(answer) is not None
+        assert gw.alive()
+    finally:
+        gw.stop()
+
+
 def test_certificate_rotation_keeps_a_long_download(binary, workdir, keys, upstream, pki):
     d = os.path.join(workdir, "h2-rotate")
     os.makedirs(d, exist_ok=True)
