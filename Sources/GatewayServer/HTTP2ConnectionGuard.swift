@@ -6,7 +6,8 @@ import NIOHTTP2
 ///
 /// - A connection error closes the connection. swift-nio-http2 answers one (a flood cut off, a malformed frame, a
 ///   bad preface) with GOAWAY and reports it, but leaves the socket open; a peer would keep it, and what it holds,
-///   for as long as it likes. (And lets the stream multiplexer release the streams of the current read first.)
+///   for as long as it likes. (And lets the stream multiplexer release the streams of the current read first.) A
+///   stream error, reported the same way, leaves the connection alone (`isStreamScoped`).
 /// - The first GOAWAY (idle timeout, shutdown) starts a clock of `grace`; the connection is closed when it runs
 ///   out. The management handler closes a connection once its last stream has finished, but only after the client
 ///   has acknowledged the PING that follows the GOAWAY; a client that never does would keep the connection forever.
@@ -33,6 +34,10 @@ final class HTTP2ConnectionGuard: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // swift-nio-http2 reports stream errors here too (it has reset that stream with RST_STREAM, RFC 9113 §5.4.2),
+        // and frames for a stream it no longer knows: the connection and its other streams go on. Its own budget
+        // (200 stream errors in 30 s) turns a flood of them into a connection error, which is closed below.
+        if Self.isStreamScoped(error) { return }
         // swift-nio-http2 (1.46) keeps every stream channel that got frames during a read in a list it empties on
         // `channelReadComplete`; its inline multiplexer does not empty it when the connection goes away, and the list
         // and the stream channels hold each other. NIO sends no `channelReadComplete` when the channel closes during
@@ -44,6 +49,28 @@ final class HTTP2ConnectionGuard: ChannelDuplexHandler {
         closing = true
         context.pipeline.fireChannelReadComplete()
         context.close(promise: nil)
+    }
+
+    /// Errors swift-nio-http2 raises for one stream (the request's own head or framing is invalid, RFC 9113 §8.1.1 and
+    /// §8.3) or for a frame on a stream it no longer tracks. Any other error is taken as the connection's. Should one
+    /// of these ever come as a connection error, swift-nio-http2 has sent GOAWAY, and the connection is closed by its
+    /// idle clock and `drain_seconds` instead of at once.
+    static func isStreamScoped(_ error: any Error) -> Bool {
+        switch error {
+        case is NIOHTTP2Errors.StreamError, is NIOHTTP2Errors.NoSuchStream, is NIOHTTP2Errors.StreamClosed,
+            is NIOHTTP2Errors.MissingPseudoHeader, is NIOHTTP2Errors.DuplicatePseudoHeader,
+            is NIOHTTP2Errors.PseudoHeaderAfterRegularHeader, is NIOHTTP2Errors.UnknownPseudoHeader,
+            is NIOHTTP2Errors.UnsupportedPseudoHeader, is NIOHTTP2Errors.InvalidPseudoHeaders,
+            is NIOHTTP2Errors.MissingHostHeader, is NIOHTTP2Errors.DuplicateHostHeader, is NIOHTTP2Errors.EmptyPathHeader,
+            is NIOHTTP2Errors.InvalidStatusValue, is NIOHTTP2Errors.TrailersWithoutEndStream,
+            is NIOHTTP2Errors.ForbiddenHeaderField, is NIOHTTP2Errors.InvalidPseudoHeaderValue,
+            is NIOHTTP2Errors.InvalidHTTP2HeaderFieldName, is NIOHTTP2Errors.InvalidHTTP2HeaderFieldValue,
+            is NIOHTTP2Errors.ContentLengthViolated, is NIOHTTP2Errors.ContentLengthHeadersMismatch,
+            is NIOHTTP2Errors.ContentLengthHeaderNegative, is NIOHTTP2Errors.ContentLengthHeaderMalformedValue:
+            return true
+        default:
+            return false
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {

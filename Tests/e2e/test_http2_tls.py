@@ -20,7 +20,8 @@ import pytest
 import payload
 import tokens as tokens_mod
 from configs import IDENTITY_HEADERS, REALM
-from h2client import CONTINUATION, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PING, PREFACE, SETTINGS, H2Client, frame
+from h2client import (CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PING, PREFACE, RST_STREAM, SETTINGS,
+                      H2Client, frame)
 from harness import Gateway, RssSampler, free_port, header_values, rss_kib, tail
 
 SUBJECT_HEADER = "X-Auth-Client-Cert-Subject"
@@ -412,6 +413,49 @@ def test_client_reset_cancels_the_upstream_transfer(plain_gateway, upstream):
             time.sleep(0.05)
         # The connection itself carries on.
         assert c.get("/public/echo?after=reset").status == 200
+
+
+def test_stream_error_resets_only_its_stream(plain_gateway, upstream):
+    """A stream error (here an upper-case header name, RFC 9113 §8.2.1) resets that stream alone: the connection and
+    the next streams on it go on, and so do frames that arrive for a stream already finished (a WINDOW_UPDATE and a
+    RST_STREAM after the answer). Before, every error swift-nio-http2 reported closed the whole connection."""
+    def frames_by_stream(data: bytes) -> list[tuple[int, int]]:
+        out, i = [], 0
+        while i + 9 <= len(data):
+            length = int.from_bytes(data[i:i + 3], "big")
+            out.append((data[i + 3], int.from_bytes(data[i + 5:i + 9], "big") & 0x7FFFFFFF))
+            i += 9 + length
+        return out
+
+    def read_until(s: socket.socket, done, timeout: float = 10) -> bytes:
+        data, deadline = b"", time.monotonic() + timeout
+        s.settimeout(0.2)
+        while not done(frames_by_stream(data)):
+            assert time.monotonic() < deadline, frames_by_stream(data)
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                continue
+            assert chunk, f"the gateway closed the connection: {frames_by_stream(data)}"
+            data += chunk
+        return data
+
+    mark = upstream.log.mark()
+    good = b"\x82\x86\x04\x0c/public/echo\x41\x01a"  # GET, http, :path /public/echo, :authority a
+    bad = b"\x82\x86\x04\x0c/public/echo\x41\x01a\x00\x03X-A\x01b"  # the same with a field named "X-A"
+    window_update = 0x8
+    with socket.create_connection(("127.0.0.1", plain_gateway.port), timeout=10) as s:
+        s.sendall(PREFACE + frame(SETTINGS, 0, 0) + frame(HEADERS, END_STREAM | END_HEADERS, 1, bad))
+        read_until(s, lambda fs: (RST_STREAM, 1) in fs)
+        s.sendall(frame(HEADERS, END_STREAM | END_HEADERS, 3, good))
+        data = read_until(s, lambda fs: (HEADERS, 3) in fs and any(k == DATA and sid == 3 for k, sid in fs))
+        s.sendall(frame(window_update, 0, 3, (1000).to_bytes(4, "big")) + frame(RST_STREAM, 0, 3, (8).to_bytes(4, "big"))
+                  + frame(HEADERS, END_STREAM | END_HEADERS, 5, good))
+        data += read_until(s, lambda fs: (HEADERS, 5) in fs)
+        assert GOAWAY not in [kind for kind, _ in frames_by_stream(data)]
+    # The reset stream never reached the upstream; the two good ones did.
+    assert len(upstream.log.since(mark)) == 2
+    _still_serving(plain_gateway)
 
 
 def _rapid_reset(port: int, streams: int = 600) -> int | None:
