@@ -61,6 +61,8 @@ public final class SessionService: Sendable {
     let clock: @Sendable () -> Double
     /// Revoked sessions still within `revocationRetention`, for introspection without a store query.
     private let revoked = Mutex<[String: Double]>([:])
+    /// The sessions of the refresh tokens issued here last, so a refresh with one of them skips the lookup.
+    let issued = IssuedRefreshTokens(capacity: 16_384)
 
     public init(
         settings: Settings, signer: AccessTokenIssuer, store: any SessionStore, credentials: any CredentialVerifier,
@@ -137,11 +139,13 @@ public final class SessionService: Sendable {
             claims: JSONWriter.string(.object(user.claims)), createdAt: now)
         let refreshToken = RefreshToken.generate()
         let body = try tokenResponse(session: session, scopes: scopes, refreshToken: refreshToken, now: now)
+        let hash = RefreshToken.hash(refreshToken)
         do {
-            try await store.create(session, refreshTokenHash: RefreshToken.hash(refreshToken))
+            try await store.create(session, refreshTokenHash: hash)
         } catch {
             throw .storeFailure(error)
         }
+        issued.remember(hash, session: session)
         return Grant(body: body, subject: session.subject, sessionID: session.id)
     }
 
@@ -165,6 +169,20 @@ public final class SessionService: Sendable {
             throw .invalidGrant(RefreshDecision.Reason.unknownToken.rawValue, "The refresh token is invalid")
         }
         let hash = RefreshToken.hash(refreshToken)
+        // A token issued here: decide on the session kept from then and rotate at once (`IssuedRefreshTokens`). If
+        // the store refuses (the token was used meanwhile, here or on another replica, or the session revoked), or
+        // anything but a rotation is decided, the usual way below decides from the store.
+        if let session = issued.take(hash) {
+            let now = clock()
+            let token = RefreshTokenRecord(hash: hash, sessionID: session.id, state: .active)
+            let decision = RefreshDecision.decide(
+                token: token, session: session, clientID: clientID, now: now, policy: settings.refreshPolicy)
+            if case .rotate(let session) = decision,
+                let grant = try await rotate(hash, of: refreshToken, session: session, requested: requested, now: now)
+            {
+                return (grant, false)
+            }
+        }
         // Two rounds at most: a lost race (another refresh rotated the token between our lookup and our update)
         // is decided again, and then it is a replay of the winner's answer.
         for _ in 0..<2 {
@@ -179,18 +197,9 @@ public final class SessionService: Sendable {
                 token: found?.token, session: found?.session, clientID: clientID, now: now, policy: settings.refreshPolicy)
             switch decision {
             case .rotate(let session):
-                let scopes = try Self.grantedScopes(requested: requested, allowed: session.scopes)
-                let successor = RefreshToken.generate()
-                let body = try tokenResponse(session: session, scopes: scopes, refreshToken: successor, now: now)
-                let rotated: Bool
-                do {
-                    let sealed = try SuccessorSeal.seal(body, under: refreshToken)
-                    rotated = try await store.rotate(
-                        oldHash: hash, at: now, sealedSuccessor: sealed, newHash: RefreshToken.hash(successor), session: session)
-                } catch {
-                    throw .storeFailure(error)
+                if let grant = try await rotate(hash, of: refreshToken, session: session, requested: requested, now: now) {
+                    return (grant, false)
                 }
-                if rotated { return (Grant(body: body, subject: session.subject, sessionID: session.id), false) }
             case .replay(let sealed):
                 guard let body = SuccessorSeal.open(sealed, with: refreshToken), let session = found?.session else {
                     throw .invalidGrant("refresh_token_reused", "The refresh token was already used")
@@ -205,6 +214,28 @@ public final class SessionService: Sendable {
             }
         }
         throw .serverError
+    }
+
+    /// Rotates `refreshToken` (whose hash is `hash`) to a new one for `session` (as decided, `lastRefreshedAt` = now):
+    /// the grant, or nil when the store refused because the token is no longer active or the session was revoked.
+    private func rotate(
+        _ hash: [UInt8], of refreshToken: String, session: SessionRecord, requested: [String]?, now: Double
+    ) async throws(TokenServiceError) -> Grant? {
+        let scopes = try Self.grantedScopes(requested: requested, allowed: session.scopes)
+        let successor = RefreshToken.generate()
+        let successorHash = RefreshToken.hash(successor)
+        let body = try tokenResponse(session: session, scopes: scopes, refreshToken: successor, now: now)
+        let rotated: Bool
+        do {
+            let sealed = try SuccessorSeal.seal(body, under: refreshToken)
+            rotated = try await store.rotate(
+                oldHash: hash, at: now, sealedSuccessor: sealed, newHash: successorHash, session: session)
+        } catch {
+            throw .storeFailure(error)
+        }
+        guard rotated else { return nil }
+        issued.remember(successorHash, session: session)
+        return Grant(body: body, subject: session.subject, sessionID: session.id)
     }
 
     // MARK: - Revocation

@@ -40,6 +40,47 @@ import Testing
         for store in stores { await store.close() }
     }
 
+    /// A database a version-1 Portcullis made (sessions in it) is taken to version 2: the idle index is gone, the
+    /// data stays, and its sessions refresh.
+    @Test func migratesAVersion1Database() async throws {
+        let settings = try await freshSettings()
+        let logger = Logger(label: "test")
+        try await PostgresProbe.withConnection(settings, "test", logger: logger) { connection in
+            try await connection.query("CREATE TABLE portcullis_schema (version integer NOT NULL)", logger: logger)
+            for statement in PostgresSessionStore.migrations[0] {
+                try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+            }
+            try await connection.query("INSERT INTO portcullis_schema (version) VALUES (1)", logger: logger)
+            // A session and its refresh token as version 1 wrote them.
+            try await connection.query(
+                """
+                INSERT INTO portcullis_sessions (id, subject, scopes, client_id, claims, created_at, last_refreshed_at)
+                VALUES ('s1', 'alice', 'read', 'portcullis', '{}', \(t0), \(t0))
+                """, logger: logger)
+            try await connection.query(
+                "INSERT INTO portcullis_refresh_tokens (hash, session_id) VALUES (\(Bytes([1])), 's1')", logger: logger)
+        }
+        let store = try await PostgresSessionStore.open(settings)
+        #expect(try await store.lookup(refreshTokenHash: [1])?.session.subject == "alice")
+        var refreshed = session("s1")
+        refreshed.lastRefreshedAt = t0 + 1
+        #expect(try await store.rotate(oldHash: [1], at: t0 + 1, sealedSuccessor: [], newHash: [2], session: refreshed))
+        let (version, idleIndexes) = try await PostgresProbe.withConnection(settings, "test", logger: logger) { connection in
+            var version = 0
+            for try await v in try await connection.query("SELECT version FROM portcullis_schema", logger: logger).decode(Int.self) {
+                version = v
+            }
+            var indexes = 0
+            for try await n in try await connection.query(
+                "SELECT count(*)::int FROM pg_indexes WHERE indexname = 'portcullis_sessions_idle'", logger: logger
+            ).decode(Int.self) { indexes = n }
+            return (version, indexes)
+        }
+        #expect(version == 2 && PostgresSessionStore.schemaVersion == 2)
+        #expect(idleIndexes == 0)
+        await store.close()
+    }
+
     @Test func concurrentRotationsOnSeveralReplicasRotateExactlyOnce() async throws {
         let settings = try await freshSettings()
         var stores: [PostgresSessionStore] = []
