@@ -22,9 +22,10 @@ Faults on a schedule: the upstream is SIGKILLed every `--kill-every` s and resta
 `--down-seconds`; the config is rewritten (alternating between two equivalent files) every `--reload-every` s, every
 other time followed by SIGHUP, else left to the gateway's file watcher.
 
-Wrong answers (counted by kind, the first examples kept): any answer other than the README's contract. While the
-upstream is down (kill → restart + `--grace` s) a 502 `upstream_unavailable`, or a connection cut after the answer's
-head (a download or upload in flight), is the contract's answer and counted as such, not as wrong. The upstream's
+Wrong answers (counted by kind, the first examples kept): any answer other than the README's contract. To a
+request that meets an upstream outage (kill → restarted, plus `--grace` s, default 0) a 502
+`upstream_unavailable`, or a connection cut after the answer's head (a download or upload in flight), is the
+contract's answer and counted as such, not as wrong. The upstream's
 log is read as it grows: a rejected request ever reaching it, a request id reaching it twice, a private request
 without exactly its token's subject, an identity header or `Authorization` on a public request, or an aborted
 upload whose body the upstream saw complete, are wrong answers too; so is a refused WebSocket handshake that reached
@@ -135,6 +136,7 @@ class Soak:
         self.examples: list[str] = []
         self.examples_per_kind = collections.Counter()
         self.windows: list[list[float | None]] = []  # [kill time, restarted time or None]
+        self.after_restart = 0
         self.kills = 0
         self.reloads = collections.Counter()
         self.samples: list[dict] = []
@@ -160,10 +162,15 @@ class Soak:
                 self.examples.append(f"t={self.now():.1f}s {key}: {detail[:600]}")
 
     def in_fault(self, start: float, end: float) -> bool:
+        """Whether [start, end] meets an outage (kill → restarted + grace). One that started only after the
+        upstream was back, within the grace, is counted apart (`after_restart`)."""
         grace = self.args.grace
         with self.lock:
             for kill, back in self.windows:
-                if start <= (back if back is not None else float("inf")) + grace and end >= kill:
+                back = back if back is not None else float("inf")
+                if start <= back + grace and end >= kill:
+                    if start > back:
+                        self.after_restart += 1
                     return True
         return False
 
@@ -413,6 +420,20 @@ def gateway_error(resp, status: int, reason: str, challenge_error: str | None, s
         raise Wrong(f"expected {status} {reason}, got {resp.status} {resp.body[:300]!r} ({e})")
 
 
+def early_answer(c: RawClient, path: str, error: OSError) -> Exception:
+    """The gateway closed the connection while a body was being sent: what it answered first, if anything (a 502
+    `upstream_unavailable` becomes UpstreamDown, the contract's answer during an outage)."""
+    try:
+        c.sock.settimeout(2)
+        resp = c.read_response("POST")
+    except Exception as e:  # noqa: BLE001
+        return ConnectionClosed(f"{path}: {error!r} while sending the body, no answer read ({e!r})")
+    if upstream_down(resp):
+        return UpstreamDown(f"{path}: answered while the body was being sent: {resp.status} {resp.body[:200]!r}")
+    return ConnectionClosed(f"{path}: {error!r} while sending the body, after the answer {resp.status} "
+                            f"{resp.header_list} {resp.body[:300]!r}")
+
+
 def upstream_down(resp) -> bool:
     if resp.status != 502:
         return False
@@ -582,7 +603,10 @@ class Worker(threading.Thread):
         self.count()
         if self.conn is None:
             self.conn = self.client()
-        self.conn.send(self.upload_request(path, tok, self.uploads[size], self.rng.random() < 0.5))
+        try:
+            self.conn.send(self.upload_request(path, tok, self.uploads[size], self.rng.random() < 0.5))
+        except OSError as e:
+            raise early_answer(self.conn, path, e)
         resp = self.conn.read_response("POST")
         if (resp.header("Connection") or "").lower() == "close":
             self.drop()
@@ -595,9 +619,12 @@ class Worker(threading.Thread):
         data = self.upload_request(path, tok, self.uploads[size], self.rng.random() < 0.5)
         self.count()
         with self.client() as c:
-            for i in range(0, len(data), 8192):
-                c.send(data[i:i + 8192])
-                time.sleep(0.02)
+            try:
+                for i in range(0, len(data), 8192):
+                    c.send(data[i:i + 8192])
+                    time.sleep(0.02)
+            except OSError as e:
+                raise early_answer(c, path, e)
             resp = c.read_response("POST")
         self.check_digest(resp, path, size, payload.sha256_of(size))
 
@@ -767,7 +794,8 @@ class Worker(threading.Thread):
                 end = self.soak.now()
                 if kind not in UPSTREAM_KINDS or not self.soak.in_fault(start, end):
                     self.soak.add_wrong(kind, type(e).__name__,
-                                        f"{e!r} on {self.last_target()} (t={start:.2f}-{end:.2f}s) {traceback.format_exc(limit=3)[-400:]}")
+                                        f"{e!r} on {self.last_target()} (t={start:.2f}-{end:.2f}s) "
+                                        f"{traceback.format_exc(limit=3)[-400:]}")
                 else:
                     with self.soak.lock:
                         self.soak.fault_answers[kind] += 1
@@ -923,6 +951,10 @@ def build_report(s: Soak, info: dict) -> tuple[str, list[str]]:
     lines.append(f"| **total** | {sum(s.runs.values()):,} | {total_req:,} | {sum(s.fault_answers.values()):,} | "
                  f"**{sum(s.wrong.values())}** |")
     lines.append("")
+    lines.append(f"Outage answers: a 502 `upstream_unavailable`, or the connection cut after the answer's head, to a "
+                 f"request that met an upstream outage; {s.after_restart} of them came to requests that started "
+                 f"after the upstream was listening again (within the {a.grace:g} s grace).")
+    lines.append("")
     lines.append(f"{total_req / max(info['duration'], 1):.0f} requests/s; the upstream logged "
                  f"{info['upstream_heads']:,} forwarded requests; the WebSocket upstream {info['ws_handshakes']:,} "
                  f"handshakes; the gateway used {info['cpu']:.0f} CPU seconds "
@@ -937,7 +969,8 @@ def build_report(s: Soak, info: dict) -> tuple[str, list[str]]:
     after = [r for r in s.samples if r["t"] > info["load_start"] + info["warmup"]]
     base_fds = info["fds_baseline"]
     end_fds = info["fds_end"]
-    lines += ["", "| resource | idle baseline | warm-up peak | max after warm-up | end of load | idle at end | growth |",
+    lines += ["",
+              "| resource | idle baseline | warm-up peak | max after warm-up | end of load | idle at end | growth |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     if warm and after:
         ref = max(r["rss_kib"] for r in warm)
@@ -1016,8 +1049,9 @@ def main() -> int:
     ap.add_argument("--pause-ms", type=float, default=0, help="pause of each worker between scenarios")
     ap.add_argument("--kill-every", type=float, default=30, help="seconds between upstream kills (0: never)")
     ap.add_argument("--down-seconds", type=float, default=1.5, help="how long the upstream stays down")
-    ap.add_argument("--grace", type=float, default=1.0,
-                    help="seconds after the upstream is back during which outage answers still count as such")
+    ap.add_argument("--grace", type=float, default=0.0,
+                    help="seconds after the upstream is back during which outage answers to new requests still count "
+                         "as such (default 0: once it listens again, a new request must be served)")
     ap.add_argument("--reload-every", type=float, default=5, help="seconds between config rewrites (0: never)")
     ap.add_argument("--sample-seconds", type=float, default=2)
     ap.add_argument("--rss-limit", type=float, default=10, help="allowed RSS growth after warm-up, %%")
@@ -1153,7 +1187,8 @@ def main() -> int:
         info = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "duration": load_end - load_start, "binary": binary, "warmup": warmup, "load_start": load_start,
-            "fds_baseline": fds_baseline, "fds_start": fds_start, "fds_end": fds_end, "rss_baseline": rss_baseline, "rss_end": rss_end,
+            "fds_baseline": fds_baseline, "fds_start": fds_start, "fds_end": fds_end,
+            "rss_baseline": rss_baseline, "rss_end": rss_end,
             "idle_wait": idle_wait, "cpu": cpu_load, "upstream_heads": reader.heads, "ws_handshakes": len(handshakes),
             "reloaded": log_text.count("configuration reloaded"),
             "refused": sum(1 for line in log_text.splitlines() if "reload" in line and "refused" in line),
