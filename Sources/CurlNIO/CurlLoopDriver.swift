@@ -343,7 +343,10 @@ public final class CurlLoopDriver {
         if let easy = transfer.easy {
             transfer.easy = nil
             curl_easy_reset(easy)
-            if self.easyPool.count < Self.easyPoolLimit && !self.isShutdown {
+            // Only a handle whose transfer succeeded goes back to the pool: one whose upload failed mid-body keeps
+            // state `curl_easy_reset` does not clear (libcurl 8.14: every later upload on it failed at once, with
+            // no connection attempted, until a request without a body ran on it; found by Benchmarks/soak).
+            if case .success = result, self.easyPool.count < Self.easyPoolLimit && !self.isShutdown {
                 self.easyPool.append(easy)
             } else {
                 curl_easy_cleanup(easy)

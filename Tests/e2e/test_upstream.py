@@ -213,3 +213,55 @@ def test_pool_isolation_between_users(env):
     for i, (q, who) in enumerate(zip(reqs, expected)):
         want = [f"session={who}"] if i % 3 == 0 else []
         assert header_values(q, "Cookie") == want, f"cookie state leaked across requests: {q['headers']}"
+
+
+def test_uploads_recover_after_the_upstream_died_mid_upload(make_gateway, workdir):
+    """The upstream is SIGKILLed while 300 KB uploads stream into it, then restarted on the same port: once it is
+    back, uploads reach it again. Before, the libcurl handles whose uploads had failed went back to the driver's
+    pool, and libcurl (8.14) failed every later upload on such a handle at once, with no connection attempted, until
+    a request without a body ran on it: 502 `upstream_unavailable` while the upstream was up (found by
+    Benchmarks/soak)."""
+    import threading
+
+    from harness import RawClient, UpstreamProcess, free_port
+
+    port = free_port()
+    up = UpstreamProcess(workdir, "dies-mid-upload-0", port=port)
+    gw = make_gateway({
+        "listen": f"127.0.0.1:{free_port()}", "admin_listen": f"127.0.0.1:{free_port()}",
+        "upstreams": {"app": {"url": f"http://127.0.0.1:{port}"}},
+        "routes": [{"path_prefix": "/public", "upstream": "app", "auth": "none"}],
+    }, "dies-mid-upload")
+
+    def upload() -> int | str:
+        with RawClient("127.0.0.1", gw.port, timeout=10) as c:
+            try:
+                return c.request("POST", "/public/upload", [("Content-Length", "300000")], b"x" * 300_000).status
+            except (ConnectionClosed, OSError) as e:
+                return type(e).__name__
+
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            upload()
+
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        for i in range(3):
+            time.sleep(1.5)
+            up.proc.kill()
+            up.proc.wait()
+            time.sleep(0.3)
+            up.stop()
+            up = UpstreamProcess(workdir, f"dies-mid-upload-{i + 1}", port=port)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join(30)
+    try:
+        statuses = [upload() for _ in range(10)]
+        assert statuses == [200] * 10, statuses
+    finally:
+        up.stop()
