@@ -5,6 +5,8 @@ Environment:
   PORTCULLIS_BIN         gateway binary (default: <repo>/.build/debug/portcullis, built if missing)
   PORTCULLIS_E2E_KEEP    keep the temporary work directory (configs, logs) and print its path
   PORTCULLIS_E2E_RSS_MIB allowed RSS growth during 256 MiB transfers (default 64)
+  PORTCULLIS_SANITIZER_REPORTS  the directory sanitized binaries write their reports to (`scripts/test --sanitize`):
+                         a report that appears during a test fails that test
 """
 from __future__ import annotations
 
@@ -130,6 +132,35 @@ def _gateway_survives_each_test(request):
         if not gw.alive():
             pytest.fail(f"gateway {gw.config_path} died during {request.node.nodeid} "
                         f"(exit {gw.proc.returncode})\n{harness.tail(gw.err_path)}", pytrace=False)
+
+
+_SANITIZER_REPORTS = os.environ.get("PORTCULLIS_SANITIZER_REPORTS")
+
+
+def _sanitizer_reports() -> set[str]:
+    try:
+        return set(os.listdir(_SANITIZER_REPORTS))
+    except FileNotFoundError:
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def _no_sanitizer_report(request):
+    """`scripts/test --sanitize`: a report that a sanitized process (a gateway, `portcullis check`) writes during a
+    test, or while the test's own gateways stop, fails that test and shows the report. Reports of the session
+    gateways at their exit come after the last test; scripts/test prints those."""
+    if not _SANITIZER_REPORTS:
+        yield
+        return
+    before = _sanitizer_reports()
+    yield
+    new = sorted(_sanitizer_reports() - before)
+    if new:
+        shown = []
+        for name in new:
+            with open(os.path.join(_SANITIZER_REPORTS, name), errors="replace") as f:
+                shown.append(f"=== {name}\n{f.read()[:20000]}")
+        pytest.fail(f"sanitizer report(s) during {request.node.nodeid}:\n" + "\n".join(shown), pytrace=False)
 
 
 # ------------------------------------------------------------------------------------------------------------------
