@@ -686,10 +686,14 @@ class Worker(threading.Thread):
         try:
             c.send(data[: len(data) // 2])
             time.sleep(self.rng.choice([0, 0.05, 0.2]))
-            if self.rng.random() < 0.5:
-                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+            self.maybe_reset(c)
         finally:
             c.close()
+
+    def maybe_reset(self, c):
+        """Half the time the abort is a RST (SO_LINGER 0) instead of a FIN."""
+        if self.rng.random() < 0.5:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     def s_abort_download(self):
         tok, sub = self.token()
@@ -713,8 +717,7 @@ class Worker(threading.Thread):
                 if not data:
                     raise ConnectionClosed(f"{path}: closed after {got} bytes")
                 got += len(data)
-            if self.rng.random() < 0.5:
-                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.maybe_reset(c)
         finally:
             c.close()
 

@@ -26,19 +26,13 @@ public final class FlushCoalescingHandler: ChannelOutboundHandler, RemovableChan
 
     public func handlerRemoved(context: ChannelHandlerContext) {
         // Whatever was asked for goes out now; the scheduled flush then has nothing to do.
-        if flushScheduled {
-            flushScheduled = false
-            context.flush()
-        }
+        flushIfScheduled(context)
         self.context = nil
     }
 
     /// A close sends what was flushed before it (a GOAWAY, the last answers) first, as it would have without us.
     public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        if flushScheduled {
-            flushScheduled = false
-            context.flush()
-        }
+        flushIfScheduled(context)
         context.close(mode: mode, promise: promise)
     }
 
@@ -47,10 +41,14 @@ public final class FlushCoalescingHandler: ChannelOutboundHandler, RemovableChan
         flushScheduled = true
         context.eventLoop.assumeIsolated().execute {
             // A close may have flushed already.
-            guard self.flushScheduled else { return }
-            self.flushScheduled = false
-            self.context?.flush()
+            if let context = self.context { self.flushIfScheduled(context) }
         }
+    }
+
+    private func flushIfScheduled(_ context: ChannelHandlerContext) {
+        guard flushScheduled else { return }
+        flushScheduled = false
+        context.flush()
     }
 }
 
