@@ -6,6 +6,9 @@
           rounds, the achieved rate
   idle    memory per idle keep-alive connection: RSS of a process group before and after N connections, each
           after one request, are open and idle; (after - before) / N in KiB
+  cpu     CPU time per request: wrk (peerbench's bearer.lua) against one URL while the user + system time of the
+          given process groups (the gateway, the upstream) is read from /proc; µs per request for each
+  cpu-curl  the same for the floor's libcurl half: peerbench's curl_client.c, its own CPU time per request
   report  one table and DESIGN §8's ratio lines (PASS/MISS) from the floor, hot, cold, paced and idle results of one
           run; printed, and written as markdown
 
@@ -192,6 +195,78 @@ def cmd_idle(a) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------------------------- cpu
+def group_cpu_ticks(pgid: int) -> int:
+    """utime + stime, in clock ticks, of every process in process group `pgid` (threads included)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state is fields[0]
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def cmd_cpu(a) -> int:
+    groups = {}
+    for spec in a.group:
+        name, pgid = spec.split("=", 1)
+        groups[name] = int(pgid)
+    tick = os.sysconf("SC_CLK_TCK")
+    env = dict(os.environ, PB_TOKEN=open(a.token_file).read().strip() if a.token_file else "")
+    wrk = ["wrk", "-t1", f"-c{a.connections}", "--latency", "-s", a.lua, a.url]
+    if a.cpus:
+        wrk = ["taskset", "-c", a.cpus] + wrk
+    subprocess.run(wrk[:-1] + [f"-d{a.warmup}s", a.url], env=env, capture_output=True, check=True)
+    runs = []
+    for r in range(1, a.rounds + 1):
+        before = {n: group_cpu_ticks(g) for n, g in groups.items()}
+        out = subprocess.run(wrk[:-1] + [f"-d{a.duration}s", a.url], env=env, capture_output=True, text=True)
+        after = {n: group_cpu_ticks(g) for n, g in groups.items()}
+        line = next((x for x in out.stdout.splitlines() if x.startswith("PB_RESULT ")), None)
+        if out.returncode != 0 or line is None:
+            sys.exit(f"cpu: wrk failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+        res = json.loads(line[len("PB_RESULT "):])
+        bad = res["err_status"] + res["err_connect"] + res["err_read"] + res["err_write"] + res["err_timeout"]
+        run = {"round": r, "requests": res["requests"], "rps": res["rps"], "errors": bad,
+               "us_per_request": {n: (after[n] - before[n]) / tick * 1e6 / max(1, res["requests"]) for n in groups}}
+        runs.append(run)
+        print(f"{time.strftime('%H:%M:%S')} [cpu round {r}/{a.rounds}] {res['rps']:,.0f} req/s, errors {bad}, CPU µs per "
+              f"request: " + ", ".join(f"{n} {v:.1f}" for n, v in run["us_per_request"].items()), flush=True)
+    med = {n: sorted(x["us_per_request"][n] for x in runs)[len(runs) // 2] for n in groups}
+    result = {"url": a.url, "rounds": runs, "us_per_request_med": med, "errors": sum(x["errors"] for x in runs)}
+    json.dump(result, open(a.out, "w"), indent=1)
+    return 0
+
+
+def cmd_cpu_curl(a) -> int:
+    """The libcurl half of the floor in CPU time: peerbench's curl_client.c (reset + setopt per transfer, as floor.sh
+    runs it) for `duration` seconds; its own user + system time over its requests."""
+    runs = []
+    for r in range(1, a.rounds + 1):
+        cmd = [a.client, a.url, str(a.connections), str(a.duration), "1"]
+        if a.cpus:
+            cmd = ["taskset", "-c", a.cpus] + cmd
+        t0 = os.times()
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        t1 = os.times()
+        if out.returncode != 0 or "requests in" not in out.stdout:
+            sys.exit(f"cpu-curl: the client failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+        requests = int(out.stdout.split()[0])
+        cpu = (t1.children_user - t0.children_user) + (t1.children_system - t0.children_system)
+        runs.append({"round": r, "requests": requests, "us_per_request": cpu * 1e6 / max(1, requests)})
+        print(f"{time.strftime('%H:%M:%S')} [cpu-curl round {r}/{a.rounds}] {out.stdout.strip()}; CPU µs per request "
+              f"{runs[-1]['us_per_request']:.1f}", flush=True)
+    med = sorted(x["us_per_request"] for x in runs)[len(runs) // 2]
+    json.dump({"url": a.url, "rounds": runs, "us_per_request_med": med}, open(a.out, "w"), indent=1)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------------ report
 def load(path):
     if path and os.path.exists(path):
@@ -207,7 +282,8 @@ def targets_of(summary):
 
 def cmd_report(a) -> int:
     floor, hot, cold = load(a.floor), targets_of(load(a.hot)), targets_of(load(a.cold))
-    paced, idle_p, idle_n = load(a.paced), load(a.idle_portcullis), load(a.idle_nginx)
+    paced, idle_p, idle_n, cpu = load(a.paced), load(a.idle_portcullis), load(a.idle_nginx), load(a.cpu)
+    cpu_front, cpu_curl = load(a.cpu_front), load(a.cpu_curl)
     ms = lambda us: "–" if us is None else f"{us / 1000:.2f}"  # noqa: E731
     L = [f"# Portcullis beside its peers: one run ({a.label})", ""]
     L.append("| run | target | req/s | p50 ms | p99 ms | non-2xx / sock err |")
@@ -279,6 +355,29 @@ def cmd_report(a) -> int:
         line("memory per idle keep-alive connection (RSS)", k, text, "≤ 8 KiB", ok)
     else:
         line("memory per idle keep-alive connection (RSS)", None, "–", "≤ 8 KiB", False)
+    if cpu:
+        # The floor's halves each run with the upstream on the other core; in the hot run the upstream shares the
+        # servers' core, so req/s against the floor also charges the gateway with the upstream's work. CPU time per
+        # request compares like with like, and does not move with the machine's other load the way req/s does.
+        own, up = cpu["us_per_request_med"]["portcullis"], cpu["us_per_request_med"].get("upstream")
+        front_us = cpu_front["us_per_request_med"]["front"] if cpu_front else None
+        curl_us = cpu_curl["us_per_request_med"] if cpu_curl else None
+        L.append("")
+        L.append("| CPU time per request (user + system, `/proc`; median of the rounds) | µs |")
+        L.append("|---|---:|")
+        if front_us is not None and curl_us is not None:
+            L.append(f"| floor, front: Portcullis answering its JWKS | {front_us:.1f} |")
+            L.append(f"| floor, libcurl: curl_client.c (reset + setopt per transfer) | {curl_us:.1f} |")
+            L.append(f"| **floor** = front + libcurl | **{front_us + curl_us:.1f}** |")
+        L.append(f"| Portcullis proxying (hot config, one ES256 token) | {own:.1f} |")
+        if up is not None:
+            L.append(f"| the upstream (nginx; on the servers' core in the hot run) | {up:.1f} |")
+        if front_us is not None and curl_us is not None:
+            L.append("")
+            L.append(f"Hot path against the floor in CPU per request: {front_us + curl_us:.1f} / {own:.1f} µs = "
+                     f"**{(front_us + curl_us) / own:.3f}×** (the req/s ratio above also charges Portcullis with the "
+                     f"upstream's work on its core, which the floor's halves do not carry; {cpu['errors']} errors in the "
+                     f"CPU rounds).")
     if paced:
         L.append("")
         L.append(f"Paced: Benchmarks/paced_client.c, open loop, one request every {1e6 / paced['rate']:.1f} µs "
@@ -336,8 +435,27 @@ def main() -> int:
     s.add_argument("--token-file")
     s.add_argument("--label", required=True)
     s.add_argument("--out", required=True)
+    s = sub.add_parser("cpu")
+    s.add_argument("--url", required=True)
+    s.add_argument("--group", action="append", required=True, help="name=pgid, repeatable: process groups to meter")
+    s.add_argument("--lua", required=True, help="peerbench's lua/bearer.lua")
+    s.add_argument("--token-file")
+    s.add_argument("--connections", type=int, default=64)
+    s.add_argument("--duration", type=int, default=10)
+    s.add_argument("--warmup", type=int, default=3)
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--cpus", help="taskset CPU list for wrk")
+    s.add_argument("--out", required=True)
+    s = sub.add_parser("cpu-curl")
+    s.add_argument("--client", required=True, help="the built peerbench curl_client.c")
+    s.add_argument("--url", required=True)
+    s.add_argument("--connections", type=int, default=64)
+    s.add_argument("--duration", type=int, default=10)
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--cpus", help="taskset CPU list for the client")
+    s.add_argument("--out", required=True)
     s = sub.add_parser("report")
-    for f in ("floor", "hot", "cold", "paced", "idle-portcullis", "idle-nginx", "out"):
+    for f in ("floor", "hot", "cold", "paced", "idle-portcullis", "idle-nginx", "cpu", "cpu-front", "cpu-curl", "out"):
         s.add_argument(f"--{f}")
     s.add_argument("--label", default="")
     s.add_argument("--floor-target", type=float, default=0.9)
@@ -346,7 +464,7 @@ def main() -> int:
     s.add_argument("--paced-target-ms", type=float, default=1.0)
     s.add_argument("--idle-target-kib", type=float, default=8.0)
     a = p.parse_args()
-    return {"paced": cmd_paced, "idle": cmd_idle, "report": cmd_report}[a.cmd](a)
+    return {"paced": cmd_paced, "idle": cmd_idle, "cpu": cmd_cpu, "cpu-curl": cmd_cpu_curl, "report": cmd_report}[a.cmd](a)
 
 
 if __name__ == "__main__":

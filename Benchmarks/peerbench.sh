@@ -7,12 +7,17 @@
 #   hot    bench.sh with nginx, haproxy, haproxy-es256, oidc-es256-jwks and Portcullis (one ES256 token reused,
 #          verified-token cache on)
 #   cold   bench.sh with TOKEN_POOL=256, nginx, haproxy-es256 and Portcullis with token_cache_entries 0
+#   cpu    the floor and the hot path again in CPU time per request (user + system, from /proc): the front (as in
+#          floor), peerbench's curl_client.c (its own CPU time), Portcullis proxying with the hot config, and the
+#          upstream. The floor's halves run with the upstream on the other core, the hot run with it on the servers'
+#          core, so req/s charges Portcullis with the upstream's work; CPU time compares like with like and does not
+#          move with the machine's other load (informational, not a DESIGN §8 line)
 #   paced  Benchmarks/paced_client.c (open loop, evenly spaced requests, latency from each one's due time) at half of
 #          nginx's req/s from the hot phase: Portcullis, nginx and the upstream alone (direct) at the same fixed rate,
 #          in alternating rounds; p99 of each and Portcullis's p99 minus nginx's
 #   idle   IDLE_CONNECTIONS (10,000) keep-alive connections, each idle after one request: RSS per connection of
 #          Portcullis and, for reference, of nginx
-# paced and idle run against `bench.sh serve` (the peerbench upstream and nginx proxy, Portcullis with the hot
+# cpu, paced and idle run against `bench.sh serve` (the peerbench upstream and nginx proxy, Portcullis with the hot
 # config); the nginx of the idle phase is a copy of peerbench's proxy config with room for the connections.
 #
 # Usage: Benchmarks/peerbench.sh [--report FILE]
@@ -20,7 +25,7 @@
 #   end), floor/, hot/ and cold/ (peerbench results, summary.json), paced/, idle-*.json. --report copies report.md.
 # Knobs (environment): ROUNDS, DURATION, WARMUP, COOLDOWN, CONNECTIONS pass through to bench.sh (and set the paced
 #   phase's rounds, duration, warm-up and connections unless PACED_* say otherwise); FLOOR_DURATION (floor.sh's
-#   seconds per half, default DURATION or 8); PHASES (default "floor hot cold paced idle"); IDLE_CONNECTIONS;
+#   seconds per half, default DURATION or 8); PHASES (default "floor hot cold cpu paced idle"); IDLE_CONNECTIONS;
 #   PACED_RATE (instead of half of nginx's hot-phase req/s); COLD_TOKEN_POOL (256); HOT_TARGETS, COLD_TARGETS;
 #   PORTCULLIS_BIN (a built binary: no build, no scripts/install-deps); PEERBENCH (the harness folder);
 #   PEERBENCH_STATE (its keys and tokens, default /tmp/peerbench-state).
@@ -38,7 +43,7 @@ IDLE_NGINX_PORT=${IDLE_NGINX_PORT:-18096}
 PORT_UPSTREAM=${PORT_UPSTREAM:-18080}
 PORT_NGINX=${PORT_NGINX:-18081}
 export SUT_CPUS=${SUT_CPUS:-0} WRK_CPUS=${WRK_CPUS:-1}
-PHASES=" ${PHASES:-floor hot cold paced idle} "
+PHASES=" ${PHASES:-floor hot cold cpu paced idle} "
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 COLD_TOKEN_POOL=${COLD_TOKEN_POOL:-256}
 HOT_TARGETS=${HOT_TARGETS:-nginx haproxy haproxy-es256 oidc-es256-jwks}
@@ -96,6 +101,7 @@ chmod 755 "$WORK"   # nginx's workers (nobody) read under it
 SERVE_PID=
 SERVE_RUNDIR=$WORK/serve-run
 IDLE_NGINX_PGID=
+CPU_FRONT_PGID=
 stop_serve() {  # bench.sh serve stops its servers on SIGTERM; its pids file is the fallback
   [ -n "$SERVE_PID" ] || return 0
   kill -TERM "$SERVE_PID" 2>/dev/null || true
@@ -107,15 +113,16 @@ stop_serve() {  # bench.sh serve stops its servers on SIGTERM; its pids file is 
   wait "$SERVE_PID" 2>/dev/null || true
   SERVE_PID=
 }
-stop_idle_nginx() {
-  [ -n "$IDLE_NGINX_PGID" ] || return 0
-  kill -TERM -- "-$IDLE_NGINX_PGID" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 -- "-$IDLE_NGINX_PGID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL -- "-$IDLE_NGINX_PGID" 2>/dev/null || true
-  wait "$IDLE_NGINX_PGID" 2>/dev/null || true
-  IDLE_NGINX_PGID=
+stop_group() {  # $1 = a process group we started with setsid (its leader is our child)
+  [ -n "$1" ] || return 0
+  kill -TERM -- "-$1" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 -- "-$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- "-$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
 }
-cleanup() { set +e; stop_idle_nginx; stop_serve; rm -rf "$WORK"; }
+stop_idle_nginx() { stop_group "$IDLE_NGINX_PGID"; IDLE_NGINX_PGID=; }
+stop_cpu_front() { stop_group "$CPU_FRONT_PGID"; CPU_FRONT_PGID=; }
+cleanup() { set +e; stop_cpu_front; stop_idle_nginx; stop_serve; rm -rf "$WORK"; }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -172,8 +179,8 @@ fi
 has hot && bench hot "$HOT_CACHE" 0 "$HOT_TARGETS"
 has cold && bench cold 0 "$COLD_TOKEN_POOL" "$COLD_TARGETS"
 
-# --- 4. paced, 5. idle: against bench.sh serve (upstream, nginx proxy, Portcullis hot) --------------------------------
-if has paced || has idle; then
+# --- 4. cpu, 5. paced, 6. idle: against bench.sh serve (upstream, nginx proxy, Portcullis hot) ---------------------
+if has cpu || has paced || has idle; then
   say "peerbench serve: nginx + portcullis (token_cache_entries $HOT_CACHE) for the paced and idle phases"
   ( cd "$PEERBENCH" && exec setsid env RESULTS="$OUT/serve" RUNDIR="$SERVE_RUNDIR" TOKEN_POOL=0 TARGETS=nginx \
       EXTRA_TARGET=portcullis=http://127.0.0.1:$PORT EXTRA_TOKEN=es256 EXTRA_DESC="Portcullis, cache $HOT_CACHE" \
@@ -186,6 +193,29 @@ if has paced || has idle; then
   done
   grep -q "serving (Ctrl-C to stop)" "$WORK/serve.log" || { cat "$WORK/serve.log" >&2; echo "peerbench.sh: bench.sh serve did not come up" >&2; exit 1; }
   cp "$WORK/serve.log" "$OUT/serve.log"
+fi
+
+if has cpu; then
+  say "cpu: CPU time per request of Portcullis and of the upstream, ${ROUNDS:-3} rounds x ${DURATION:-10} s"
+  pc_pgid=$(awk '$2 == "extra-portcullis" { print $1 }' "$SERVE_RUNDIR/pids")
+  up_pgid=$(awk '$2 == "upstream" { print $1 }' "$SERVE_RUNDIR/pids")
+  [ -n "$pc_pgid" ] && [ -n "$up_pgid" ] || { echo "peerbench.sh: no Portcullis or upstream in $SERVE_RUNDIR/pids" >&2; exit 1; }
+  python3 Benchmarks/hotbench.py cpu --url "http://127.0.0.1:$PORT/api/bench" --group "portcullis=$pc_pgid" \
+    --group "upstream=$up_pgid" --lua "$PEERBENCH/lua/bearer.lua" --token-file "$TOKEN_FILE" \
+    --rounds "${ROUNDS:-3}" --duration "${DURATION:-10}" --warmup "${WARMUP:-3}" --connections "${CONNECTIONS:-64}" \
+    --cpus "$WRK_CPUS" --out "$OUT/cpu.json"
+  gcc -O2 -o "$WORK/curl_client" "$PEERBENCH/curl_client.c" -lcurl
+  python3 Benchmarks/hotbench.py cpu-curl --client "$WORK/curl_client" --url "http://127.0.0.1:$PORT_UPSTREAM/api/bench" \
+    --rounds "${ROUNDS:-3}" --duration "${DURATION:-10}" --connections "${CONNECTIONS:-64}" --cpus "$WRK_CPUS" \
+    --out "$OUT/cpu-curl.json"
+  setsid taskset -c "$SUT_CPUS" "$BIN" serve --config "$WORK/front.json" >"$WORK/cpu-front.log" 2>&1 </dev/null &
+  CPU_FRONT_PGID=$!
+  for _ in $(seq 1 100); do curl -fs -o /dev/null "http://127.0.0.1:$FRONT_PORT/.well-known/jwks.json" && break; sleep 0.1; done
+  python3 Benchmarks/hotbench.py cpu --url "http://127.0.0.1:$FRONT_PORT/.well-known/jwks.json" \
+    --group "front=$CPU_FRONT_PGID" --lua "$PEERBENCH/lua/bearer.lua" \
+    --rounds "${ROUNDS:-3}" --duration "${DURATION:-10}" --warmup "${WARMUP:-3}" --connections "${CONNECTIONS:-64}" \
+    --cpus "$WRK_CPUS" --out "$OUT/cpu-front.json"
+  stop_cpu_front
 fi
 
 if has paced; then
@@ -228,10 +258,11 @@ if has idle; then
 fi
 stop_serve
 
-# --- 6. one table -------------------------------------------------------------------------------------------------------
+# --- 7. one table -------------------------------------------------------------------------------------------------------
 say "report ($OUT/report.md)"
 python3 Benchmarks/hotbench.py report --label "$(date -u '+%Y-%m-%d %H:%M UTC'), ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10}" \
   --floor "$OUT/floor/floor.json" --hot "$OUT/hot/summary.json" --cold "$OUT/cold/summary.json" \
-  --paced "$OUT/paced/paced.json" --idle-portcullis "$OUT/idle-portcullis.json" --idle-nginx "$OUT/idle-nginx.json" \
+  --paced "$OUT/paced/paced.json" --cpu "$OUT/cpu.json" --cpu-front "$OUT/cpu-front.json" --cpu-curl "$OUT/cpu-curl.json" \
+  --idle-portcullis "$OUT/idle-portcullis.json" --idle-nginx "$OUT/idle-nginx.json" \
   --out "$OUT/report.md"
 if [ -n "$REPORT" ]; then mkdir -p "$(dirname "$REPORT")"; cp "$OUT/report.md" "$REPORT"; echo "report copied to $REPORT"; fi

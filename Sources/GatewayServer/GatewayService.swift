@@ -107,6 +107,13 @@ final class GatewayService: Service {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 64 * 1024, high: 256 * 1024))
+            // NIO keeps each channel's last receive buffer for reuse, so its size is memory every idle keep-alive
+            // connection holds. 1 KiB (nginx's `client_header_buffer_size`) takes a typical request head in one read;
+            // a read that fills the buffer doubles the next one (up to 64 KiB), so bodies and larger heads still
+            // get large reads after the first. NIO's default of 2 KiB was a quarter of the per-connection RSS.
+            .childChannelOption(
+                .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536)
+            )
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try pipeline.initialize(channel) }
             }
