@@ -283,7 +283,7 @@ def targets_of(summary):
 def cmd_report(a) -> int:
     floor, hot, cold = load(a.floor), targets_of(load(a.hot)), targets_of(load(a.cold))
     paced, idle_p, idle_n, cpu = load(a.paced), load(a.idle_portcullis), load(a.idle_nginx), load(a.cpu)
-    cpu_front, cpu_curl = load(a.cpu_front), load(a.cpu_curl)
+    cpu_front, cpu_curl, ecdsa = load(a.cpu_front), load(a.cpu_curl), load(a.ecdsa)
     ms = lambda us: "–" if us is None else f"{us / 1000:.2f}"  # noqa: E731
     L = [f"# Portcullis beside its peers: one run ({a.label})", ""]
     L.append("| run | target | req/s | p50 ms | p99 ms | non-2xx / sock err |")
@@ -355,6 +355,15 @@ def cmd_report(a) -> int:
         line("memory per idle keep-alive connection (RSS)", k, text, "≤ 8 KiB", ok)
     else:
         line("memory per idle keep-alive connection (RSS)", None, "–", "≤ 8 KiB", False)
+    if ecdsa and floor and hc:
+        # Cache off, every request verifies one ES256 signature: no gateway that forwards through libcurl on one core
+        # can beat 1 / (1/floor + 1/verify), whatever its own code costs.
+        bound = 1 / (1 / floor["floor"] + 1 / ecdsa["verify_per_s"])
+        L.append("")
+        L.append(f"Cache-off bound: the floor ({floor['floor']:,.0f} req/s) with one P-256 verification per request "
+                 f"(OpenSSL {ecdsa['verify_per_s']:,.0f} verifications/s on the servers' core) allows at most "
+                 f"{bound:,.0f} req/s = **{bound / hc['rps_med']:.2f}× haproxy-es256**, against the target's "
+                 f"{a.cold_target}×.")
     if cpu:
         # The floor's halves each run with the upstream on the other core; in the hot run the upstream shares the
         # servers' core, so req/s against the floor also charges the gateway with the upstream's work. CPU time per
@@ -455,7 +464,7 @@ def main() -> int:
     s.add_argument("--cpus", help="taskset CPU list for the client")
     s.add_argument("--out", required=True)
     s = sub.add_parser("report")
-    for f in ("floor", "hot", "cold", "paced", "idle-portcullis", "idle-nginx", "cpu", "cpu-front", "cpu-curl", "out"):
+    for f in ("floor", "hot", "cold", "paced", "idle-portcullis", "idle-nginx", "cpu", "cpu-front", "cpu-curl", "ecdsa", "out"):
         s.add_argument(f"--{f}")
     s.add_argument("--label", default="")
     s.add_argument("--floor-target", type=float, default=0.9)

@@ -11,7 +11,8 @@
 #          floor), peerbench's curl_client.c (its own CPU time), Portcullis proxying with the hot config, and the
 #          upstream. The floor's halves run with the upstream on the other core, the hot run with it on the servers'
 #          core, so req/s charges Portcullis with the upstream's work; CPU time compares like with like and does not
-#          move with the machine's other load (informational, not a DESIGN §8 line)
+#          move with the machine's other load (informational, not a DESIGN §8 line); and `openssl speed ecdsap256`
+#          on the servers' core: one P-256 verification, which with the floor bounds the cache-off path
 #   paced  Benchmarks/paced_client.c (open loop, evenly spaced requests, latency from each one's due time) at half of
 #          nginx's req/s from the hot phase: Portcullis, nginx and the upstream alone (direct) at the same fixed rate,
 #          in alternating rounds; p99 of each and Portcullis's p99 minus nginx's
@@ -216,6 +217,11 @@ if has cpu; then
     --rounds "${ROUNDS:-3}" --duration "${DURATION:-10}" --warmup "${WARMUP:-3}" --connections "${CONNECTIONS:-64}" \
     --cpus "$WRK_CPUS" --out "$OUT/cpu-front.json"
   stop_cpu_front
+  # One ECDSA P-256 verification on the servers' core (OpenSSL's assembly, the fastest on this machine): with the
+  # floor it bounds what any libcurl-forwarding gateway can do with a token verified on every request.
+  taskset -c "$SUT_CPUS" openssl speed -seconds 3 ecdsap256 2>/dev/null \
+    | awk '/ecdsa \(nistp256\)/ { printf "{\"sign_per_s\": %s, \"verify_per_s\": %s}\n", $(NF-1), $NF }' >"$OUT/ecdsa.json"
+  cat "$OUT/ecdsa.json"
 fi
 
 if has paced; then
@@ -263,6 +269,6 @@ say "report ($OUT/report.md)"
 python3 Benchmarks/hotbench.py report --label "$(date -u '+%Y-%m-%d %H:%M UTC'), ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10}" \
   --floor "$OUT/floor/floor.json" --hot "$OUT/hot/summary.json" --cold "$OUT/cold/summary.json" \
   --paced "$OUT/paced/paced.json" --cpu "$OUT/cpu.json" --cpu-front "$OUT/cpu-front.json" --cpu-curl "$OUT/cpu-curl.json" \
-  --idle-portcullis "$OUT/idle-portcullis.json" --idle-nginx "$OUT/idle-nginx.json" \
+  --ecdsa "$OUT/ecdsa.json" --idle-portcullis "$OUT/idle-portcullis.json" --idle-nginx "$OUT/idle-nginx.json" \
   --out "$OUT/report.md"
 if [ -n "$REPORT" ]; then mkdir -p "$(dirname "$REPORT")"; cp "$OUT/report.md" "$REPORT"; echo "report copied to $REPORT"; fi

@@ -138,7 +138,7 @@ public final class ProxyPolicy: Sendable {
                 body: [], clientAddress: clientAddress, requestID: requestID)
             return .local(service, request)
         }
-        let host = hosts.first.map { hostWithoutPort($0) }
+        let host = routes.hasHostRules ? hosts.first.map { hostWithoutPort($0) } : nil
         guard let routeIndex = routes.match(method: method, host: host, path: canonical.matchPath) else {
             return .reject(.routeNotFound)
         }

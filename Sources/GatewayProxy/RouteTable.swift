@@ -3,9 +3,13 @@ import GatewayConfig
 /// The configured routes, matched first-to-last against the canonical path (DESIGN §4 `routes`).
 public struct RouteTable: Sendable {
     public let routes: [Route]
+    /// Whether any route is restricted to a `host`: when none is, a request's `Host` is never lower-cased and cut
+    /// for matching (a per-request cost on the hot path otherwise).
+    public let hasHostRules: Bool
 
     public init(_ routes: [Route]) {
         self.routes = routes
+        self.hasHostRules = routes.contains { $0.host != nil }
     }
 
     /// The index of the first route that matches, or nil (→ 404 `route_not_found`).

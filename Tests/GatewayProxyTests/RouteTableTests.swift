@@ -27,6 +27,12 @@ import Testing
         #expect(table.match(method: "GET", host: nil, path: "/api") == nil)
     }
 
+    @Test func hostRulesAreKnownUpFront() {
+        // Without a host-restricted route the policy never reads `Host` for matching (a hot-path cost).
+        #expect(!RouteTable([route("/a"), route("/")]).hasHostRules)
+        #expect(RouteTable([route("/a"), route("/", host: "api.example.com")]).hasHostRules)
+    }
+
     @Test func noRouteIsNil() {
         #expect(RouteTable([route("/a")]).match(method: "GET", host: nil, path: "/b") == nil)
     }
