@@ -502,6 +502,7 @@ def test_continuation_flood_is_cut_off(plain_gateway):
     _still_serving(plain_gateway)
 
 
+@pytest.mark.rss_bound
 def test_floods_keep_memory_bounded(plain_gateway, upstream):
     """Rounds of 40 flooding connections at once (30 rapid resets, 10 CONTINUATION floods whose frames carry 120-byte
     fields): every one is cut off with a GOAWAY, and what a round leaves behind does not add up. The first round

@@ -48,6 +48,7 @@ def _check_rss(env, sampler, before):
         f"gateway RSS grew {growth // 1024} MiB (peak {sampler.peak_kib // 1024} MiB) during a 256 MiB transfer"
 
 
+@pytest.mark.rss_bound
 @pytest.mark.parametrize("mode", ["content-length", "chunked"])
 def test_upload_256mib(env, conn, mode):
     """Upload 256 MiB (Content-Length or chunked) to /private/upload: the upstream receives every byte
@@ -72,6 +73,7 @@ def test_upload_256mib(env, conn, mode):
     _check_rss(env, s, before)
 
 
+@pytest.mark.rss_bound
 @pytest.mark.parametrize("mode", ["cl", "chunked"])
 def test_download_256mib(env, conn, mode):
     """Download 256 MiB (upstream Content-Length or chunked): every byte arrives (sha256 matches) and the

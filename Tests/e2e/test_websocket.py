@@ -268,6 +268,7 @@ def test_client_vanishing_closes_the_upstream(wsgw, keys, ws_upstream):
     assert end is not None, "the upstream connection stayed open after the client vanished"
 
 
+@pytest.mark.rss_bound
 def test_slow_client_does_not_grow_gateway_memory(wsgw, keys):
     """The upstream floods 256 MiB; the client reads nothing for a while, then everything. RSS growth ≤ 64 MiB."""
     base = rss_kib(wsgw.pid)
@@ -284,6 +285,7 @@ def test_slow_client_does_not_grow_gateway_memory(wsgw, keys):
     assert growth < 64, growth
 
 
+@pytest.mark.rss_bound
 def test_slow_upstream_does_not_grow_gateway_memory(wsgw, keys):
     """The client sends for 4 s to an upstream that never reads: the gateway must stop reading the client."""
     base = rss_kib(wsgw.pid)
@@ -375,6 +377,7 @@ def _raise_nofile(n: int):
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
 
 
+@pytest.mark.rss_bound
 def test_thousand_idle_tunnels_then_sigterm_closes_them_with_1001(binary, workdir, keys, ws_upstream):
     """1,000 concurrent idle tunnels hold; RSS growth per tunnel is printed (bound: 64 KiB each); SIGTERM then ends
     them with 1001 within the drain."""
