@@ -37,7 +37,8 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
     private enum Phase {
         /// Waiting for the connection, then for the upstream's response head.
         case handshake
-        /// Passing a non-101 answer's body back; the connection closes after it.
+        /// Passing a non-101 answer's body back; the connection closes after it. `remaining`: the bytes left of a
+        /// sized body; nil for a chunked one (`dechunker`) or one that ends when the upstream closes.
         case answering(remaining: Int64?)
         /// The tunnel is up.
         case relaying
@@ -58,6 +59,8 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
 
     /// The upstream's response head as it arrives.
     private var head: [UInt8] = []
+    /// Takes the framing off a chunked non-101 answer (the client's encoder frames the body again).
+    private var dechunker: ChunkedBodyDecoder?
     /// Bytes for the upstream not sent yet (retried from the same buffer after `.wouldBlock`).
     private var toUpstream = CircularBuffer<ByteBuffer>(initialCapacity: 2)
     /// An incomplete frame header from each side, presented to its tracker again with the next bytes (≤ 13 bytes).
@@ -270,9 +273,12 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
             if header.name.equalsIgnoringASCIICase("content-length") { length = Int64(header.value.trimmingSpaces) }
             if header.name.equalsIgnoringASCIICase("transfer-encoding") { chunked = true }
         }
-        // A chunked answer would have to be de-chunked for the encoder, which frames the body itself; upstreams refuse
-        // an upgrade with a short, sized body, so this is refused rather than relayed.
-        if chunked { return fail(.upstreamInvalidResponse, reason: "websocket_refusal_chunked") }
+        // A chunked answer is de-chunked on the way: the encoder frames the body itself (chunked again, the length
+        // being unknown), and `clientResponseHeaders` drops the upstream's Transfer-Encoding.
+        if chunked {
+            dechunker = ChunkedBodyDecoder()
+            length = nil
+        }
         if response.status == 204 || response.status == 304 || (100..<200).contains(response.status) { length = 0 }
         access.status = response.status
         var headers = GatewayHandler.clientResponseHeaders(response.headers)
@@ -289,6 +295,22 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
     /// Writes what belongs to the answer's body; ends the answer when it is complete.
     private func writeAnswerBody(_ bytes: ArraySlice<UInt8>, context: ChannelHandlerContext) {
         guard case .answering(let remaining) = phase else { return }
+        if dechunker != nil {
+            var payload: [UInt8] = []
+            do {
+                try dechunker!.decode(bytes, into: &payload)
+            } catch {
+                // Part of the answer has gone to the client: it can only be cut off.
+                access.reason = "upstream_invalid_response"
+                return closeEverything(flush: true)
+            }
+            if !payload.isEmpty {
+                context.write(
+                    NIOAny(HTTPServerResponsePart.body(.byteBuffer(context.channel.allocator.buffer(bytes: payload)))), promise: nil)
+            }
+            if dechunker!.isComplete { endAnswer(context: context) }
+            return
+        }
         var bytes = bytes
         if let remaining { bytes = bytes.prefix(Int(min(remaining, Int64(bytes.count)))) }
         if !bytes.isEmpty {
@@ -319,8 +341,8 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
                 tunnel.watch(read: true, write: false)
                 return
             case .closed:
-                // A close-delimited body ends here; a sized one that ends early cannot be completed honestly.
-                if case .answering(let remaining) = phase, remaining != nil {
+                // A close-delimited body ends here; a sized or chunked one that ends early cannot be completed honestly.
+                if case .answering(let remaining) = phase, remaining != nil || dechunker != nil {
                     access.reason = "upstream_closed"
                     closeEverything(flush: true)
                     return

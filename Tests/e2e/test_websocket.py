@@ -222,14 +222,31 @@ def test_route_without_websocket_refuses_upgrade(wsgw, ws_upstream):
     assert not ws_upstream.handshakes_for("/nows/echo")
 
 
+@pytest.mark.parametrize("framing", ["refuse", "refuse-chunked"])
 @pytest.mark.parametrize("status", [403, 404, 200])
-def test_upstream_refusal_reaches_the_client(wsgw, keys, status):
+def test_upstream_refusal_reaches_the_client(wsgw, keys, status, framing):
+    """A non-101 answer goes back as the upstream gave it (a chunked body de-chunked on the way and framed again by
+    the gateway), and the connection closes after it."""
     with pytest.raises(InvalidStatus) as info:
-        open_ws(wsgw, f"/ws/refuse/{status}", token(keys))
+        open_ws(wsgw, f"/ws/{framing}/{status}", token(keys))
     response = info.value.response
     assert response.status_code == status
     assert response.headers.get("X-Refused") == "yes"
     assert response.body == f"refused with {status}\n".encode()
+
+
+def test_chunked_refusal_framing_on_the_wire(wsgw, keys):
+    """A chunked refusal on the wire: one framing (the gateway's), the upstream's trailer not relayed, and the
+    connection closed after the answer."""
+    base = [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", base64.b64encode(os.urandom(16)).decode()),
+            ("Authorization", f"Bearer {token(keys)}")]
+    with wsgw.raw() as c:
+        r = c.request("GET", "/ws/refuse-chunked/403", base)
+        assert r.status == 403 and r.body == b"refused with 403\n", (r.status, r.body)
+        assert len(r.headers_all("Transfer-Encoding")) + len(r.headers_all("Content-Length")) == 1, r.raw_head
+        assert r.header("Connection") == "close" and r.header("X-Trailer") is None, r.raw_head
+        assert c.closed_by_peer(), "the connection stayed open after the refusal"
 
 
 # ------------------------------------------------------------------------------------------------------------------

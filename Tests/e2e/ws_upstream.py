@@ -8,6 +8,7 @@ It records every handshake (path, headers, negotiated subprotocol and extensions
   /ws/flood?mib=N      send N binary messages of 1 MiB as fast as the gateway takes them, then wait
   /ws/noread           never read (its receive queue holds one message, so TCP back-pressure builds)
   /ws/refuse/NNN       answer the handshake with status NNN and a small body
+  /ws/refuse-chunked/NNN  the same body with Transfer-Encoding: chunked (three chunks, an extension, a trailer)
 """
 from __future__ import annotations
 
@@ -76,6 +77,13 @@ class WsUpstream:
             headers = Headers([("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
                                ("X-Refused", "yes")])
             return Response(status, http.HTTPStatus(status).phrase, headers, body)
+        if path.startswith("/ws/refuse-chunked/"):
+            status = int(path.rsplit("/", 1)[1])
+            body = f"refused with {status}\n".encode()
+            framed = (b"5\r\n" + body[:5] + b"\r\n" + b"3;note=x\r\n" + body[5:8] + b"\r\n"
+                      + f"{len(body) - 8:x}\r\n".encode() + body[8:] + b"\r\n0\r\nX-Trailer: t\r\n\r\n")
+            headers = Headers([("Content-Type", "text/plain"), ("Transfer-Encoding", "chunked"), ("X-Refused", "yes")])
+            return Response(status, http.HTTPStatus(status).phrase, headers, framed)
         return None
 
     async def _handler(self, ws: ServerConnection):
