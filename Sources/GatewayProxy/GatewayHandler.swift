@@ -15,33 +15,33 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
     public typealias OutboundIn = HTTPServerResponsePart
     public typealias OutboundOut = HTTPServerResponsePart
 
-    private let loop: LoopContext
+    let loop: LoopContext
     /// The policy the request in flight started with (a reload never changes a request half-way).
-    private var policy: ProxyPolicy
-    private let clock: @Sendable () -> Double
+    var policy: ProxyPolicy
+    let clock: @Sendable () -> Double
     /// Where access-log lines go; nil when `log.access_log` is off.
-    private let accessLog: AccessLogSink
-    private var access = AccessRecord()
-    private var machine = ConnectionStateMachine()
+    let accessLog: AccessLogSink
+    var access = AccessRecord()
+    var machine = ConnectionStateMachine()
     private var context: ChannelHandlerContext?
 
     /// A test's fake upstream; nil: this loop's libcurl driver (no closure allocated per connection).
     private let startFake: UpstreamStarter?
     /// The client connection (TLS, client certificate, HTTP/2 stream), fixed for the handler's life.
-    private let connection: ClientConnection
+    let connection: ClientConnection
 
     // The request in flight.
-    private var exchange = UpstreamExchange()
-    private var requestID = ""
+    var exchange = UpstreamExchange()
+    var requestID = ""
     /// A request for a `LocalService` whose body is being collected or whose answer is awaited.
     private var local: (service: any LocalService, request: LocalRequest)?
     /// An authorised WebSocket opening handshake, handed over to a tunnel when its request is complete.
-    private var pendingTunnel: WebSocketTunnelHandler.Opening?
+    var pendingTunnel: WebSocketTunnelHandler.Opening?
     /// The request in flight is a gRPC call: the gateway's own answers to it are in gRPC form.
     private var grpc = false
     /// The trailers that end the response in flight: the upstream's (`didReceiveTrailers`), and for a gRPC
     /// Trailers-Only answer the status fields moved out of its head.
-    private var responseTrailers: HTTPHeaders?
+    var responseTrailers: HTTPHeaders?
 
     /// The peer's address as text, formatted once per connection rather than for every request.
     private var cachedClientAddress: String??
@@ -227,7 +227,7 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     // MARK: - Actions
 
-    private func perform(_ action: ConnectionStateMachine.Action, context: ChannelHandlerContext) {
+    func perform(_ action: ConnectionStateMachine.Action, context: ChannelHandlerContext) {
         switch action {
         case .none, .startTransfer, .forwardBody:
             break
@@ -306,47 +306,6 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
     }
 
-    /// A refusal of a gRPC call, in gRPC form (DESIGN §11): HTTP 200, `content-type: application/grpc`, no message,
-    /// and trailers with the `grpc-status` and the §6 reason as `grpc-message`; a challenge goes in the head as
-    /// `WWW-Authenticate`. On HTTP/2 the head and the trailers are two HEADERS frames (the second ends the stream);
-    /// on HTTP/1.1 the answer is chunked so that the trailers go out.
-    private func respondGRPC(_ error: GatewayError, close: Bool, context: ChannelHandlerContext) {
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(4)
-        headers.add(name: "content-type", value: "application/grpc")
-        headers.add(name: "x-request-id", value: requestID)
-        if let challenge = error.wwwAuthenticate(realm: policy.realm) { headers.add(name: "www-authenticate", value: challenge) }
-        if close && !connection.isHTTP2 { headers.add(name: "connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
-        let end = wrapOutboundOut(.end(GRPC.trailers(GRPC.status(for: error), message: error.reason)))
-        // On HTTP/2 the stream is left for the client to end (it stops sending once it has the trailers): closing it
-        // sends RST_STREAM(CANCEL), which a gRPC client may read before the trailers and report as CANCELLED.
-        if close && !connection.isHTTP2 {
-            let channel = context.channel
-            context.writeAndFlush(end).whenComplete { _ in channel.close(promise: nil) }
-        } else {
-            context.writeAndFlush(end, promise: nil)
-            releaseRead(context: context)
-        }
-    }
-
-    /// A gRPC response whose head went out failed upstream (its deadline, a reset): instead of cutting the stream,
-    /// which a client reads as a bare cancellation, end the call with trailers saying why, then close.
-    private func endGRPCCall(_ error: GatewayError, context: ChannelHandlerContext) {
-        _ = exchange.release()
-        responseTrailers = nil
-        access.reason = error.reason
-        access.write(to: accessLog, requestID: requestID, loop: loop)
-        let end = wrapOutboundOut(.end(GRPC.trailers(GRPC.status(for: error), message: error.reason)))
-        // As in `respondGRPC`: an HTTP/2 stream is left for the client to end after the trailers.
-        if connection.isHTTP2 {
-            context.writeAndFlush(end, promise: nil)
-            return releaseRead(context: context)
-        }
-        let channel = context.channel
-        context.writeAndFlush(end).whenComplete { _ in channel.close(promise: nil) }
-    }
-
     /// Answers with a local document. It goes through the same state machine as a forwarded request that completes
     /// at once, so keep-alive and unread-body rules are the same.
     private func serve(_ document: LocalDocument, head: HTTPRequestHead, context: ChannelHandlerContext) {
@@ -419,7 +378,7 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     /// Called whenever the connection may take more: hands out pipelined requests that can go now, then reads on.
-    private func releaseRead(context: ChannelHandlerContext) {
+    func releaseRead(context: ChannelHandlerContext) {
         if machine.beginDrain() {
             while let next = machine.nextPending() {
                 switch next {
@@ -648,54 +607,3 @@ public final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler
 
 @available(*, unavailable)
 extension GatewayHandler: Sendable {}
-
-// MARK: - WebSocket upgrades
-
-extension GatewayHandler {
-    /// An authorised opening handshake: nothing is transferred; when the request is complete (`requestEnd`) the
-    /// connection is handed to a `WebSocketTunnelHandler`.
-    private func openTunnel(_ forward: ProxyPolicy.Forward, key: String, keepAlive: Bool, context: ChannelHandlerContext) {
-        guard let bytes = WebSocketHandshake.upstreamRequest(forward.request) else {
-            return perform(machine.requestHead(rejection: .requestMalformed, keepAlive: false, hasBody: false), context: context)
-        }
-        guard case .startTransfer = machine.requestHead(rejection: nil, keepAlive: false, hasBody: false) else { return }
-        let limits = policy.limits
-        pendingTunnel = WebSocketTunnelHandler.Opening(
-            request: forward.request, key: key, requestBytes: bytes, identity: forward.identity, leewaySeconds: policy.leewaySeconds,
-            idleTimeout: .milliseconds(Int64(limits.websocketIdleTimeoutMs)),
-            closeTimeout: .milliseconds(Int64(limits.websocketCloseTimeoutMs)), drainSeconds: limits.drainSeconds,
-            realm: policy.realm)
-    }
-
-    /// Replaces the data path's handlers with the tunnel's: it goes right after the decoder (which keeps what the
-    /// client sends next until the upstream has answered), everything after the decoder and the connection clocks in
-    /// front of it go. The encoder stays for the answer.
-    private func handOver(_ opening: WebSocketTunnelHandler.Opening, context: ChannelHandlerContext) {
-        let pipeline = context.pipeline.syncOperations
-        let tunnel = WebSocketTunnelHandler(
-            loop: loop, accessLog: accessLog, access: access, requestID: requestID, opening: opening, clock: clock)
-        // The tunnel writes the line from now on.
-        access = AccessRecord()
-        do {
-            let decoder = try pipeline.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self)
-            try pipeline.addHandler(tunnel, position: .after(decoder.handler))
-        } catch {
-            context.close(promise: nil)
-            return
-        }
-        // The clocks go on the next tick: they are in the middle of passing this read to the decoder, and what follows
-        // the request in it (a client that did not wait for the 101) must still reach the decoder, which keeps it for
-        // the tunnel.
-        if let clocks = try? pipeline.handler(type: IdleConnectionHandler.self) {
-            let channelPipeline = context.pipeline
-            context.eventLoop.assumeIsolated().execute {
-                channelPipeline.syncOperations.removeHandler(clocks, promise: nil)
-            }
-        }
-        if let boundaries = try? pipeline.handler(type: RequestBoundaryHandler.self) { pipeline.removeHandler(boundaries, promise: nil) }
-        if let validator = try? pipeline.handler(type: NIOHTTPResponseHeadersValidator.self) {
-            pipeline.removeHandler(validator, promise: nil)
-        }
-        pipeline.removeHandler(context: context, promise: nil)
-    }
-}
