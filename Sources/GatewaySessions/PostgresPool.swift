@@ -114,56 +114,69 @@ final class PostgresPool: Sendable {
             throw PostgresStoreError(.closed, "\(what): the store is closed")
         }
         do {
-            // The call runs in a task of its own so that the deadline can cancel it while its lease still waits in
-            // the pool's queue. The deadline is an entry in `deadlines` (one coarse sweep for every call in flight),
-            // not a timer per call: a task group with a sleeping second child did this at about twice the cost, a
-            // tenth of a gateway's CPU per refresh.
-            let work = Task { () async throws -> T in
-                // The pool learns that a connection closed (ours after a deadline, or the server's) a moment after
-                // the close, and may lend it meanwhile: take another one rather than fail the call.
-                for _ in 0..<3 {
-                    do {
-                        return try await client.withConnection { connection in
-                            guard !connection.isClosed else { throw StaleConnection() }
-                            try lease.begin(connection)
-                            do {
-                                let value = try await body(connection)
-                                lease.end()
-                                return value
-                            } catch {
-                                // The deadline closed this connection, and the query fails before the channel is
-                                // fully closed: wait for that, or the pool lends it again.
-                                if lease.end() { try? await connection.closeFuture.get() }
-                                throw error
-                            }
-                        }
-                    } catch is StaleConnection {
-                        continue
-                    }
+            // The call runs in a task of its own, and the caller waits for whichever comes first: its result or the
+            // deadline. At the deadline the caller gets `.timedOut` at once, even from a call that does not heed
+            // cancellation; the call is cancelled (a lease still waiting in the pool's queue fails), its connection
+            // closed, and it ends on its own. The deadline is an entry in `deadlines` (one coarse sweep for every
+            // call in flight), not a timer per call: a task group with a sleeping second child did this at about
+            // twice the cost (a tenth of a gateway's CPU per refresh), and waited for a call that ignored its
+            // cancellation.
+            let outcome = CallOutcome<T>()
+            let work = Task {
+                do {
+                    outcome.finish(.success(try await Self.leaseAndRun(client, lease: lease, what, body)))
+                } catch {
+                    outcome.finish(.failure(error))
                 }
-                throw SessionStoreError(.unavailable, "\(what): the pool had only closed connections")
             }
-            // Expiring fails whatever the call is doing on its connection right now (the lease closes it), and a
-            // lease still waiting in the pool's queue through the cancellation.
             let entry = deadlines.add(after: deadline) {
                 lease.expire()
                 work.cancel()
+                outcome.finish(
+                    .failure(SessionStoreError(.timedOut, "\(what): the database did not answer within \(milliseconds) ms")))
             }
             defer { deadlines.remove(entry) }
-            do {
-                return try await withTaskCancellationHandler {
-                    try await work.value
-                } onCancel: {
-                    work.cancel()
-                }
-            } catch  where entry.hasExpired {
-                throw SessionStoreError(.timedOut, "\(what): the database did not answer within \(milliseconds) ms")
+            return try await withTaskCancellationHandler {
+                try await outcome.value
+            } onCancel: {
+                work.cancel()
+                outcome.finish(.failure(CancellationError()))
             }
         } catch {
             let mapped = PostgresStoreError.map(error, what)
             if let failure = mapped as? SessionStoreError, failure.code == .unavailable { startHealing() }
             throw mapped
         }
+    }
+
+    /// Leases a connection and runs `body` on it, with `lease` bracketing its use of the connection.
+    private static func leaseAndRun<T: Sendable>(
+        _ client: PostgresClient, lease: LeaseWatch, _ what: String,
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        // The pool learns that a connection closed (ours after a deadline, or the server's) a moment after the
+        // close, and may lend it meanwhile: take another one rather than fail the call.
+        for _ in 0..<3 {
+            do {
+                return try await client.withConnection { connection in
+                    guard !connection.isClosed else { throw StaleConnection() }
+                    try lease.begin(connection)
+                    do {
+                        let value = try await body(connection)
+                        lease.end()
+                        return value
+                    } catch {
+                        // The deadline closed this connection, and the query fails before the channel is fully
+                        // closed: wait for that, or the pool lends it again.
+                        if lease.end() { try? await connection.closeFuture.get() }
+                        throw error
+                    }
+                }
+            } catch is StaleConnection {
+                continue
+            }
+        }
+        throw SessionStoreError(.unavailable, "\(what): the pool had only closed connections")
     }
 
     /// `body` in one transaction (BEGIN … COMMIT, ROLLBACK when it throws), under the deadline.

@@ -205,6 +205,30 @@ import Testing
         await store.close()
     }
 
+    /// The deadline answers the caller even when the call does not heed its cancellation (the caller used to wait
+    /// for the call to end).
+    @Test func theDeadlineAnswersACallThatIgnoresCancellation() async throws {
+        let store = try await PostgresSessionStore.open(try await freshSettings())
+        var short = store.settings
+        short.connectTimeoutMilliseconds = 300
+        let pool = try PostgresPool(settings: short, logger: silentPostgresLogger)
+        let started = ContinuousClock.now
+        do {
+            try await pool.withConnection("stubborn") { _ in
+                // Five seconds that cancellation cannot cut short.
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    DispatchQueue.global().asyncAfter(deadline: .now() + 5) { continuation.resume() }
+                }
+            }
+            Issue.record("no timeout")
+        } catch let error as SessionStoreError {
+            #expect(error.code == .timedOut)
+        }
+        #expect(ContinuousClock.now - started < .seconds(3))
+        await pool.close()
+        await store.close()
+    }
+
     @Test func serverDownIsAStoreErrorWithinTheDeadlineAndRecovers() async throws {
         let server = try PostgresTestServer.start()
         defer { server.destroy() }
