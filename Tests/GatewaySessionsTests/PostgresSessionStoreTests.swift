@@ -10,7 +10,7 @@ import Testing
 @Suite struct PostgresSessionStoreTests {
     let t0 = 1_767_225_600.0
 
-    func freshSettings(connectTimeoutMilliseconds: Int = 2000) async throws -> PostgresConnectionSettings {
+    func freshSettings(connectTimeoutMilliseconds: Int = 10_000) async throws -> PostgresConnectionSettings {
         let server = try PostgresTestServer.shared()
         return server.settings(database: try await server.createDatabase(), connectTimeoutMilliseconds: connectTimeoutMilliseconds)
     }

@@ -236,9 +236,11 @@ final class PostgresTestServer: Sendable {
         return name
     }
 
-    /// Connection settings for `database` on this server.
+    /// Connection settings for `database` on this server. The deadline defaults to 10 s: tests about deadlines set a
+    /// short one; the others must not trip over one on a loaded machine or in a sanitizer build (a migration under
+    /// AddressSanitizer took over 2 s).
     func settings(
-        database: String, tls: PostgresConnectionSettings.TLSMode = .disable, connectTimeoutMilliseconds: Int = 2000,
+        database: String, tls: PostgresConnectionSettings.TLSMode = .disable, connectTimeoutMilliseconds: Int = 10_000,
         poolSize: Int = 4
     ) -> PostgresConnectionSettings {
         PostgresConnectionSettings(
