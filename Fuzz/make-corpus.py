@@ -249,6 +249,21 @@ def http2_seeds() -> None:
         save("http2", bytes([0x80 | (index * 7 % 64)]) + frames)  # the same frames cut into small reads
 
 
+def chunked_seeds() -> None:
+    # First byte: the size of the pieces (1-16) the rest is fed in.
+    bodies = [
+        b"9\r\nrefused w\r\nA;ext=\"x\"\r\nith 403 ok\r\n1 ; e\r\n\n\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        b"5\r\nhello\r\n0\r\n\r\n",
+        b"0\r\n\r\n",
+        b"fffffffffffffff\r\nab",
+        b"3\r\nabcd\r\n",
+        b"1000000000000000\r\n",
+        b"4\r\nwiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\n\r\n",
+    ]
+    for index, body in enumerate(bodies):
+        save("chunked", bytes([index * 5 % 16]) + body)
+
+
 def main() -> None:
     jws_seeds()
     json_seeds()
@@ -261,6 +276,7 @@ def main() -> None:
     keyset_seeds()
     websocket_seeds()
     http2_seeds()
+    chunked_seeds()
     if len(sys.argv) > 1:
         subprocess.run([sys.argv[1], f"--write-seeds={CORPUS}"], check=True)
     for folder in sorted(CORPUS.iterdir()):

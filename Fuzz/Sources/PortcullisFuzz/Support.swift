@@ -23,7 +23,7 @@ struct FuzzTarget: Sendable {
 enum FuzzTargets {
     static let all: [FuzzTarget] = [
         jsonTarget, jwsTarget, configTarget, pathTarget, bearerTarget, curlHeaderTarget, tokenBodyTarget,
-        requestHeadTarget, keySetTarget, webSocketTarget, http2Target,
+        requestHeadTarget, keySetTarget, webSocketTarget, http2Target, chunkedTarget,
     ]
     /// Set once in main before libFuzzer starts, which calls back on this one thread only.
     nonisolated(unsafe) static var selected: FuzzTarget?
