@@ -2,10 +2,10 @@ import CurlNIO
 import GatewayConfig
 import GatewayJSON
 import GatewayTokens
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
-import Synchronization
 import Testing
 
 @testable import GatewayProxy
@@ -17,17 +17,17 @@ import Testing
 
     /// Counts calls; hands out `future` (or nil: refused).
     final class FakeRefetcher: KeyRefetcher {
-        let calls = Mutex<[String]>([])
+        let calls = NIOLockedValueBox<[String]>([])
         let future: EventLoopFuture<Void>?
 
         init(future: EventLoopFuture<Void>?) { self.future = future }
 
         func refetchKeys(issuer: String) -> EventLoopFuture<Void>? {
-            calls.withLock { $0.append(issuer) }
+            calls.withLockedValue { $0.append(issuer) }
             return future
         }
 
-        var count: Int { calls.withLock { $0.count } }
+        var count: Int { calls.withLockedValue { $0.count } }
     }
 
     static func configuration() throws -> GatewayConfiguration {
@@ -99,7 +99,7 @@ import Testing
             Issue.record("expected awaitKeys")
             return
         }
-        #expect(refetcher.calls.withLock { $0 } == [Self.issuer])
+        #expect(refetcher.calls.withLockedValue { $0 } == [Self.issuer])
         // Deciding again after the wait never waits a second time.
         #expect(rejection(decide(policy, mayAwaitKeys: false)) == "key_unknown")
         #expect(refetcher.count == 1)
