@@ -141,7 +141,8 @@ import Testing
 
     // MARK: - GatewayHandler
 
-    /// A handler on an embedded channel whose loop context holds `policy`.
+    /// A handler on an embedded channel whose loop context holds `policy`. Its curl driver is on the channel's loop
+    /// through `EmbeddedDriverLoop`, so the readiness watcher's thread never touches the embedded loop.
     final class Harness {
         let channel = EmbeddedChannel()
         let watcher: CurlReadinessWatcher
@@ -149,7 +150,7 @@ import Testing
 
         init(policy: ProxyPolicy) throws {
             watcher = try CurlReadinessWatcher()
-            let driver = CurlLoopDriver(eventLoop: channel.embeddedEventLoop, watcher: watcher)
+            let driver = CurlLoopDriver(eventLoop: EmbeddedDriverLoop(channel.embeddedEventLoop), watcher: watcher)
             context = LoopContext(driver: driver, policy: policy, tokenCacheEntries: 16, leeway: 30)
             try channel.pipeline.syncOperations.addHandler(GatewayHandler(loop: context, clock: { 1000 }))
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
