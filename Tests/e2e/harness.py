@@ -52,8 +52,8 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> int | None:
 SANITIZER = os.environ.get("PORTCULLIS_SANITIZE", "")
 # ThreadSanitizer (x86_64) gives every 8 bytes of application memory 16 bytes of shadow (4 cells of 4 bytes) and
 # 4 bytes of metadata, mapped as the process touches that memory: the same work shows about 3.5 times a plain
-# build's RSS (seen: 67.6 KiB per idle WebSocket tunnel, where a plain release build shows 18.5). RSS bounds are scaled by
-# this, so under TSan they still catch a leak of the size they were written for, not TSan's shadow.
+# build's RSS (seen: 67.6 KiB per idle WebSocket tunnel, where the plain debug build shows 18.3). RSS bounds are
+# scaled by this, so under TSan they still catch a leak of the size they were written for, not TSan's shadow.
 RSS_FACTOR = 3.5 if SANITIZER == "thread" else 1.0
 # TSan also runs the gateway several times slower (every memory access is checked): timeouts that measure how long
 # the gateway takes for a CPU-bound load, and only those, are scaled by this.
