@@ -83,6 +83,7 @@ let package = Package(
             dependencies: [
                 "CCurl",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
@@ -93,6 +94,7 @@ let package = Package(
             dependencies: [
                 "CurlNIO", "GatewayTokens", "GatewayConfig", "GatewayJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 // SHA-1 for the WebSocket handshake's Sec-WebSocket-Accept.
@@ -108,6 +110,7 @@ let package = Package(
             dependencies: [
                 "GatewayProxy", "GatewayTokens", "GatewayJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -118,6 +121,7 @@ let package = Package(
             dependencies: [
                 "GatewayControl", "GatewayProxy", "GatewayTokens", "GatewayConfig", "CurlNIO", "GatewayJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -129,6 +133,7 @@ let package = Package(
             dependencies: [
                 "GatewayControl", "GatewayProxy", "GatewaySessions", "GatewayTokens", "GatewayConfig", "CurlNIO", "GatewayJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -143,6 +148,7 @@ let package = Package(
                 "GatewayControl", "GatewayKeySets", "GatewayTokenService",
                 "GatewayProxy", "GatewayTokens", "GatewaySessions", "GatewayConfig", "CurlNIO", "GatewayJSON", "CPlatform",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -164,7 +170,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "GatewayJSONTests", dependencies: ["GatewayJSON"], swiftSettings: swiftSettings),
-        .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "GatewayConfigTests",
+            dependencies: ["GatewayConfig", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "GatewaySessionsTests",
             dependencies: [
@@ -190,6 +200,7 @@ let package = Package(
             dependencies: [
                 "CurlNIO",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
@@ -200,6 +211,7 @@ let package = Package(
             dependencies: [
                 "GatewayTokenService", "GatewayControl", "GatewayProxy", "GatewaySessions", "GatewayConfig", "GatewayJSON", "CurlNIO",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
@@ -220,6 +232,7 @@ let package = Package(
             dependencies: [
                 "GatewayProxy", "GatewayConfig", "GatewayTokens", "GatewayJSON", "CurlNIO",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],

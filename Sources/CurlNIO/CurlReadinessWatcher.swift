@@ -1,6 +1,6 @@
 import CCurl
+import NIOConcurrencyHelpers
 import NIOCore
-import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -38,8 +38,8 @@ public final class CurlReadinessWatcher: Sendable {
 
     private let epfd: Int32
     private let wakeFD: Int32
-    private let state = Mutex(State())
-    private let thread = Mutex<pthread_t?>(nil)
+    private let state = NIOLockedValueBox(State())
+    private let thread = NIOLockedValueBox<pthread_t?>(nil)
 
     public init() throws {
         CurlGlobal.initialize()
@@ -75,7 +75,7 @@ public final class CurlReadinessWatcher: Sendable {
             close(wakeFD)
             throw CurlWatcherError(errno: rc, call: "pthread_create")
         }
-        self.thread.withLock { $0 = tid }
+        self.thread.withLockedValue { $0 = tid }
     }
 
     private final class ThreadContext {
@@ -86,12 +86,12 @@ public final class CurlReadinessWatcher: Sendable {
     /// Stops and joins the thread. Drivers must be shut down first. Idempotent. (The thread retains the watcher
     /// until it exits, so a watcher that is never shut down lives for the rest of the process.)
     public func shutdown() {
-        let tid: pthread_t? = self.thread.withLock { t in
+        let tid: pthread_t? = self.thread.withLockedValue { t in
             defer { t = nil }
             return t
         }
         guard let tid else { return }
-        self.state.withLock { $0.running = false }
+        self.state.withLockedValue { $0.running = false }
         var one: UInt64 = 1
         _ = withUnsafeBytes(of: &one) { write(self.wakeFD, $0.baseAddress, 8) }
         pthread_join(tid, nil)
@@ -103,7 +103,7 @@ public final class CurlReadinessWatcher: Sendable {
 
     func register(_ driver: CurlLoopDriver, eventLoop: any EventLoop) -> UInt16 {
         let slot = Slot(eventLoop: eventLoop, driver: driver)
-        return self.state.withLock { state in
+        return self.state.withLockedValue { state in
             precondition(state.slots.count <= Int(CurlSocketTag.maxDriverIndex), "too many curl drivers")
             state.slots.append(slot)
             return UInt16(state.slots.count - 1)
@@ -111,7 +111,7 @@ public final class CurlReadinessWatcher: Sendable {
     }
 
     func unregister(_ index: UInt16) {
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             state.slots[Int(index)] = nil
         }
     }
@@ -168,7 +168,7 @@ public final class CurlReadinessWatcher: Sendable {
                 if tag == CurlSocketTag.wakeUpRawValue {
                     var value: UInt64 = 0
                     _ = withUnsafeMutableBytes(of: &value) { read(self.wakeFD, $0.baseAddress, 8) }
-                    if !self.state.withLock({ $0.running }) { stop = true }
+                    if !self.state.withLockedValue({ $0.running }) { stop = true }
                     continue
                 }
                 let index = CurlSocketTag(rawValue: tag).driverIndex
@@ -176,7 +176,7 @@ public final class CurlReadinessWatcher: Sendable {
             }
             if stop { break }
             if batches.isEmpty { continue }
-            let slots = self.state.withLock { $0.slots }
+            let slots = self.state.withLockedValue { $0.slots }
             for (index, batch) in batches {
                 guard Int(index) < slots.count, let slot = slots[Int(index)] else { continue }
                 let sendable = UnsafeSendableBox(batch)

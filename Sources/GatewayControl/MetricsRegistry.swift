@@ -1,6 +1,6 @@
 import GatewayProxy
+import NIOConcurrencyHelpers
 import NIOCore
-import Synchronization
 
 /// Prometheus metrics (DESIGN §7) in the text exposition format, version 0.0.4. The data path counts into each event
 /// loop's `LoopMetrics` without locks; the control plane (token service, key-set fetches) counts here under a mutex
@@ -20,7 +20,7 @@ package final class MetricsRegistry: Sendable {
         var gauges: [String: [[String]: Double]] = [:]
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     package init() {}
 
@@ -47,16 +47,16 @@ package final class MetricsRegistry: Sendable {
     ]
 
     package func increment(_ name: String, _ labels: [String]) {
-        state.withLock { $0.counters[name, default: Counter()].values[labels, default: 0] += 1 }
+        state.withLockedValue { $0.counters[name, default: Counter()].values[labels, default: 0] += 1 }
     }
 
     package func setGauge(_ name: String, _ labels: [String], _ value: Double) {
-        state.withLock { $0.gauges[name, default: [:]][labels] = value }
+        state.withLockedValue { $0.gauges[name, default: [:]][labels] = value }
     }
 
     /// Forgets a gauge's sample (a followed feed that a reload removed).
     package func removeGauge(_ name: String, _ labels: [String]) {
-        state.withLock { _ = $0.gauges[name]?.removeValue(forKey: labels) }
+        state.withLockedValue { _ = $0.gauges[name]?.removeValue(forKey: labels) }
     }
 
     /// The exposition of `data` (the summed loop snapshots), the remote key sets, the revoked-session count and the
@@ -110,7 +110,7 @@ package final class MetricsRegistry: Sendable {
             }
         }
 
-        let (counters, gauges) = state.withLock { ($0.counters, $0.gauges) }
+        let (counters, gauges) = state.withLockedValue { ($0.counters, $0.gauges) }
         for (name, help, labels) in Self.controlFamilies {
             family(&out, name, help, "counter")
             for (values, count) in (counters[name]?.values ?? [:]).sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {

@@ -1,7 +1,7 @@
 import GatewayProxy
 import GatewayTokens
+import NIOConcurrencyHelpers
 import NIOCore
-import Synchronization
 
 /// Builds the data path's `TokenVerifier` from the fixed issuer policies and the current keys of every remote key
 /// set, and installs it on every event loop (a new `ProxyPolicy` sharing everything else). Control plane only.
@@ -18,17 +18,17 @@ package final class VerifierPublisher: Sendable {
     }
 
     private let leeway: Double
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
 
     package init(policies: [IssuerPolicy], leeway: Double) {
         self.leeway = leeway
-        self.state = Mutex(State(policies: policies, verifier: TokenVerifier(issuers: policies, leeway: leeway)))
+        self.state = NIOLockedValueBox(State(policies: policies, verifier: TokenVerifier(issuers: policies, leeway: leeway)))
     }
 
     /// A reload with the same remote key sources: the other issuers' policies (and the remote ones' audiences, types,
     /// claims) change, the fetched keys stay. Returns the verifier to build the new `ProxyPolicy` with.
     package func replacePolicies(_ policies: [IssuerPolicy]) -> TokenVerifier {
-        state.withLock { state in
+        state.withLockedValue { state in
             state.policies = policies
             state.verifier = Self.verifier(policies: policies, remoteKeys: state.remoteKeys, leeway: leeway)
             // The new generation's policy carries its own documents; whoever set these sets them again for it.
@@ -40,14 +40,14 @@ package final class VerifierPublisher: Sendable {
     /// Installs the latest verifier on every loop again (after a reload installed a policy built a moment earlier, so
     /// a key-set change in between is not lost).
     package func republish() {
-        let loops = state.withLock { $0.loops }
+        let loops = state.withLockedValue { $0.loops }
         loops?.apply { context in self.install(on: context) }
     }
 
     /// The latest verifier and documents on one loop's policy (on that loop). Each loop reads the latest when its
     /// turn comes, so two updates racing can never leave an older table installed after a newer one.
     private func install(on context: LoopContext) {
-        let (verifier, documents) = state.withLock { ($0.verifier, $0.documents) }
+        let (verifier, documents) = state.withLockedValue { ($0.verifier, $0.documents) }
         context.policy = context.policy.replacing(verifier: verifier, documents: documents)
     }
 
@@ -63,17 +63,17 @@ package final class VerifierPublisher: Sendable {
 
     /// Where new verifiers go. Set once the loops exist (their policies need the refetcher, which needs this).
     package func attach(_ loops: LoopContexts) {
-        state.withLock { $0.loops = loops }
+        state.withLockedValue { $0.loops = loops }
     }
 
     /// The latest verifier.
-    package var current: TokenVerifier { state.withLock { $0.verifier } }
+    package var current: TokenVerifier { state.withLockedValue { $0.verifier } }
 
     /// Replaces `issuer`'s keys and installs the resulting verifier on every loop; when keys were removed, the loops'
     /// verified-token caches are emptied too, so a token verified with a removed key stops working at once. The
     /// future completes once every loop has the new verifier.
     package func update(issuer: String, keys: [VerificationKey], keysRemoved: Bool) -> EventLoopFuture<Void>? {
-        let loops = state.withLock { state -> LoopContexts? in
+        let loops = state.withLockedValue { state -> LoopContexts? in
             state.remoteKeys[issuer] = keys
             state.verifier = Self.verifier(policies: state.policies, remoteKeys: state.remoteKeys, leeway: leeway)
             return state.loops
@@ -91,7 +91,7 @@ package final class VerifierPublisher: Sendable {
     /// every loop, the same way as `update(issuer:keys:keysRemoved:)`. Nil when no policy has that issuer (a reload
     /// renamed it: the caller is stale) or the loops are not attached yet.
     package func replace(policy: IssuerPolicy, keysRemoved: Bool, documents: [String: LocalDocument]) -> EventLoopFuture<Void>? {
-        let loops = state.withLock { state -> LoopContexts? in
+        let loops = state.withLockedValue { state -> LoopContexts? in
             guard let index = state.policies.firstIndex(where: { $0.issuer == policy.issuer }) else { return nil }
             state.policies[index] = policy
             state.documents.merge(documents) { _, new in new }

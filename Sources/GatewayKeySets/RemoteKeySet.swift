@@ -3,8 +3,8 @@ import GatewayControl
 import GatewayJSON
 import GatewayTokens
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
-import Synchronization
 
 /// One issuer's key set fetched over the network: the schedule (`KeySetRefreshState`), the current keys, and the
 /// fetches themselves, which run through libcurl on the control loop — never on a request's path. A request whose
@@ -20,7 +20,7 @@ final class RemoteKeySet: Sendable {
     private let publisher: VerifierPublisher
     private let readiness: Readiness
     private let logger: Logger
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
 
     private struct State {
         var refresh: KeySetRefreshState
@@ -58,7 +58,7 @@ final class RemoteKeySet: Sendable {
         self.logger = logger
         var initial = State(refresh: KeySetRefreshState(settings: source.refresh))
         if case .jwks(let url) = source.location { initial.jwksURL = url }
-        self.state = Mutex(initial)
+        self.state = NIOLockedValueBox(initial)
         readiness.register(source.readinessName)
     }
 
@@ -77,7 +77,7 @@ final class RemoteKeySet: Sendable {
 
     /// Prefetch: the first fetch starts now; readiness follows its success.
     func start() {
-        let begin = state.withLock { state -> Bool in
+        let begin = state.withLockedValue { state -> Bool in
             let actions = state.refresh.start(now: Self.now())
             return prepareFetch(actions, &state)
         }
@@ -86,7 +86,7 @@ final class RemoteKeySet: Sendable {
 
     /// No more fetches or timers (shutdown); a fetch in flight completes without installing anything.
     func stop() {
-        state.withLock { state in
+        state.withLockedValue { state in
             state.stopped = true
             state.timer?.cancel()
             state.timer = nil
@@ -97,7 +97,7 @@ final class RemoteKeySet: Sendable {
     /// nil when the token is to be refused at once.
     func refetch() -> EventLoopFuture<Void>? {
         let now = Self.now()
-        let (future, begin) = state.withLock { state -> (EventLoopFuture<Void>?, Bool) in
+        let (future, begin) = state.withLockedValue { state -> (EventLoopFuture<Void>?, Bool) in
             guard !state.stopped else { return (nil, false) }
             switch state.refresh.unknownKey(now: now) {
             case .refuse:
@@ -122,7 +122,7 @@ final class RemoteKeySet: Sendable {
     /// The refresh timer fired.
     private func tick() {
         var drop = false
-        let begin = state.withLock { state -> Bool in
+        let begin = state.withLockedValue { state -> Bool in
             guard !state.stopped else { return false }
             state.timer = nil
             let actions = state.refresh.tick(now: Self.now())
@@ -167,7 +167,7 @@ final class RemoteKeySet: Sendable {
         loop.preconditionInEventLoop()
         let deadline = NIODeadline.now() + source.fetchTimeout
         let url: EventLoopFuture<RemoteURL>
-        if let known = state.withLock({ $0.jwksURL }) {
+        if let known = state.withLockedValue({ $0.jwksURL }) {
             url = loop.makeSucceededFuture(known)
         } else if case .discovery(let candidates) = source.location {
             url = discover(candidates, index: 0, failures: [], deadline: deadline)
@@ -266,7 +266,7 @@ final class RemoteKeySet: Sendable {
     }
 
     private func succeeded(_ fetched: Fetched) {
-        let (old, warnSkipped, stopped) = state.withLock { state in
+        let (old, warnSkipped, stopped) = state.withLockedValue { state in
             let old = state.keys
             if !state.stopped { state.keys = fetched.keys }
             state.jwksURL = fetched.url
@@ -289,7 +289,7 @@ final class RemoteKeySet: Sendable {
         // The fetch counts as running until its keys are installed, so a request that meets the unknown key in
         // between joins it instead of being refused.
         let complete: @Sendable () -> Void = {
-            let (done, first) = self.state.withLock { state -> (EventLoopPromise<Void>?, Bool) in
+            let (done, first) = self.state.withLockedValue { state -> (EventLoopPromise<Void>?, Bool) in
                 let first = !state.refresh.loadedOnce
                 state.refresh.fetchSucceeded(now: Self.now(), lifetime: fetched.lifetime)
                 self.reschedule(&state)
@@ -308,7 +308,7 @@ final class RemoteKeySet: Sendable {
 
     private func failed(_ error: KeySetFetchError) {
         var drop = false
-        let (done, keyCount, retry, stopped) = state.withLock { state -> (EventLoopPromise<Void>?, Int, Double, Bool) in
+        let (done, keyCount, retry, stopped) = state.withLockedValue { state -> (EventLoopPromise<Void>?, Int, Double, Bool) in
             let actions = state.refresh.fetchFailed(now: Self.now())
             if case .discovery = source.location { state.jwksURL = nil }
             if actions.contains(.dropKeys) && !state.keys.isEmpty && !state.stopped {
@@ -338,7 +338,7 @@ final class RemoteKeySet: Sendable {
     /// For metrics and diagnostics.
     func status() -> KeySetStatus {
         let now = Self.now()
-        return state.withLock { state in
+        return state.withLockedValue { state in
             KeySetStatus(
                 issuer: source.issuer, loaded: state.refresh.loadedOnce, keyCount: state.keys.count,
                 fetchesSucceeded: state.succeeded, fetchesFailed: state.failed,

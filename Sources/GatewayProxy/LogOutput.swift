@@ -1,5 +1,5 @@
 import Dispatch
-import Synchronization
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
     import Glibc
@@ -26,7 +26,7 @@ public final class LogOutput: Sendable {
     /// Bytes waiting to be written (and the batch being written) stay below this; past it, lines are dropped.
     public let capacity: Int
     private let fd: Int32
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
     private let wakeup = DispatchSemaphore(value: 0)
 
     private struct State {
@@ -43,22 +43,22 @@ public final class LogOutput: Sendable {
     public init(fd: Int32, capacity: Int = 4 << 20) {
         self.fd = fd
         self.capacity = capacity
-        self.state = Mutex(State())
+        self.state = NIOLockedValueBox(State())
         Self.startThread(self)
     }
 
     /// Lines dropped because the queue was full, since the start.
-    public var droppedLines: Int { state.withLock { $0.droppedTotal } }
+    public var droppedLines: Int { state.withLockedValue { $0.droppedTotal } }
 
     /// Sets how the dropped-lines notice is written (`log.format`).
     public func setStyle(_ style: Style) {
-        state.withLock { $0.style = style }
+        state.withLockedValue { $0.style = style }
     }
 
     /// Queues `bytes` (`lines` complete lines) without ever blocking on the output; drops them if the queue is full.
     public func enqueue(_ bytes: [UInt8], lines: Int = 1) {
         guard !bytes.isEmpty else { return }
-        let wake = state.withLock { state -> Bool in
+        let wake = state.withLockedValue { state -> Bool in
             guard state.queuedBytes + bytes.count <= capacity else {
                 state.droppedSinceNotice += lines
                 state.droppedTotal += lines
@@ -86,7 +86,7 @@ public final class LogOutput: Sendable {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: timeout)
         while clock.now < deadline {
-            if state.withLock({ $0.chunks.isEmpty && $0.writerIdle }) { return true }
+            if state.withLockedValue({ $0.chunks.isEmpty && $0.writerIdle }) { return true }
             usleep(2000)
         }
         return false
@@ -109,13 +109,13 @@ public final class LogOutput: Sendable {
         } else {
             // No thread, no log: never let producers queue forever. Lines are dropped and counted.
             Unmanaged<LogOutput>.fromOpaque(context).release()
-            output.state.withLock { $0.queuedBytes = Int.max / 2 }
+            output.state.withLockedValue { $0.queuedBytes = Int.max / 2 }
         }
     }
 
     private func runWriter() {
         while true {
-            let (chunks, dropped, style) = state.withLock { state -> ([[UInt8]], Int, Style) in
+            let (chunks, dropped, style) = state.withLockedValue { state -> ([[UInt8]], Int, Style) in
                 let chunks = state.chunks
                 let dropped = state.droppedSinceNotice
                 state.chunks = []
@@ -133,7 +133,7 @@ public final class LogOutput: Sendable {
             for chunk in chunks { writeAll(chunk) }
             // Written: the room they took is free again (counted until now, so memory stays within `capacity`).
             let written = chunks.reduce(0) { $0 + $1.count }
-            state.withLock { $0.queuedBytes -= written }
+            state.withLockedValue { $0.queuedBytes -= written }
             if dropped > 0 { writeAll(Self.droppedNotice(dropped, style: style)) }
         }
     }

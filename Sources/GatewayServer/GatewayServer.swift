@@ -3,10 +3,10 @@ import GatewayConfig
 import GatewayControl
 import GatewayProxy
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import ServiceLifecycle
-import Synchronization
 import UnixSignals
 
 /// Assembles the gateway from a validated configuration: event loops, one libcurl driver and one token cache per
@@ -79,13 +79,13 @@ final class ConnectionRegistry: Sendable {
         var quiescing = false
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
-    var count: Int { state.withLock { $0.channels.count } }
+    var count: Int { state.withLockedValue { $0.channels.count } }
 
     /// Registers a new connection; false when over `limit` or shutting down (the caller closes it).
     func open(_ channel: any Channel, limit: Int) -> Bool {
-        state.withLock { state in
+        state.withLockedValue { state in
             guard !state.quiescing, state.channels.count < limit else { return false }
             state.channels[ObjectIdentifier(channel)] = channel
             return true
@@ -93,12 +93,12 @@ final class ConnectionRegistry: Sendable {
     }
 
     func close(_ channel: any Channel) {
-        _ = state.withLock { $0.channels.removeValue(forKey: ObjectIdentifier(channel)) }
+        _ = state.withLockedValue { $0.channels.removeValue(forKey: ObjectIdentifier(channel)) }
     }
 
     /// Idle keep-alive connections close now; busy ones after their current response.
     func quiesceAll() {
-        let channels = state.withLock { state in
+        let channels = state.withLockedValue { state in
             state.quiescing = true
             return Array(state.channels.values)
         }

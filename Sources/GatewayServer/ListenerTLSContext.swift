@@ -1,6 +1,6 @@
 import GatewayConfig
+import NIOConcurrencyHelpers
 import NIOSSL
-import Synchronization
 
 /// The data listener's TLS context (DESIGN §11). Each generation builds its own from `tls` (off the event loops, at
 /// start and at each reload), and activating the generation swaps it in here; every accepted connection takes the
@@ -8,13 +8,13 @@ import Synchronization
 /// rotated certificate never drops an open connection, and a reload whose files do not load is refused with the
 /// running context kept.
 final class ListenerTLSContext: Sendable {
-    private let current = Mutex<NIOSSLContext?>(nil)
+    private let current = NIOLockedValueBox<NIOSSLContext?>(nil)
 
     /// The context for a new connection; nil only before the first generation is activated.
-    var context: NIOSSLContext? { current.withLock { $0 } }
+    var context: NIOSSLContext? { current.withLockedValue { $0 } }
 
     func install(_ context: NIOSSLContext) {
-        current.withLock { $0 = context }
+        current.withLockedValue { $0 = context }
     }
 
     /// Builds a server context from the configuration's files: TLS 1.2 or 1.3 at least (swift-nio-ssl would accept

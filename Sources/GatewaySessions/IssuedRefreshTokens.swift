@@ -1,4 +1,4 @@
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The sessions of the refresh tokens this process handed out last, by token hash: what a refresh needs to decide
 /// (`RefreshDecision.decide`) without reading the store first.
@@ -13,7 +13,7 @@ import Synchronization
 /// Bounded: past `capacity` entries an arbitrary one makes room (a token whose entry is gone is refreshed the usual
 /// way). Only a successful login or rotation adds an entry.
 final class IssuedRefreshTokens: Sendable {
-    private let entries = Mutex<[[UInt8]: SessionRecord]>([:])
+    private let entries = NIOLockedValueBox<[[UInt8]: SessionRecord]>([:])
     let capacity: Int
 
     init(capacity: Int) {
@@ -22,7 +22,7 @@ final class IssuedRefreshTokens: Sendable {
 
     func remember(_ tokenHash: [UInt8], session: SessionRecord) {
         guard capacity > 0 else { return }
-        entries.withLock { entries in
+        entries.withLockedValue { entries in
             if entries.count >= capacity, entries[tokenHash] == nil { entries.remove(at: entries.startIndex) }
             entries[tokenHash] = session
         }
@@ -30,8 +30,8 @@ final class IssuedRefreshTokens: Sendable {
 
     /// The entry for `tokenHash`, removed.
     func take(_ tokenHash: [UInt8]) -> SessionRecord? {
-        entries.withLock { $0.removeValue(forKey: tokenHash) }
+        entries.withLockedValue { $0.removeValue(forKey: tokenHash) }
     }
 
-    var count: Int { entries.withLock { $0.count } }
+    var count: Int { entries.withLockedValue { $0.count } }
 }

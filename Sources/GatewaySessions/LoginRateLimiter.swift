@@ -1,4 +1,4 @@
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Failed-login limits (DESIGN §7): at most `perUsername` failures per username and `perAddress` per client address
 /// within a sliding window. Checked before the password is, so a locked-out guesser costs no hashing; a success
@@ -32,7 +32,7 @@ public final class LoginRateLimiter: Sendable {
 
     public let limits: Limits
     private let maxKeys: Int
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     public init(limits: Limits, maxKeys: Int = 100_000) {
         self.limits = limits
@@ -41,7 +41,7 @@ public final class LoginRateLimiter: Sendable {
 
     /// nil when a login may be tried now, else the seconds until it may (for `Retry-After`, at least 1).
     public func retryAfter(username: String, address: String?, now: Double) -> Int? {
-        state.withLock { state in
+        state.withLockedValue { state in
             var wait = 0.0
             for (key, limit) in keys(username: username, address: address) {
                 guard let times = state.failures[key] else { continue }
@@ -55,7 +55,7 @@ public final class LoginRateLimiter: Sendable {
     }
 
     public func recordFailure(username: String, address: String?, now: Double) {
-        state.withLock { state in
+        state.withLockedValue { state in
             for (key, limit) in keys(username: username, address: address) {
                 var times = state.failures[key, default: []].filter { $0 > now - limits.window }
                 times.append(now)
@@ -67,10 +67,10 @@ public final class LoginRateLimiter: Sendable {
     }
 
     /// How many usernames and addresses are tracked (tests, metrics).
-    public var keyCount: Int { state.withLock { $0.failures.count } }
+    public var keyCount: Int { state.withLockedValue { $0.failures.count } }
 
     public func recordSuccess(username: String) {
-        _ = state.withLock { $0.failures.removeValue(forKey: Key(isAddress: false, value: username)) }
+        _ = state.withLockedValue { $0.failures.removeValue(forKey: Key(isAddress: false, value: username)) }
     }
 
     private func keys(username: String, address: String?) -> [(Key, Int)] {

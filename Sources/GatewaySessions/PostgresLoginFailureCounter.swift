@@ -1,6 +1,6 @@
 import Logging
+import NIOConcurrencyHelpers
 import PostgresNIO
-import Synchronization
 
 /// Failed-login limits counted in the shared database (DESIGN §9 "failed-login limits (counted across replicas)"):
 /// one row per failure and key in `portcullis_login_failures`, counted within the window by every replica. Same
@@ -11,7 +11,7 @@ import Synchronization
 public final class PostgresLoginFailureCounter: LoginFailureCounter {
     public let limits: LoginRateLimiter.Limits
     let pool: PostgresPool
-    private let nextSweep = Mutex<Double>(0)
+    private let nextSweep = NIOLockedValueBox<Double>(0)
 
     init(limits: LoginRateLimiter.Limits, pool: PostgresPool) {
         self.limits = limits
@@ -46,7 +46,7 @@ public final class PostgresLoginFailureCounter: LoginFailureCounter {
         let logger = pool.logger
         let cut = now - limits.window
         let keys = Self.keys(username: username, address: address, limits: limits).map(\.0)
-        let sweep = nextSweep.withLock { next in
+        let sweep = nextSweep.withLockedValue { next in
             guard now >= next else { return false }
             next = now + limits.window
             return true

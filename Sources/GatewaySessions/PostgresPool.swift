@@ -1,7 +1,7 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import PostgresNIO
-import Synchronization
 
 /// A `PostgresClient` (postgres-nio's pool) that the stores share, with what the pool does not give:
 ///
@@ -19,7 +19,7 @@ import Synchronization
 final class PostgresPool: Sendable {
     let settings: PostgresConnectionSettings
     let logger: Logger
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
     /// The deadlines of the calls in flight.
     private let deadlines = CallDeadlines()
 
@@ -41,17 +41,17 @@ final class PostgresPool: Sendable {
         self.settings = settings
         self.logger = logger
         let client = PostgresClient(configuration: try settings.clientConfiguration(), backgroundLogger: logger)
-        self.state = Mutex(State(client: client, runTask: Task { await client.run() }))
+        self.state = NIOLockedValueBox(State(client: client, runTask: Task { await client.run() }))
     }
 
     /// The pool in use now.
-    var client: PostgresClient { state.withLock { $0.client } }
+    var client: PostgresClient { state.withLockedValue { $0.client } }
 
-    var generation: Int { state.withLock { $0.generation } }
+    var generation: Int { state.withLockedValue { $0.generation } }
 
     /// Cancels the pool's task (which closes its connections) and any recovery, and waits for them to end.
     func close() async {
-        let tasks = state.withLock { state -> [Task<Void, Never>] in
+        let tasks = state.withLockedValue { state -> [Task<Void, Never>] in
             guard !state.closed else { return [] }
             state.closed = true
             return [state.runTask] + (state.healing.map { [$0] } ?? [])
@@ -64,7 +64,7 @@ final class PostgresPool: Sendable {
     func startHealing() {
         let settings = self.settings
         let logger = self.logger
-        state.withLock { state in
+        state.withLockedValue { state in
             guard !state.closed, state.healing == nil else { return }
             if let last = state.lastReplaced, last.duration(to: .now) < Self.minimumReplacementInterval { return }
             state.healing = Task { [weak self] in
@@ -87,7 +87,7 @@ final class PostgresPool: Sendable {
         guard let configuration = try? settings.clientConfiguration() else { return }
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         let runTask = Task { await client.run() }
-        let old = state.withLock { state -> Task<Void, Never>? in
+        let old = state.withLockedValue { state -> Task<Void, Never>? in
             state.healing = nil
             guard !state.closed else { return runTask }
             defer {
@@ -110,7 +110,7 @@ final class PostgresPool: Sendable {
         let lease = LeaseWatch()
         let deadline = settings.deadline
         let milliseconds = settings.connectTimeoutMilliseconds
-        guard let client = state.withLock({ $0.closed ? nil : $0.client }) else {
+        guard let client = state.withLockedValue({ $0.closed ? nil : $0.client }) else {
             throw PostgresStoreError(.closed, "\(what): the store is closed")
         }
         do {
@@ -216,10 +216,10 @@ private final class LeaseWatch: Sendable {
         var expired = false
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     func begin(_ connection: PostgresConnection) throws {
-        let expired = state.withLock { state in
+        let expired = state.withLockedValue { state in
             if !state.expired { state.connection = connection }
             return state.expired
         }
@@ -229,14 +229,14 @@ private final class LeaseWatch: Sendable {
     /// Returns whether the deadline expired (and so closed the connection).
     @discardableResult
     func end() -> Bool {
-        state.withLock { state in
+        state.withLockedValue { state in
             state.connection = nil
             return state.expired
         }
     }
 
     func expire() {
-        let connection = state.withLock { state in
+        let connection = state.withLockedValue { state in
             state.expired = true
             defer { state.connection = nil }
             return state.connection

@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import PostgresNIO
 import Synchronization
@@ -92,11 +93,11 @@ private final class LateConnection: Sendable {
         var expired = false
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     /// false when the deadline passed already: the caller closes the connection.
     func deliver(_ connection: PostgresConnection) -> Bool {
-        state.withLock { state in
+        state.withLockedValue { state in
             if !state.expired { state.connection = connection }
             return !state.expired
         }
@@ -104,7 +105,7 @@ private final class LateConnection: Sendable {
 
     /// Closes a connection delivered but no longer wanted.
     func expire() {
-        let connection = state.withLock { state -> PostgresConnection? in
+        let connection = state.withLockedValue { state -> PostgresConnection? in
             state.expired = true
             return state.connection
         }

@@ -1,7 +1,7 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import PostgresNIO
-import Synchronization
 
 /// Wake-ups for the revocation sync of a replica (DESIGN §9): `LISTEN portcullis_revocations` on a connection of
 /// its own (not the pool's: a pooled connection would be handed to queries and its LISTEN would leak or stop),
@@ -33,7 +33,7 @@ public final class PostgresRevocationListener: Sendable {
 
     /// The events; finishes after `stop()`.
     public let events: AsyncStream<Event>
-    private let task: Mutex<Task<Void, Never>?>
+    private let task: NIOLockedValueBox<Task<Void, Never>?>
 
     /// Starts listening at once. `backoff`: the wait after a failure doubles from `initial` up to `maximum`, and
     /// restarts from `initial` after a successful connect.
@@ -51,12 +51,12 @@ public final class PostgresRevocationListener: Sendable {
                 continuation: continuation, logger: logger)
             continuation.finish()
         }
-        self.task = Mutex(task)
+        self.task = NIOLockedValueBox(task)
     }
 
     /// Stops listening (closing the connection) and finishes `events`; returns when the listener has stopped.
     public func stop() async {
-        let task = self.task.withLock { task -> Task<Void, Never>? in
+        let task = self.task.withLockedValue { task -> Task<Void, Never>? in
             defer { task = nil }
             return task
         }
@@ -65,7 +65,7 @@ public final class PostgresRevocationListener: Sendable {
     }
 
     deinit {
-        task.withLock { $0?.cancel() }
+        task.withLockedValue { $0?.cancel() }
     }
 
     private static func run(

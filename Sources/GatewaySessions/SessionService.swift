@@ -1,6 +1,6 @@
 import GatewayJSON
 import GatewayTokens
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The token service's logic (DESIGN §7), independent of HTTP: the password and refresh-token grants, revocation,
 /// logout and introspection over a `SessionStore`. Revocations are reported through `onRevoke`, which the server
@@ -41,17 +41,17 @@ public final class SessionService: Sendable {
 
     public let settings: Settings
     /// Mints the access tokens; `replaceKeys` swaps it when the fleet's signing key changes.
-    public var signer: AccessTokenIssuer { keys.withLock { $0.signer } }
+    public var signer: AccessTokenIssuer { keys.withLockedValue { $0.signer } }
     public let store: any SessionStore
     let credentials: any CredentialVerifier
     /// Failed-login counts (in this process, or shared by the fleet); a reload with the same limits hands it to the
     /// next service.
     public let limiter: any LoginFailureCounter
     /// Verifies the service's own access tokens (revoke, logout, introspection).
-    var verifier: TokenVerifier { keys.withLock { $0.verifier } }
+    var verifier: TokenVerifier { keys.withLockedValue { $0.verifier } }
     /// Behind a lock because keys kept in a shared store change while the service runs (DESIGN §9); only the token
     /// endpoints read them, never the proxied data path.
-    private let keys: Mutex<(signer: AccessTokenIssuer, verifier: TokenVerifier)>
+    private let keys: NIOLockedValueBox<(signer: AccessTokenIssuer, verifier: TokenVerifier)>
     let onRevoke: @Sendable (_ sessionID: String, _ until: Double) -> Void
     /// Called after a revocation was written to the store (and so to its revocation log): the moment other
     /// replicas and feed readers can see it, so the server's revocation sync catches up now rather than at its next
@@ -60,7 +60,7 @@ public final class SessionService: Sendable {
     let onEvent: @Sendable (Event) -> Void
     let clock: @Sendable () -> Double
     /// Revoked sessions still within `revocationRetention`, for introspection without a store query.
-    private let revoked = Mutex<[String: Double]>([:])
+    private let revoked = NIOLockedValueBox<[String: Double]>([:])
     /// The sessions of the refresh tokens issued here last, so a refresh with one of them skips the lookup.
     let issued = IssuedRefreshTokens(capacity: 16_384)
 
@@ -73,7 +73,7 @@ public final class SessionService: Sendable {
         self.onEvent = onEvent
         self.onRevocationLogged = onRevocationLogged
         self.settings = settings
-        self.keys = Mutex((signer, verifier))
+        self.keys = NIOLockedValueBox((signer, verifier))
         self.store = store
         self.credentials = credentials
         self.limiter = limiter
@@ -84,7 +84,7 @@ public final class SessionService: Sendable {
     /// Signs with `signer` and trusts `verifier` from now on (a new key of the fleet activated, or one was added
     /// or dropped). Requests already past their key lookup finish with the keys they read.
     public func replaceKeys(signer: AccessTokenIssuer, verifier: TokenVerifier) {
-        keys.withLock { $0 = (signer, verifier) }
+        keys.withLockedValue { $0 = (signer, verifier) }
     }
 
     // MARK: - Grants
@@ -314,14 +314,14 @@ public final class SessionService: Sendable {
     }
 
     private func remember(_ sessionID: String, until: Double, now: Double) {
-        revoked.withLock { revoked in
+        revoked.withLockedValue { revoked in
             revoked[sessionID] = until
             if revoked.count > 1024 { revoked = revoked.filter { $0.value > now } }
         }
     }
 
     func isRevoked(_ sessionID: String, now: Double) -> Bool {
-        revoked.withLock { ($0[sessionID] ?? 0) > now }
+        revoked.withLockedValue { ($0[sessionID] ?? 0) > now }
     }
 
     // MARK: - Introspection

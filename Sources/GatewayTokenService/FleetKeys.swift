@@ -5,8 +5,8 @@ import GatewayProxy
 import GatewaySessions
 import GatewayTokens
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
-import Synchronization
 
 /// The token service's signing keys when they live in the fleet's PostgreSQL database (DESIGN §9), as this process
 /// uses them: it signs with the newest key whose activation time has passed, and publishes (JWKS) and trusts (data
@@ -83,7 +83,7 @@ public final class FleetKeys: Sendable {
         var sleeper: CheckedContinuation<Void, Never>?
     }
 
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
 
     private init(
         store: PostgresSigningKeyStore, secret: TokenService.SealingSecret, keys: [PostgresSigningKeyStore.StoredKey],
@@ -94,7 +94,7 @@ public final class FleetKeys: Sendable {
         self.refreshInterval = refreshInterval
         self.clock = clock
         self.logger = logger
-        self.state = Mutex(State(keys: keys))
+        self.state = NIOLockedValueBox(State(keys: keys))
     }
 
     // MARK: - Opening
@@ -152,7 +152,7 @@ public final class FleetKeys: Sendable {
 
     /// The keys read last, as `service` uses them at `now`.
     func material(for service: TokenService, retention: Double, now: Double) -> Material {
-        Self.material(state.withLock { $0.keys }, issuer: service.issuer, audience: service.audience, retention: retention, now: now)
+        Self.material(state.withLockedValue { $0.keys }, issuer: service.issuer, audience: service.audience, retention: retention, now: now)
     }
 
     /// `keys` (in activation order, not empty) at `now`.
@@ -186,7 +186,7 @@ public final class FleetKeys: Sendable {
     /// Installs the current keys into `target` now and keeps them current from then on (the background refresh starts
     /// with the first call). A reload calls it again for its new token service; the old one is no longer written to.
     package func attach(_ target: Target) async {
-        let previousTask = state.withLock { state -> Task<Void, Never>? in
+        let previousTask = state.withLockedValue { state -> Task<Void, Never>? in
             state.target = target
             state.installed = nil
             defer { state.task = nil }
@@ -196,7 +196,7 @@ public final class FleetKeys: Sendable {
         previousTask?.cancel()
         await previousTask?.value
         await install()
-        state.withLock { state in
+        state.withLockedValue { state in
             guard !state.stopped, state.task == nil else { return }
             state.task = Task { await self.run() }
         }
@@ -204,7 +204,7 @@ public final class FleetKeys: Sendable {
 
     /// Stops the refresh (shutdown, or a reload that replaced this object).
     package func stop() {
-        let task = state.withLock { state -> Task<Void, Never>? in
+        let task = state.withLockedValue { state -> Task<Void, Never>? in
             state.stopped = true
             defer { state.task = nil }
             return state.task
@@ -214,7 +214,7 @@ public final class FleetKeys: Sendable {
 
     private func run() async {
         while !Task.isCancelled {
-            let wait = state.withLock { state -> Duration in
+            let wait = state.withLockedValue { state -> Duration in
                 guard let target = state.target, !state.keys.isEmpty else { return refreshInterval }
                 let material = Self.material(
                     state.keys, issuer: target.service.issuer, audience: target.service.audience, retention: target.retention,
@@ -237,7 +237,7 @@ public final class FleetKeys: Sendable {
     /// Reads stay one at a time, in the refresh task, so an older read can never be installed after a newer one; a
     /// call during a read makes another read right after it.
     package func refreshNow() {
-        let sleeper = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let sleeper = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
             guard let sleeper = state.sleeper else {
                 state.wakeRequested = true
                 return nil
@@ -261,7 +261,7 @@ public final class FleetKeys: Sendable {
     private func waitForWake() async {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let now = state.withLock { state -> Bool in
+                let now = state.withLockedValue { state -> Bool in
                     if state.wakeRequested {
                         state.wakeRequested = false
                         return true
@@ -274,7 +274,7 @@ public final class FleetKeys: Sendable {
                 if now { continuation.resume() }
             }
         } onCancel: {
-            let sleeper = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            let sleeper = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
                 defer { state.sleeper = nil }
                 return state.sleeper
             }
@@ -286,7 +286,7 @@ public final class FleetKeys: Sendable {
     private func refresh() async {
         do {
             let keys = try await store.keys()
-            let recovered = state.withLock { state -> Bool in
+            let recovered = state.withLockedValue { state -> Bool in
                 // An empty table (someone deleted the rows) would leave nothing to sign with: keep the last keys.
                 if !keys.isEmpty { state.keys = keys }
                 defer { state.failing = false }
@@ -294,7 +294,7 @@ public final class FleetKeys: Sendable {
             }
             if recovered { logger.info("token service: signing keys read from the store again") }
         } catch {
-            let first = state.withLock { state -> Bool in
+            let first = state.withLockedValue { state -> Bool in
                 defer { state.failing = true }
                 return !state.failing
             }
@@ -305,7 +305,7 @@ public final class FleetKeys: Sendable {
     /// Installs the material of now into the target when it differs from what was installed: verification first
     /// (every loop trusts and publishes a key before this process signs with it), then the signer.
     private func install() async {
-        let (target, keys, installed) = state.withLock { ($0.target, $0.keys, $0.installed) }
+        let (target, keys, installed) = state.withLockedValue { ($0.target, $0.keys, $0.installed) }
         guard let target, !keys.isEmpty else { return }
         let material = Self.material(
             keys, issuer: target.service.issuer, audience: target.service.audience, retention: target.retention, now: clock())
@@ -319,7 +319,7 @@ public final class FleetKeys: Sendable {
         target.sessions.replaceKeys(
             signer: AccessTokenIssuer(issuer: target.service.issuer, audience: target.service.audience, key: material.signing),
             verifier: TokenVerifier(issuers: [material.policy], leeway: target.leeway))
-        state.withLock { $0.installed = fingerprint }
+        state.withLockedValue { $0.installed = fingerprint }
         if let installed, installed != fingerprint {
             logger.info(
                 "token service: signing keys changed: signing with \(material.signing.algorithm.rawValue) key \(material.signing.kid), \(material.published.count) key(s) published"

@@ -1,7 +1,7 @@
 import GatewayConfig
 import GatewaySessions
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Connects a replica on a PostgreSQL store to the fleet's revocations (DESIGN §9): a `PostgresRevocationListener`
 /// on the store's settings, whose wake-ups feed `RevocationSync.consume` — `.connected` (LISTEN is in force again,
@@ -27,7 +27,7 @@ final class PostgresRevocationBridge: Sendable {
 
     private let settings: PostgresConnectionSettings
     private let sync: RevocationSync
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     init(store: PostgresSessionStore, sync: RevocationSync) {
         self.settings = store.settings
@@ -37,7 +37,7 @@ final class PostgresRevocationBridge: Sendable {
     /// Starts listening (the first call) and reports the listener's state to `health`, and new signing keys to
     /// `keysChanged`, from now on.
     func start(health: StoreHealth, keysChanged: @escaping @Sendable () -> Void) {
-        state.withLock { state in
+        state.withLockedValue { state in
             state.health = health
             state.keysChanged = keysChanged
             guard state.listener == nil, !state.stopped else { return }
@@ -49,17 +49,17 @@ final class PostgresRevocationBridge: Sendable {
                 for await event in listener.events {
                     switch event {
                     case .connected:
-                        let (health, keysChanged) = self.state.withLock { ($0.health, $0.keysChanged) }
+                        let (health, keysChanged) = self.state.withLockedValue { ($0.health, $0.keysChanged) }
                         health?.answered()
                         continuation.yield(.connected)
                         keysChanged?()
                     case .notified(let sequence):
                         continuation.yield(.appended(sequence: sequence))
                     case .keysChanged:
-                        self.state.withLock { $0.keysChanged }?()
+                        self.state.withLockedValue { $0.keysChanged }?()
                     case .disconnected(let error):
                         // Known revocations stay in force; the sync's poll and the reconnect's catch-up cover the gap.
-                        self.state.withLock { $0.health }?.failed(error)
+                        self.state.withLockedValue { $0.health }?.failed(error)
                     }
                 }
                 continuation.finish()
@@ -69,7 +69,7 @@ final class PostgresRevocationBridge: Sendable {
 
     /// Stops the listener (closing its connection) and waits until it has stopped; the store can be closed after.
     func stop() async {
-        let (listener, task, consumer) = state.withLock { state in
+        let (listener, task, consumer) = state.withLockedValue { state in
             state.stopped = true
             defer {
                 state.listener = nil

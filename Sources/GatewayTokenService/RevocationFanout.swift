@@ -1,7 +1,7 @@
 import GatewayControl
 import GatewayProxy
+import NIOConcurrencyHelpers
 import NIOCore
-import Synchronization
 
 /// Carries revocations to every event loop's `RevokedSessions`: the token service's own at once (before the store
 /// write), and those the revocation sync reads from the log. Revocations published before the loops exist are held
@@ -15,10 +15,10 @@ final class RevocationFanout: Sendable {
         var held: [Revocation] = []
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     func attach(_ loops: LoopContexts) {
-        let held = state.withLock { state in
+        let held = state.withLockedValue { state in
             state.loops = loops
             defer { state.held = [] }
             return state.held
@@ -27,7 +27,7 @@ final class RevocationFanout: Sendable {
     }
 
     func publish(_ revocations: [Revocation]) {
-        let loops = state.withLock { state in
+        let loops = state.withLockedValue { state in
             if state.loops == nil { state.held.append(contentsOf: revocations) }
             return state.loops
         }

@@ -4,8 +4,8 @@ import GatewayControl
 import GatewayJSON
 import GatewayTokens
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
-import Synchronization
 
 /// Follows one issuer's revocation feed (`revocations_uri`, DESIGN §9) so that this gateway's data path refuses the
 /// issuer's revoked sessions within about a second, without a database: a long poll `GET …?after=N&wait=30`
@@ -81,8 +81,8 @@ final class RevocationFollower: Sendable {
     private let readiness: Readiness
     private let metrics: MetricsRegistry
     private let logger: Logger
-    private let loops: Mutex<LoopContexts?> = Mutex(nil)
-    private let state = Mutex(State())
+    private let loops: NIOLockedValueBox<LoopContexts?> = NIOLockedValueBox(nil)
+    private let state = NIOLockedValueBox(State())
 
     init(
         source: Source, settings: Settings = Settings(), loop: any EventLoop, drivers: CurlDriverGroup, readiness: Readiness,
@@ -102,13 +102,13 @@ final class RevocationFollower: Sendable {
 
     /// Starts following; entries are applied to `loops`.
     func start(applyingTo loops: LoopContexts) {
-        self.loops.withLock { $0 = loops }
+        self.loops.withLockedValue { $0 = loops }
         loop.execute { self.poll() }
     }
 
     /// No more polls; one in flight applies nothing.
     func stop() {
-        state.withLock { state in
+        state.withLockedValue { state in
             state.stopped = true
             state.timer?.cancel()
             state.timer = nil
@@ -122,12 +122,12 @@ final class RevocationFollower: Sendable {
     }
 
     /// The sequence to ask after next (for tests and diagnostics).
-    var after: Int64 { state.withLock { $0.after } }
+    var after: Int64 { state.withLockedValue { $0.after } }
 
     // MARK: - Polling (on the control loop)
 
     private func poll() {
-        guard let (after, answered) = state.withLock({ $0.stopped ? nil : ($0.after, $0.answered) }) else { return }
+        guard let (after, answered) = state.withLockedValue({ $0.stopped ? nil : ($0.after, $0.answered) }) else { return }
         let url = source.url
         // The first poll must not be held: readiness waits for its answer.
         let wait = answered ? settings.wait : 0
@@ -220,7 +220,7 @@ final class RevocationFollower: Sendable {
     }
 
     private func succeeded(_ page: RevocationFeedPage, asked: Int64) {
-        let (first, recovered, stopped) = state.withLock { state -> (Bool, Bool, Bool) in
+        let (first, recovered, stopped) = state.withLockedValue { state -> (Bool, Bool, Bool) in
             guard !state.stopped else { return (false, false, true) }
             let first = !state.answered
             let recovered = state.failures > 0
@@ -234,7 +234,7 @@ final class RevocationFollower: Sendable {
         let now = WallClock.now()
         let live = page.revocations.filter { $0.until > now }
         var applied: EventLoopFuture<Void>? = nil
-        if !live.isEmpty, let loops = loops.withLock({ $0 }) {
+        if !live.isEmpty, let loops = loops.withLockedValue({ $0 }) {
             applied = RevocationFanout.apply(live.map { ($0.sessionID, issuer, $0.until) }, to: loops)
         }
         metrics.increment("portcullis_revocation_feed_polls_total", [issuer, "success"])
@@ -260,7 +260,7 @@ final class RevocationFollower: Sendable {
     }
 
     private func failed(_ error: PollError) {
-        let (failures, stopped) = state.withLock { state -> (Int, Bool) in
+        let (failures, stopped) = state.withLockedValue { state -> (Int, Bool) in
             state.failures += 1
             return (state.failures, state.stopped)
         }
@@ -276,7 +276,7 @@ final class RevocationFollower: Sendable {
             )
         }
         let timer = loop.scheduleTask(in: .milliseconds(Int64(delay * 1000))) { self.poll() }
-        let cancel = state.withLock { state -> Bool in
+        let cancel = state.withLockedValue { state -> Bool in
             if state.stopped { return true }
             state.timer = timer
             return false

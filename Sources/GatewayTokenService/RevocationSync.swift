@@ -1,6 +1,6 @@
 import GatewaySessions
+import NIOConcurrencyHelpers
 import NIOCore
-import Synchronization
 
 /// One revocation as the sync applies it and the feed serves it: a log entry and how long it matters.
 struct RevocationRecord: Sendable, Hashable {
@@ -80,49 +80,49 @@ package final class RevocationSync: Sendable {
     let store: any SessionStore
     let settings: Settings
     private let clock: @Sendable () -> Double
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
 
     /// - Parameter retention: access-token lifetime + leeway: how long after its revocation a session is refused.
     init(store: any SessionStore, retention: Double, settings: Settings = Settings(), clock: @escaping @Sendable () -> Double) {
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.state = Mutex(State(retention: retention))
+        self.state = NIOLockedValueBox(State(retention: retention))
     }
 
     /// Where entries go (every loop's `RevokedSessions`, the token service's memory of revoked sessions). A reload
     /// sets it again for its new token service; entries applied before are not replayed.
     func setApply(_ apply: @escaping Apply) {
-        state.withLock { $0.apply = apply }
+        state.withLockedValue { $0.apply = apply }
     }
 
     /// A reload may change the access-token lifetime or the leeway; entries read from now on use the new value.
     func setRetention(_ retention: Double) {
-        state.withLock { $0.retention = retention }
+        state.withLockedValue { $0.retention = retention }
     }
 
     /// The last sequence applied.
-    var lastApplied: Int64 { state.withLock { $0.last } }
+    var lastApplied: Int64 { state.withLockedValue { $0.last } }
 
     /// Whether the log has been read at least once.
-    var hasCaughtUp: Bool { state.withLock { $0.caughtUp } }
+    var hasCaughtUp: Bool { state.withLockedValue { $0.caughtUp } }
 
     /// Feed readers waiting now.
-    package var waiterCount: Int { state.withLock { $0.waiters.count } }
+    package var waiterCount: Int { state.withLockedValue { $0.waiters.count } }
 
     // MARK: - Catching up
 
     /// Reads the log after the last applied sequence until it is exhausted and applies what it finds. Throws what
     /// the store throws (the next round starts where this one stopped).
     func catchUp() async throws {
-        let task = state.withLock { state -> Task<Void, any Error> in
+        let task = state.withLockedValue { state -> Task<Void, any Error> in
             if let pending = state.pending { return pending.task }
             state.rounds += 1
             let id = state.rounds
             let previous = state.tail
             let task = Task<Void, any Error> {
                 _ = await previous?.result
-                self.state.withLock { state in
+                self.state.withLockedValue { state in
                     if state.pending?.id == id { state.pending = nil }
                 }
                 try await self.round()
@@ -176,7 +176,7 @@ package final class RevocationSync: Sendable {
     /// Polls the log every `interval` (belt and braces: a lost wake-up is noticed within it); `outcome` hears each
     /// round's result (store health).
     func startPolling(every interval: Duration, outcome: @escaping @Sendable (Result<Void, any Error>) -> Void) {
-        state.withLock { state in
+        state.withLockedValue { state in
             guard state.poll == nil, !state.stopped else { return }
             state.poll = Task {
                 while !Task.isCancelled {
@@ -195,7 +195,7 @@ package final class RevocationSync: Sendable {
 
     /// Stops polling and answers every waiting feed reader with what it has (nothing new).
     package func stop() {
-        let (poll, waiters) = state.withLock { state in
+        let (poll, waiters) = state.withLockedValue { state in
             state.stopped = true
             defer {
                 state.poll = nil
@@ -212,15 +212,15 @@ package final class RevocationSync: Sendable {
 
     private func round() async throws {
         // After `stop` the store may be closed: a late wake-up reads nothing.
-        if state.withLock({ $0.stopped }) { return }
+        if state.withLockedValue({ $0.stopped }) { return }
         while true {
-            let after = state.withLock { $0.last }
+            let after = state.withLockedValue { $0.last }
             let entries = try await store.revocations(after: after, limit: settings.pageSize)
             if !entries.isEmpty { ingest(entries) }
             if entries.count < settings.pageSize { break }
         }
         let now = clock()
-        state.withLock { state in
+        state.withLockedValue { state in
             state.caughtUp = true
             // Also when nothing arrived: the feed leaves out entries that no longer matter.
             if let first = state.window.first, first.until <= now { state.window.removeAll { $0.until <= now } }
@@ -230,7 +230,7 @@ package final class RevocationSync: Sendable {
     /// Applies entries read from the log (in sequence order) and wakes the feed readers they are news for.
     private func ingest(_ entries: [RevocationEntry]) {
         let now = clock()
-        let (apply, live, woken) = state.withLock { state -> (Apply?, [RevocationRecord], [Waiter]) in
+        let (apply, live, woken) = state.withLockedValue { state -> (Apply?, [RevocationRecord], [Waiter]) in
             var live: [RevocationRecord] = []
             for entry in entries where entry.sequence > state.last {
                 state.last = entry.sequence
@@ -268,7 +268,7 @@ package final class RevocationSync: Sendable {
             case catchUpFirst
             case waiting(EventLoopFuture<FeedOutcome>)
         }
-        let immediate = state.withLock { state -> Immediate in
+        let immediate = state.withLockedValue { state -> Immediate in
             guard state.caughtUp, !state.stopped else { return .answer(.unavailable) }
             if after > state.last { return .catchUpFirst }
             let page = Self.page(after: after, in: state.window, limit: settings.maxPageEntries)
@@ -297,7 +297,7 @@ package final class RevocationSync: Sendable {
                 } catch {
                     return .unavailable
                 }
-                let ahead = self.state.withLock { after > $0.last }
+                let ahead = self.state.withLockedValue { after > $0.last }
                 guard ahead else { return try await self.page(after: after, wait: wait, on: loop).get() }
                 var page = self.page(after: 0)
                 page.reset = true
@@ -309,7 +309,7 @@ package final class RevocationSync: Sendable {
 
     /// The entries after `after` that still matter, at most `maxPageEntries`.
     func page(after: Int64) -> RevocationFeedPage {
-        state.withLock { Self.page(after: after, in: $0.window, limit: settings.maxPageEntries) }
+        state.withLockedValue { Self.page(after: after, in: $0.window, limit: settings.maxPageEntries) }
     }
 
     private static func page(after: Int64, in window: [RevocationRecord], limit: Int) -> RevocationFeedPage {
@@ -325,7 +325,7 @@ package final class RevocationSync: Sendable {
     }
 
     private func expire(_ id: UInt64) {
-        guard let waiter = state.withLock({ $0.waiters.removeValue(forKey: id) }) else { return }
+        guard let waiter = state.withLockedValue({ $0.waiters.removeValue(forKey: id) }) else { return }
         waiter.promise.succeed(.page(RevocationFeedPage(revocations: [], next: waiter.after)))
     }
 }

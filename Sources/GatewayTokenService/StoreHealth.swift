@@ -1,6 +1,6 @@
 import GatewayControl
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The session store's health as the revocation poll sees it (DESIGN §9 "Database down"): readiness condition
 /// `store` turns ready at the first answer and stays so; while the store does not answer it is listed as degraded
@@ -10,7 +10,7 @@ final class StoreHealth: Sendable {
     private let metrics: MetricsRegistry
     private let logger: Logger
     /// nil before the first outcome.
-    private let up = Mutex<Bool?>(nil)
+    private let up = NIOLockedValueBox<Bool?>(nil)
 
     init(readiness: Readiness, metrics: MetricsRegistry, logger: Logger) {
         self.readiness = readiness
@@ -19,7 +19,7 @@ final class StoreHealth: Sendable {
     }
 
     func answered() {
-        let was = up.withLock { up in
+        let was = up.withLockedValue { up in
             defer { up = true }
             return up
         }
@@ -30,7 +30,7 @@ final class StoreHealth: Sendable {
     }
 
     func failed(_ error: any Error) {
-        let was = up.withLock { up in
+        let was = up.withLockedValue { up in
             defer { up = false }
             return up
         }

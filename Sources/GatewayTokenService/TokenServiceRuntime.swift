@@ -5,8 +5,8 @@ import GatewayProxy
 import GatewaySessions
 import GatewayTokens
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
-import Synchronization
 
 /// The running token service: keys, session store, credential check, the `SessionService`, its HTTP endpoints and
 /// the documents it publishes. Revocations fan out to every event loop through `revocations` once the loops exist;
@@ -28,7 +28,7 @@ package final class TokenServiceRuntime: Sendable {
     let revocationBridge: PostgresRevocationBridge?
     private let metrics: MetricsRegistry
     private let usersVerifier: UsersFileVerifier?
-    private let purgeTask = Mutex<Task<Void, Never>?>(nil)
+    private let purgeTask = NIOLockedValueBox<Task<Void, Never>?>(nil)
 
     /// Opens the keys, the store and the users file; nothing is served yet. A reload passes the running runtime as
     /// `previous`: its session store, revocation fan-out and sync carry over (the store configuration cannot change
@@ -198,12 +198,12 @@ package final class TokenServiceRuntime: Sendable {
                 }
             }
         }
-        purgeTask.withLock { $0 = task }
+        purgeTask.withLockedValue { $0 = task }
     }
 
     /// Stops the background work and the password workers; closes the store unless a newer runtime took it over.
     package func shutdown(closingStore: Bool = true) async {
-        purgeTask.withLock { $0?.cancel() }
+        purgeTask.withLockedValue { $0?.cancel() }
         await usersVerifier?.shutdown()
         if closingStore {
             // No newer runtime took the sync over: stop its poll and answer the feed's waiting readers.

@@ -1,9 +1,9 @@
 import CurlNIO
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import Synchronization
 import Testing
 
 // MARK: - byte pattern
@@ -108,9 +108,9 @@ final class TestServer: Sendable {
 }
 
 final class Counter: Sendable {
-    private let value = Mutex(0)
-    func increment() { self.value.withLock { $0 += 1 } }
-    var current: Int { self.value.withLock { $0 } }
+    private let value = NIOLockedValueBox(0)
+    func increment() { self.value.withLockedValue { $0 += 1 } }
+    var current: Int { self.value.withLockedValue { $0 } }
 }
 
 final class TestHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {

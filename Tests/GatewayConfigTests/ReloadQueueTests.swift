@@ -1,4 +1,4 @@
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 
 @testable import GatewayConfig
@@ -6,25 +6,25 @@ import Testing
 /// A fake configuration file and gateway: `version` is what the file holds now, `installed` what the gateway
 /// serves. A reload reads the version when it starts and installs it when it ends, like `ConfigReloader`.
 private final class FakeGateway: Sendable {
-    let version = Mutex(0)
-    let installed = Mutex<[Int]>([])
-    let runs = Mutex(0)
-    let concurrent = Mutex((now: 0, most: 0))
+    let version = NIOLockedValueBox(0)
+    let installed = NIOLockedValueBox<[Int]>([])
+    let runs = NIOLockedValueBox(0)
+    let concurrent = NIOLockedValueBox((now: 0, most: 0))
 
     func reload() async -> Int {
-        let read = self.version.withLock { $0 }
-        let run = runs.withLock {
+        let read = self.version.withLockedValue { $0 }
+        let run = runs.withLockedValue {
             $0 += 1
             return $0
         }
-        concurrent.withLock {
+        concurrent.withLockedValue {
             $0.now += 1
             $0.most = max($0.most, $0.now)
         }
         // The first reload is slow to build (a large users file), the later ones are quick.
         try? await Task.sleep(for: run == 1 ? .seconds(1) : .milliseconds(5))
-        concurrent.withLock { $0.now -= 1 }
-        installed.withLock { $0.append(read) }
+        concurrent.withLockedValue { $0.now -= 1 }
+        installed.withLockedValue { $0.append(read) }
         return read
     }
 }
@@ -38,18 +38,18 @@ private final class FakeGateway: Sendable {
         let queue = ReloadQueue<Int>()
         var requests: [Task<Int, Never>] = []
         for edit in 1...3 {
-            gateway.version.withLock { $0 = edit }
+            gateway.version.withLockedValue { $0 = edit }
             requests.append(Task { await queue.run(reason: "SIGHUP") { _ in await gateway.reload() } })
             // The first reload has read edit 1 before the next edit is written.
-            while gateway.runs.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+            while gateway.runs.withLockedValue({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(1)) }
             try await Task.sleep(for: .milliseconds(25))
         }
         var outcomes: [Int] = []
         for request in requests { outcomes.append(await request.value) }
 
-        #expect(gateway.installed.withLock { $0.last } == 3)
-        #expect(gateway.concurrent.withLock { $0.most } == 1)
-        #expect(gateway.runs.withLock { $0 } == 2)
+        #expect(gateway.installed.withLockedValue { $0.last } == 3)
+        #expect(gateway.concurrent.withLockedValue { $0.most } == 1)
+        #expect(gateway.runs.withLockedValue { $0 } == 2)
         // The first request gets its own run's outcome; the coalesced ones the run that read the newest edit.
         #expect(outcomes == [1, 3, 3])
     }
@@ -63,10 +63,10 @@ private final class FakeGateway: Sendable {
 
     @Test func coalescedReasonsAreNamedOnce() async throws {
         let queue = ReloadQueue<String>()
-        let gate = Mutex(false)
+        let gate = NIOLockedValueBox(false)
         let slow = Task {
             await queue.run(reason: "first") { reason in
-                while !gate.withLock({ $0 }) { try? await Task.sleep(for: .milliseconds(2)) }
+                while !gate.withLockedValue({ $0 }) { try? await Task.sleep(for: .milliseconds(2)) }
                 return reason
             }
         }
@@ -75,7 +75,7 @@ private final class FakeGateway: Sendable {
             Task { await queue.run(reason: i == 1 ? "file changed" : "SIGHUP") { reason in reason } }
         }
         try await Task.sleep(for: .milliseconds(20))
-        gate.withLock { $0 = true }
+        gate.withLockedValue { $0 = true }
         #expect(await slow.value == "first")
         for task in waiting {
             let reason = await task.value

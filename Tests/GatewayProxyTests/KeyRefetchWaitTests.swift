@@ -2,10 +2,10 @@ import CurlNIO
 import GatewayConfig
 import GatewayJSON
 import GatewayTokens
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
-import Synchronization
 import Testing
 
 @testable import GatewayProxy
@@ -17,17 +17,17 @@ import Testing
 
     /// Counts calls; hands out `future` (or nil: refused).
     final class FakeRefetcher: KeyRefetcher {
-        let calls = Mutex<[String]>([])
+        let calls = NIOLockedValueBox<[String]>([])
         let future: EventLoopFuture<Void>?
 
         init(future: EventLoopFuture<Void>?) { self.future = future }
 
         func refetchKeys(issuer: String) -> EventLoopFuture<Void>? {
-            calls.withLock { $0.append(issuer) }
+            calls.withLockedValue { $0.append(issuer) }
             return future
         }
 
-        var count: Int { calls.withLock { $0.count } }
+        var count: Int { calls.withLockedValue { $0.count } }
     }
 
     static func configuration() throws -> GatewayConfiguration {
@@ -99,7 +99,7 @@ import Testing
             Issue.record("expected awaitKeys")
             return
         }
-        #expect(refetcher.calls.withLock { $0 } == [Self.issuer])
+        #expect(refetcher.calls.withLockedValue { $0 } == [Self.issuer])
         // Deciding again after the wait never waits a second time.
         #expect(rejection(decide(policy, mayAwaitKeys: false)) == "key_unknown")
         #expect(refetcher.count == 1)
@@ -141,7 +141,8 @@ import Testing
 
     // MARK: - GatewayHandler
 
-    /// A handler on an embedded channel whose loop context holds `policy`.
+    /// A handler on an embedded channel whose loop context holds `policy`. Its curl driver is on the channel's loop
+    /// through `EmbeddedDriverLoop`, so the readiness watcher's thread never touches the embedded loop.
     final class Harness {
         let channel = EmbeddedChannel()
         let watcher: CurlReadinessWatcher
@@ -149,7 +150,7 @@ import Testing
 
         init(policy: ProxyPolicy) throws {
             watcher = try CurlReadinessWatcher()
-            let driver = CurlLoopDriver(eventLoop: channel.embeddedEventLoop, watcher: watcher)
+            let driver = CurlLoopDriver(eventLoop: EmbeddedDriverLoop(channel.embeddedEventLoop), watcher: watcher)
             context = LoopContext(driver: driver, policy: policy, tokenCacheEntries: 16, leeway: 30)
             try channel.pipeline.syncOperations.addHandler(GatewayHandler(loop: context, clock: { 1000 }))
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

@@ -1,6 +1,6 @@
 import GatewayJSON
 import GatewayTokens
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 
 @testable import GatewaySessions
@@ -53,8 +53,8 @@ import Testing
     }
 
     final class Clock: Sendable {
-        let now = Mutex(1_767_225_600.0)
-        func read() -> Double { now.withLock { $0 } }
+        let now = NIOLockedValueBox(1_767_225_600.0)
+        func read() -> Double { now.withLockedValue { $0 } }
     }
 
     struct Fleet {
@@ -63,7 +63,7 @@ import Testing
         let store: CountingStore
         let clock: Clock
 
-        func advance(_ seconds: Double) { clock.now.withLock { $0 += seconds } }
+        func advance(_ seconds: Double) { clock.now.withLockedValue { $0 += seconds } }
     }
 
     func fleet(grace: Double = 10) throws -> Fleet {

@@ -1,6 +1,6 @@
 import Foundation
 import GatewaySessions
-import Synchronization
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
     import Glibc
@@ -28,7 +28,7 @@ final class PostgresTestServer: Sendable {
     /// Whether the server only accepts TLS over TCP (`hostssl`), with a certificate for 127.0.0.1 and localhost
     /// issued by `caFile`.
     let tls: Bool
-    private let process = Mutex<Process?>(nil)
+    private let process = NIOLockedValueBox<Process?>(nil)
 
     /// The test CA that issued the server's certificate (TLS servers).
     var caFile: String { directory + "/tls/ca.pem" }
@@ -182,7 +182,7 @@ final class PostgresTestServer: Sendable {
         process.standardOutput = log
         process.standardError = log
         try process.run()
-        self.process.withLock { $0 = process }
+        self.process.withLockedValue { $0 = process }
         // Ready when pg_isready says so: the port opens before crash recovery ends (after an immediate stop), and
         // connections are refused ("starting up") until it has.
         let deadline = Date().addingTimeInterval(30)
@@ -205,7 +205,7 @@ final class PostgresTestServer: Sendable {
     /// stays, so `launch()` starts the same server again.
     func stop() {
         guard
-            let process = self.process.withLock({ p -> Process? in
+            let process = self.process.withLockedValue({ p -> Process? in
                 defer { p = nil }
                 return p
             })

@@ -1,5 +1,6 @@
 import GatewayJSON
 import GatewayTokens
+import NIOConcurrencyHelpers
 import Synchronization
 import Testing
 
@@ -69,7 +70,7 @@ import Testing
     }
 
     final class Recorder: Sendable {
-        let published = Mutex<[String]>([])
+        let published = NIOLockedValueBox<[String]>([])
         let logged = Atomic<Int>(0)
     }
 
@@ -77,7 +78,7 @@ import Testing
         let service: SessionService
         let store: FlakyStore
         let recorder: Recorder
-        var published: [String] { recorder.published.withLock { $0 } }
+        var published: [String] { recorder.published.withLockedValue { $0 } }
         var logged: Int { recorder.logged.load(ordering: .relaxed) }
     }
 
@@ -93,7 +94,7 @@ import Testing
                     leeway: 5),
                 signer: AccessTokenIssuer(issuer: "https://gw", audience: "api", key: key), store: store, credentials: Credentials(),
                 limiter: LoginRateLimiter(limits: .init()), verifier: TokenVerifier(issuers: [policy], leeway: 0),
-                onRevoke: { id, _ in recorder.published.withLock { $0.append(id) } }, clock: { 1_767_225_600 },
+                onRevoke: { id, _ in recorder.published.withLockedValue { $0.append(id) } }, clock: { 1_767_225_600 },
                 onRevocationLogged: { recorder.logged.wrappingAdd(1, ordering: .relaxed) }),
             store: store, recorder: recorder)
         return f

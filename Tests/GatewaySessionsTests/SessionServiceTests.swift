@@ -1,5 +1,6 @@
 import GatewayJSON
 import GatewayTokens
+import NIOConcurrencyHelpers
 import Synchronization
 import Testing
 
@@ -19,13 +20,13 @@ import Testing
     }
 
     final class Clock: Sendable {
-        let now = Mutex(1_767_225_600.0)
-        func advance(_ seconds: Double) { now.withLock { $0 += seconds } }
-        func read() -> Double { now.withLock { $0 } }
+        let now = NIOLockedValueBox(1_767_225_600.0)
+        func advance(_ seconds: Double) { now.withLockedValue { $0 += seconds } }
+        func read() -> Double { now.withLockedValue { $0 } }
     }
 
     final class Revocations: Sendable {
-        let published = Mutex<[(String, Double)]>([])
+        let published = NIOLockedValueBox<[(String, Double)]>([])
     }
 
     struct Fixture {
@@ -51,7 +52,7 @@ import Testing
                 leeway: 5),
             signer: AccessTokenIssuer(issuer: "https://gw", audience: "api", key: key), store: MemorySessionStore(),
             credentials: credentials, limiter: LoginRateLimiter(limits: limits), verifier: verifier,
-            onRevoke: { id, until in revocations.published.withLock { $0.append((id, until)) } }, clock: { clock.read() })
+            onRevoke: { id, until in revocations.published.withLockedValue { $0.append((id, until)) } }, clock: { clock.read() })
         return Fixture(service: service, clock: clock, credentials: credentials, revocations: revocations, verifier: verifier)
     }
 
@@ -95,7 +96,7 @@ import Testing
         ) {
             try await f.service.refreshGrant(refreshToken: r0, scope: nil, clientID: nil)
         }
-        #expect(f.revocations.published.withLock { $0.map(\.0) } == [second.sessionID])
+        #expect(f.revocations.published.withLockedValue { $0.map(\.0) } == [second.sessionID])
         let r1 = try #require(try response(second)["refresh_token"]?.stringValue)
         await #expect(throws: TokenServiceError.self) { try await f.service.refreshGrant(refreshToken: r1, scope: nil, clientID: nil) }
     }
@@ -174,7 +175,7 @@ import Testing
         #expect(await f.service.introspect(token: refresh) == JSONObject([("active", .bool(false))]))
         #expect(try await f.service.logout(accessToken: access) == .failure(TokenRejection(.tokenRevoked)))
         // The published revocation lasts until the last access token of the session is past exp + leeway.
-        let (_, until) = try #require(f.revocations.published.withLock { $0.first })
+        let (_, until) = try #require(f.revocations.published.withLockedValue { $0.first })
         #expect(until == f.clock.read() + 305)
         // Unknown tokens are ignored.
         try await f.service.revoke(token: "prt_" + String(repeating: "A", count: 43))

@@ -1,7 +1,7 @@
 import GatewaySessions
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-import Synchronization
 import Testing
 
 @testable import GatewayTokenService
@@ -10,15 +10,15 @@ import Testing
 /// waiters' timers run on one real event loop; nothing touches the network.
 @Suite struct RevocationSyncTests {
     final class Clock: Sendable {
-        let now = Mutex(1_767_225_600.0)
-        func read() -> Double { now.withLock { $0 } }
-        func advance(_ seconds: Double) { now.withLock { $0 += seconds } }
+        let now = NIOLockedValueBox(1_767_225_600.0)
+        func read() -> Double { now.withLockedValue { $0 } }
+        func advance(_ seconds: Double) { now.withLockedValue { $0 += seconds } }
     }
 
     /// What the sync applied, in order.
     final class Applied: Sendable {
-        let records = Mutex<[RevocationRecord]>([])
-        var sessionIDs: [String] { records.withLock { $0.map(\.sessionID) } }
+        let records = NIOLockedValueBox<[RevocationRecord]>([])
+        var sessionIDs: [String] { records.withLockedValue { $0.map(\.sessionID) } }
     }
 
     struct Fixture {
@@ -38,7 +38,7 @@ import Testing
         settings.pageSize = pageSize
         settings.maxWaiters = maxWaiters
         let sync = RevocationSync(store: store, retention: Self.retention, settings: settings, clock: { clock.read() })
-        sync.setApply { records in applied.records.withLock { $0.append(contentsOf: records) } }
+        sync.setApply { records in applied.records.withLockedValue { $0.append(contentsOf: records) } }
         return Fixture(store: store, sync: sync, clock: clock, applied: applied)
     }
 
@@ -58,7 +58,7 @@ import Testing
         #expect(f.sync.hasCaughtUp)
         #expect(f.applied.sessionIDs == ["s1", "s2", "s3", "s4", "s5"])
         #expect(f.sync.lastApplied == 5)
-        let first = try #require(f.applied.records.withLock { $0.first })
+        let first = try #require(f.applied.records.withLockedValue { $0.first })
         #expect(first.until == f.clock.read() + Self.retention && first.revokedAt == f.clock.read())
         // Idempotent: nothing new, nothing applied again.
         try await f.sync.catchUp()
@@ -137,7 +137,7 @@ import Testing
         await revoke(f, "a")
         try await f.sync.catchUp()
         let answer = try await f.sync.page(after: 57, wait: .seconds(30), on: group.next()).get()
-        #expect(answer == .page(RevocationFeedPage(revocations: [f.applied.records.withLock { $0[0] }], next: 1, reset: true)))
+        #expect(answer == .page(RevocationFeedPage(revocations: [f.applied.records.withLockedValue { $0[0] }], next: 1, reset: true)))
     }
 
     @Test func aReaderJustAheadOfThisReplicaIsAnsweredAfterACatchUp() async throws {
