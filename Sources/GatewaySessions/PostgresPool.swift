@@ -57,8 +57,26 @@ final class PostgresPool: Sendable {
             return [state.runTask] + (state.healing.map { [$0] } ?? [])
         }
         for task in tasks { task.cancel() }
-        for task in tasks { await task.value }
+        // postgres-nio's `run()` returns once its connections are closed, and the recovery once its probe has; a
+        // connection stuck in its handshake must not hold a shutdown forever, so the wait is bounded.
+        let ended = CallOutcome<Bool>()
+        let waiter = Task {
+            for task in tasks { await task.value }
+            ended.finish(.success(true))
+        }
+        let timer = Task {
+            try? await Task.sleep(for: Self.closeWait)
+            ended.finish(.success(false))
+        }
+        if (try? await ended.value) == false {
+            logger.warning("the PostgreSQL pool did not stop within \(Self.closeWait); leaving it behind")
+        }
+        waiter.cancel()
+        timer.cancel()
     }
+
+    /// How long `close()` waits for the pool's connections to close.
+    static let closeWait = Duration.seconds(10)
 
     /// Starts the recovery probe unless it runs already (see the type's comment).
     func startHealing() {

@@ -48,29 +48,38 @@ enum PostgresProbe {
     }
 
     /// `body` or `SessionStoreError(.timedOut)` after the deadline, whichever comes first. When the deadline wins,
-    /// `closing` is closed, which fails whatever `body` waits for on it, so `body` ends promptly too; a connection
-    /// attempt is cancelled.
+    /// `closing` is closed, which fails whatever `body` waits for on it, and a connection attempt is cancelled; the
+    /// caller is answered at once either way, even while `body` has not noticed yet (a connect that ignores its
+    /// cancellation used to hold the caller, and with it a pool's recovery and `close()`).
     static func withDeadline<T: Sendable>(
         _ settings: PostgresConnectionSettings, _ what: String, closing connection: PostgresConnection? = nil,
         onTimeout: @escaping @Sendable () -> Void = {}, _ body: @escaping @Sendable () async throws -> T
     ) async throws -> T {
         let deadline = settings.deadline
         let milliseconds = settings.connectTimeoutMilliseconds
+        let outcome = CallOutcome<T>()
+        let work = Task {
+            do {
+                outcome.finish(.success(try await body()))
+            } catch {
+                outcome.finish(.failure(error))
+            }
+        }
+        let timer = Task {
+            try? await Task.sleep(for: deadline)
+            guard !Task.isCancelled else { return }
+            connection?.closeWithoutWaiting()
+            onTimeout()
+            work.cancel()
+            outcome.finish(.failure(SessionStoreError(.timedOut, "\(what): the database did not answer within \(milliseconds) ms")))
+        }
+        defer { timer.cancel() }
         do {
-            return try await withThrowingTaskGroup(of: T?.self) { group in
-                group.addTask { try await body() }
-                group.addTask {
-                    try await Task.sleep(for: deadline)
-                    connection?.closeWithoutWaiting()
-                    onTimeout()
-                    return nil
-                }
-                guard let first = try await group.next() else { throw CancellationError() }
-                group.cancelAll()
-                guard let value = first else {
-                    throw SessionStoreError(.timedOut, "\(what): the database did not answer within \(milliseconds) ms")
-                }
-                return value
+            return try await withTaskCancellationHandler {
+                try await outcome.value
+            } onCancel: {
+                work.cancel()
+                outcome.finish(.failure(CancellationError()))
             }
         } catch {
             throw PostgresStoreError.map(error, what)
