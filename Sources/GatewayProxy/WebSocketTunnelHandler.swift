@@ -295,10 +295,11 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
     /// Writes what belongs to the answer's body; ends the answer when it is complete.
     private func writeAnswerBody(_ bytes: ArraySlice<UInt8>, context: ChannelHandlerContext) {
         guard case .answering(let remaining) = phase else { return }
-        if dechunker != nil {
+        if var decoder = dechunker {
             var payload: [UInt8] = []
             do {
-                try dechunker!.decode(bytes, into: &payload)
+                try decoder.decode(bytes, into: &payload)
+                dechunker = decoder
             } catch {
                 // Part of the answer has gone to the client: it can only be cut off.
                 access.reason = "upstream_invalid_response"
@@ -308,7 +309,7 @@ final class WebSocketTunnelHandler: ChannelDuplexHandler, CurlTunnelDelegate, Re
                 context.write(
                     NIOAny(HTTPServerResponsePart.body(.byteBuffer(context.channel.allocator.buffer(bytes: payload)))), promise: nil)
             }
-            if dechunker!.isComplete { endAnswer(context: context) }
+            if decoder.isComplete { endAnswer(context: context) }
             return
         }
         var bytes = bytes

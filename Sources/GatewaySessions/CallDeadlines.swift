@@ -58,6 +58,36 @@ final class CallDeadlines: Sendable {
         state.withLockedValue { _ = $0.entries.removeValue(forKey: entry.id) }
     }
 
+    /// Runs `body` in a task of its own and answers with whichever comes first: its result; `timedOut()` once
+    /// `duration` has passed (`onExpiry` runs then and the task is cancelled); `CancellationError` when the caller is
+    /// cancelled. The caller is answered at once, even while `body` has not noticed its cancellation yet; it then
+    /// ends on its own, its result dropped.
+    func run<T: Sendable>(
+        within duration: Duration, timedOut: @escaping @Sendable () -> any Error, onExpiry: @escaping @Sendable () -> Void = {},
+        _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        let outcome = CallOutcome<T>()
+        let work = Task {
+            do {
+                outcome.finish(.success(try await body()))
+            } catch {
+                outcome.finish(.failure(error))
+            }
+        }
+        let entry = add(after: duration) {
+            onExpiry()
+            work.cancel()
+            outcome.finish(.failure(timedOut()))
+        }
+        defer { remove(entry) }
+        return try await withTaskCancellationHandler {
+            try await outcome.value
+        } onCancel: {
+            work.cancel()
+            outcome.finish(.failure(CancellationError()))
+        }
+    }
+
     /// How many calls have a deadline now (tests).
     var count: Int { state.withLockedValue { $0.entries.count } }
 

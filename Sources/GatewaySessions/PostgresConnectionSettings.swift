@@ -50,6 +50,11 @@ public struct PostgresConnectionSettings: Sendable, CustomStringConvertible {
     /// The deadline as a `Duration`.
     var deadline: Duration { .milliseconds(connectTimeoutMilliseconds) }
 
+    /// The error of a call (`what`) that the deadline cut short.
+    func deadlinePassed(_ what: String) -> SessionStoreError {
+        SessionStoreError(.timedOut, "\(what): the database did not answer within \(connectTimeoutMilliseconds) ms")
+    }
+
     var unixSocketPath: String? { host.hasPrefix("/") ? "\(host)/.s.PGSQL.\(port)" : nil }
 
     /// The NIOSSL configuration for `tls`, nil for `.disable`.

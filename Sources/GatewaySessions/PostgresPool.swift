@@ -59,20 +59,13 @@ final class PostgresPool: Sendable {
         for task in tasks { task.cancel() }
         // postgres-nio's `run()` returns once its connections are closed, and the recovery once its probe has; a
         // connection stuck in its handshake must not hold a shutdown forever, so the wait is bounded.
-        let ended = CallOutcome<Bool>()
-        let waiter = Task {
-            for task in tasks { await task.value }
-            ended.finish(.success(true))
-        }
-        let timer = Task {
-            try? await Task.sleep(for: Self.closeWait)
-            ended.finish(.success(false))
-        }
-        if (try? await ended.value) == false {
+        do {
+            try await deadlines.run(within: Self.closeWait, timedOut: { CancellationError() }) {
+                for task in tasks { await task.value }
+            }
+        } catch {
             logger.warning("the PostgreSQL pool did not stop within \(Self.closeWait); leaving it behind")
         }
-        waiter.cancel()
-        timer.cancel()
     }
 
     /// How long `close()` waits for the pool's connections to close.
@@ -126,39 +119,23 @@ final class PostgresPool: Sendable {
         _ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
         let lease = LeaseWatch()
-        let deadline = settings.deadline
-        let milliseconds = settings.connectTimeoutMilliseconds
+        let settings = self.settings
         guard let client = state.withLockedValue({ $0.closed ? nil : $0.client }) else {
             throw PostgresStoreError(.closed, "\(what): the store is closed")
         }
         do {
-            // The call runs in a task of its own, and the caller waits for whichever comes first: its result or the
-            // deadline. At the deadline the caller gets `.timedOut` at once, even from a call that does not heed
-            // cancellation; the call is cancelled (a lease still waiting in the pool's queue fails), its connection
-            // closed, and it ends on its own. The deadline is an entry in `deadlines` (one coarse sweep for every
-            // call in flight), not a timer per call: a task group with a sleeping second child did this at about
-            // twice the cost (a tenth of a gateway's CPU per refresh), and waited for a call that ignored its
-            // cancellation.
-            let outcome = CallOutcome<T>()
-            let work = Task {
-                do {
-                    outcome.finish(.success(try await Self.leaseAndRun(client, lease: lease, what, body)))
-                } catch {
-                    outcome.finish(.failure(error))
-                }
-            }
-            let entry = deadlines.add(after: deadline) {
-                lease.expire()
-                work.cancel()
-                outcome.finish(
-                    .failure(SessionStoreError(.timedOut, "\(what): the database did not answer within \(milliseconds) ms")))
-            }
-            defer { deadlines.remove(entry) }
-            return try await withTaskCancellationHandler {
-                try await outcome.value
-            } onCancel: {
-                work.cancel()
-                outcome.finish(.failure(CancellationError()))
+            // The call runs in a task of its own, and the caller is answered by whichever comes first: its result or
+            // the deadline, even when the call does not heed its cancellation (it is cancelled, so a lease still
+            // waiting in the pool's queue fails, and its connection closed; it ends on its own). The deadline is an
+            // entry in `deadlines` (one coarse sweep for every call in flight), not a timer per call: a task group
+            // with a sleeping second child did this at about twice the cost (a tenth of a gateway's CPU per
+            // refresh), and waited for a call that ignored its cancellation.
+            return try await deadlines.run(
+                within: settings.deadline,
+                timedOut: { settings.deadlinePassed(what) },
+                onExpiry: { lease.expire() }
+            ) {
+                try await Self.leaseAndRun(client, lease: lease, what, body)
             }
         } catch {
             let mapped = PostgresStoreError.map(error, what)

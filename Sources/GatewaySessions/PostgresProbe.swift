@@ -55,36 +55,22 @@ enum PostgresProbe {
         _ settings: PostgresConnectionSettings, _ what: String, closing connection: PostgresConnection? = nil,
         onTimeout: @escaping @Sendable () -> Void = {}, _ body: @escaping @Sendable () async throws -> T
     ) async throws -> T {
-        let deadline = settings.deadline
-        let milliseconds = settings.connectTimeoutMilliseconds
-        let outcome = CallOutcome<T>()
-        let work = Task {
-            do {
-                outcome.finish(.success(try await body()))
-            } catch {
-                outcome.finish(.failure(error))
-            }
-        }
-        let timer = Task {
-            try? await Task.sleep(for: deadline)
-            guard !Task.isCancelled else { return }
-            connection?.closeWithoutWaiting()
-            onTimeout()
-            work.cancel()
-            outcome.finish(.failure(SessionStoreError(.timedOut, "\(what): the database did not answer within \(milliseconds) ms")))
-        }
-        defer { timer.cancel() }
         do {
-            return try await withTaskCancellationHandler {
-                try await outcome.value
-            } onCancel: {
-                work.cancel()
-                outcome.finish(.failure(CancellationError()))
-            }
+            return try await deadlines.run(
+                within: settings.deadline,
+                timedOut: { settings.deadlinePassed(what) },
+                onExpiry: {
+                    connection?.closeWithoutWaiting()
+                    onTimeout()
+                },
+                body)
         } catch {
             throw PostgresStoreError.map(error, what)
         }
     }
+
+    /// The deadlines of the probes in flight (connects, the listener's heartbeats).
+    private static let deadlines = CallDeadlines()
 
     private static let counter = Atomic<Int>(1_000_000)
 

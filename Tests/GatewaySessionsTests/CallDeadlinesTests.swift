@@ -1,3 +1,4 @@
+import Dispatch
 import NIOConcurrencyHelpers
 import Testing
 
@@ -46,6 +47,28 @@ import Testing
         #expect(await eventually { short.allSatisfy { $0.hasExpired } })
         #expect(!long.contains { $0.hasExpired })
         for entry in long { deadlines.remove(entry) }
+        #expect(deadlines.count == 0)
+    }
+
+    struct TimedOut: Error {}
+
+    @Test func runAnswersWithTheResultOrAtTheDeadline() async throws {
+        let deadlines = CallDeadlines(tick: .milliseconds(10))
+        #expect(try await deadlines.run(within: .seconds(60), timedOut: { TimedOut() }) { 42 } == 42)
+        let expired = NIOLockedValueBox(false)
+        let started = ContinuousClock.now
+        await #expect(throws: TimedOut.self) {
+            try await deadlines.run(
+                within: .milliseconds(50), timedOut: { TimedOut() }, onExpiry: { expired.withLockedValue { $0 = true } }
+            ) {
+                // Ten seconds that cancellation cannot cut short: the caller is answered at the deadline anyway.
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    DispatchQueue.global().asyncAfter(deadline: .now() + 10) { continuation.resume() }
+                }
+            }
+        }
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(expired.withLockedValue { $0 })
         #expect(deadlines.count == 0)
     }
 }

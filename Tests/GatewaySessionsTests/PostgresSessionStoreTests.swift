@@ -175,21 +175,36 @@ import Testing
         await #expect(throws: SessionStoreError.self) { _ = try await PostgresSessionStore.open(settings) }
     }
 
-    @Test func aSlowStatementTimesOutAndThePoolRecovers() async throws {
+    /// A pool with a 300 ms deadline on a fresh database, beside the store that made the database.
+    func poolWithShortDeadline() async throws -> (store: PostgresSessionStore, pool: PostgresPool) {
         let store = try await PostgresSessionStore.open(try await freshSettings())
         var short = store.settings
         short.connectTimeoutMilliseconds = 300
-        let pool = try PostgresPool(settings: short, logger: silentPostgresLogger)
+        return (store, try PostgresPool(settings: short, logger: silentPostgresLogger))
+    }
+
+    /// Runs `body` through `pool`, expects `.timedOut`, and returns how long the caller waited for it.
+    func timedOutCall(
+        _ pool: PostgresPool, _ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> Void
+    ) async -> Duration {
         let started = ContinuousClock.now
         do {
-            try await pool.withConnection("sleep") { connection in
-                try await connection.query("SELECT pg_sleep(5)", logger: Logger(label: "test"))
-            }
+            try await pool.withConnection(what, body)
             Issue.record("no timeout")
         } catch let error as SessionStoreError {
             #expect(error.code == .timedOut)
+        } catch {
+            Issue.record("\(error)")
         }
-        #expect(ContinuousClock.now - started < .seconds(2))
+        return ContinuousClock.now - started
+    }
+
+    @Test func aSlowStatementTimesOutAndThePoolRecovers() async throws {
+        let (store, pool) = try await poolWithShortDeadline()
+        let waited = await timedOutCall(pool, "sleep") { connection in
+            try await connection.query("SELECT pg_sleep(5)", logger: Logger(label: "test"))
+        }
+        #expect(waited < .seconds(2))
         // The connection the slow statement held was closed; the pool makes a new one (connecting may itself
         // take longer than 300 ms on a loaded machine: a few tries).
         var answered = false
@@ -208,23 +223,14 @@ import Testing
     /// The deadline answers the caller even when the call does not heed its cancellation (the caller used to wait
     /// for the call to end).
     @Test func theDeadlineAnswersACallThatIgnoresCancellation() async throws {
-        let store = try await PostgresSessionStore.open(try await freshSettings())
-        var short = store.settings
-        short.connectTimeoutMilliseconds = 300
-        let pool = try PostgresPool(settings: short, logger: silentPostgresLogger)
-        let started = ContinuousClock.now
-        do {
-            try await pool.withConnection("stubborn") { _ in
-                // Five seconds that cancellation cannot cut short.
-                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                    DispatchQueue.global().asyncAfter(deadline: .now() + 5) { continuation.resume() }
-                }
+        let (store, pool) = try await poolWithShortDeadline()
+        let waited = await timedOutCall(pool, "stubborn") { _ in
+            // Five seconds that cancellation cannot cut short.
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                DispatchQueue.global().asyncAfter(deadline: .now() + 5) { continuation.resume() }
             }
-            Issue.record("no timeout")
-        } catch let error as SessionStoreError {
-            #expect(error.code == .timedOut)
         }
-        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(waited < .seconds(3))
         await pool.close()
         await store.close()
     }
