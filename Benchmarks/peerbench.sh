@@ -10,8 +10,8 @@
 #   cpu    the floor and the hot path again in CPU time per request (user + system, from /proc): the front (as in
 #          floor), peerbench's curl_client.c (its own CPU time), Portcullis proxying with the hot config, and the
 #          upstream. The floor's halves run with the upstream on the other core, the hot run with it on the servers'
-#          core, so req/s charges Portcullis with the upstream's work; CPU time compares like with like and does not
-#          move with the machine's other load (informational, not a DESIGN §8 line); and `openssl speed ecdsap256`
+#          core, so req/s charges Portcullis with the upstream's work; CPU time compares like with like and moves much
+#          less than req/s with the machine's other load (informational, not a DESIGN §8 line); and `openssl speed ecdsap256`
 #          on the servers' core: one P-256 verification, which with the floor bounds the cache-off path
 #   paced  Benchmarks/paced_client.c (open loop, evenly spaced requests, latency from each one's due time) at half of
 #          nginx's req/s from the hot phase: Portcullis, nginx and the upstream alone (direct) at the same fixed rate,
