@@ -4,26 +4,11 @@ import NIOConcurrencyHelpers
 /// removes it when it ends; while any entry is in, one task wakes every `tick` and runs the expiry of those past
 /// their deadline (so a deadline fires up to `tick` late). Nothing runs while no call is in flight.
 final class CallDeadlines: Sendable {
-    /// One call's deadline; `hasExpired` once its expiry has run.
-    final class Entry: Sendable {
+    /// One call's deadline, to `remove` when the call ends.
+    struct Entry: Sendable {
         fileprivate let id: UInt64
         fileprivate let deadline: ContinuousClock.Instant
         fileprivate let expire: @Sendable () -> Void
-        private let expired = NIOLockedValueBox(false)
-
-        /// Whether the deadline passed while the entry was in (its expiry has run or is running).
-        var hasExpired: Bool { expired.withLockedValue { $0 } }
-
-        fileprivate init(id: UInt64, deadline: ContinuousClock.Instant, expire: @escaping @Sendable () -> Void) {
-            self.id = id
-            self.deadline = deadline
-            self.expire = expire
-        }
-
-        fileprivate func fire() {
-            expired.withLockedValue { $0 = true }
-            expire()
-        }
     }
 
     private struct State {
@@ -102,7 +87,7 @@ final class CallDeadlines: Sendable {
                 if state.entries.isEmpty { state.sweeping = false }
                 return (due, !state.sweeping)
             }
-            for entry in due { entry.fire() }
+            for entry in due { entry.expire() }
             if done { return }
         }
     }

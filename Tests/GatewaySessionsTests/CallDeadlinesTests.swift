@@ -18,7 +18,7 @@ import Testing
         let deadlines = CallDeadlines(tick: .milliseconds(20))
         let fired = NIOLockedValueBox(0)
         let entry = deadlines.add(after: .milliseconds(30)) { fired.withLockedValue { $0 += 1 } }
-        #expect(await eventually { entry.hasExpired })
+        #expect(await eventually { fired.withLockedValue { $0 } > 0 })
         #expect(fired.withLockedValue { $0 } == 1)
         // Expired entries are taken out, and the sweep stops with the last one.
         #expect(deadlines.count == 0)
@@ -35,17 +35,20 @@ import Testing
         let entry = deadlines.add(after: .zero) { fired.withLockedValue { $0 = true } }
         deadlines.remove(entry)
         // A later entry keeps the sweep going past the removed one's deadline.
-        let later = deadlines.add(after: .milliseconds(600)) {}
-        #expect(await eventually { later.hasExpired })
-        #expect(!fired.withLockedValue { $0 } && !entry.hasExpired)
+        let laterFired = NIOLockedValueBox(false)
+        _ = deadlines.add(after: .milliseconds(600)) { laterFired.withLockedValue { $0 = true } }
+        #expect(await eventually { laterFired.withLockedValue { $0 } })
+        #expect(!fired.withLockedValue { $0 })
     }
 
     @Test func manyCallsEachExpireOrNot() async {
         let deadlines = CallDeadlines(tick: .milliseconds(10))
-        let short = (0..<50).map { _ in deadlines.add(after: .milliseconds(20)) {} }
-        let long = (0..<50).map { _ in deadlines.add(after: .seconds(3600)) {} }
-        #expect(await eventually { short.allSatisfy { $0.hasExpired } })
-        #expect(!long.contains { $0.hasExpired })
+        let shortFired = NIOLockedValueBox(0)
+        let longFired = NIOLockedValueBox(0)
+        for _ in 0..<50 { _ = deadlines.add(after: .milliseconds(20)) { shortFired.withLockedValue { $0 += 1 } } }
+        let long = (0..<50).map { _ in deadlines.add(after: .seconds(3600)) { longFired.withLockedValue { $0 += 1 } } }
+        #expect(await eventually { shortFired.withLockedValue { $0 } == 50 })
+        #expect(longFired.withLockedValue { $0 } == 0)
         for entry in long { deadlines.remove(entry) }
         #expect(deadlines.count == 0)
     }
