@@ -153,21 +153,6 @@ public final class PostgresSessionStore: SessionStore {
         }
     }
 
-    public func revokedSessions(since: Double) async throws -> [(id: String, revokedAt: Double)] {
-        let logger = self.logger
-        let rows = try await pool.withConnection("revokedSessions") { connection in
-            var rows: [RevokedRow] = []
-            for try await (id, revokedAt) in try await connection.query(
-                "SELECT id, revoked_at FROM portcullis_sessions WHERE revoked_at >= \(since) ORDER BY revoked_at, id",
-                logger: logger
-            ).decode((String, Double).self) {
-                rows.append(RevokedRow(id: id, revokedAt: revokedAt))
-            }
-            return rows
-        }
-        return rows.map { (id: $0.id, revokedAt: $0.revokedAt) }
-    }
-
     public func purge(now: Double, policy: RefreshPolicy, revokedBefore: Double) async throws -> Int {
         let logger = self.logger
         let absoluteCutoff = SQLiteSessionStore.cutoff(now: now, lifetime: policy.absoluteLifetime)
@@ -229,11 +214,6 @@ private struct LookupRow: Sendable {
         session.revokedAt = row.10
         self.session = session
     }
-}
-
-private struct RevokedRow: Sendable {
-    var id: String
-    var revokedAt: Double
 }
 
 /// A `bytea` parameter. `[UInt8]` alone would be sent as an array of integers; postgres-nio encodes a `ByteBuffer` as

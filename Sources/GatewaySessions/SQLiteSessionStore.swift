@@ -134,15 +134,6 @@ public final class SQLiteSessionStore: SessionStore {
         }
     }
 
-    public func revokedSessions(since: Double) async throws -> [(id: String, revokedAt: Double)] {
-        try await withConnection { db in
-            try db.query("SELECT id, revoked_at FROM sessions WHERE revoked_at >= ?1 ORDER BY revoked_at, id", [.real(since)]) { row in
-                guard let id = row.text(0), let revokedAt = row.double(1) else { throw Self.malformed("sessions", db.path) }
-                return (id: id, revokedAt: revokedAt)
-            }
-        }
-    }
-
     public func purge(now: Double, policy: RefreshPolicy, revokedBefore: Double) async throws -> Int {
         try await withConnection { db in
             try db.immediateTransaction {

@@ -23,9 +23,6 @@ public protocol SessionStore: Sendable {
     /// after `n`: this is what replicas and revocation-feed followers catch up with.
     func revocations(after sequence: Int64, limit: Int) async throws -> [RevocationEntry]
 
-    /// Sessions revoked at or after `since`, for the data path's in-memory revocation set.
-    func revokedSessions(since: Double) async throws -> [(id: String, revokedAt: Double)]
-
     /// Background cleanup at `now`: removes sessions whose absolute or idle lifetime has ended, and revoked sessions
     /// revoked before `revokedBefore` (their access tokens have expired), each with all its tokens, and the log
     /// entries of revocations before `revokedBefore`; and forgets the
@@ -87,12 +84,6 @@ public actor MemorySessionStore: SessionStore {
             if log[mid].sequence <= sequence { low = mid + 1 } else { high = mid }
         }
         return Array(log[low..<min(log.count, low + max(0, limit))])
-    }
-
-    public func revokedSessions(since: Double) -> [(id: String, revokedAt: Double)] {
-        sessions.values.compactMap { session in
-            session.revokedAt.flatMap { $0 >= since ? (session.id, $0) : nil }
-        }
     }
 
     public func purge(now: Double, policy: RefreshPolicy, revokedBefore: Double) -> Int {

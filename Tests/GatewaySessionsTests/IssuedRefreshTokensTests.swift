@@ -34,10 +34,6 @@ import Testing
             await inner.revocations(after: sequence, limit: limit)
         }
 
-        func revokedSessions(since: Double) async throws -> [(id: String, revokedAt: Double)] {
-            await inner.revokedSessions(since: since)
-        }
-
         func purge(now: Double, policy: RefreshPolicy, revokedBefore: Double) async throws -> Int {
             await inner.purge(now: now, policy: policy, revokedBefore: revokedBefore)
         }

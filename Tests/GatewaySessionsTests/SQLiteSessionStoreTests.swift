@@ -43,7 +43,7 @@ import Testing
             expected.revokedAt = t0 + 20
             #expect(old.session == expected)
             #expect(try await second.lookup(refreshTokenHash: [1])?.token.state == .active)
-            #expect(try await second.revokedSessions(since: t0).map(\.id) == ["s1"])
+            #expect(try await second.revocations(after: 0, limit: 10).map(\.sessionID) == ["s1"])
             await second.close()
         }
     }
@@ -211,7 +211,7 @@ import Testing
             // The session is new but its token hash is not: the whole create rolls back.
             let error = await #expect(throws: SQLiteError.self) { try await store.create(session("s2"), refreshTokenHash: [0]) }
             #expect(error?.code == .constraint)
-            #expect(try await store.revokedSessions(since: 0).isEmpty)
+            #expect(try await store.revocations(after: 0, limit: 10).isEmpty)
             try await store.create(session("s2"), refreshTokenHash: [1])  // s2 was not left behind
             // A rotation onto an existing hash fails and leaves the old token active.
             try await store.create(session("s3"), refreshTokenHash: [3])

@@ -48,11 +48,6 @@ import Testing
             return await inner.revocations(after: sequence, limit: limit)
         }
 
-        func revokedSessions(since: Double) async throws -> [(id: String, revokedAt: Double)] {
-            try check()
-            return await inner.revokedSessions(since: since)
-        }
-
         func purge(now: Double, policy: RefreshPolicy, revokedBefore: Double) async throws -> Int {
             try check()
             return await inner.purge(now: now, policy: policy, revokedBefore: revokedBefore)
