@@ -35,7 +35,7 @@ def release_binary(path: str | None, build: bool) -> str:
 class GatewayProcess:
     """One gateway started from a config dict in `work` (gateway.json, stderr there), optionally pinned to CPUs."""
 
-    def __init__(self, binary: str, work: str, config: dict, cpus: str | None = None):
+    def __init__(self, binary: str, work: str, config: dict, cpus: str | None = None, env: dict | None = None):
         self.work = work
         os.makedirs(work, exist_ok=True)
         with open(os.path.join(work, "gateway.json"), "w") as f:
@@ -43,7 +43,7 @@ class GatewayProcess:
         self.port = int(config["listen"].rsplit(":", 1)[1])
         self.admin = config["admin_listen"]
         pin = ["taskset", "-c", cpus] if cpus else []
-        self.proc = subprocess.Popen(pin + [binary, "serve", "--config", "gateway.json"], cwd=work,
+        self.proc = subprocess.Popen(pin + [binary, "serve", "--config", "gateway.json"], cwd=work, env=env,
                                      stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "stderr"), "wb"))
 
     @property
@@ -147,6 +147,26 @@ class Connection:
         status, body = self.request("POST", path, urllib.parse.urlencode(fields).encode(),
                                     "Content-Type: application/x-www-form-urlencoded\r\n" + headers)
         return status, json.loads(body) if body else {}
+
+
+def stop_processes(procs: list[subprocess.Popen]):
+    """Stops what a benchmark started, newest first: SIGTERM, then SIGKILL after 10 s."""
+    for p in reversed(procs):
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of one process, KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 def cpu_seconds(pid: int) -> float:

@@ -40,7 +40,8 @@ import time
 
 import bcrypt
 
-from benchlib import Connection, GatewayProcess, ROOT, children_cpu_seconds, cpu_seconds, free_port, release_binary
+from benchlib import (Connection, GatewayProcess, ROOT, children_cpu_seconds, cpu_seconds, free_port, release_binary,
+                      rss_kib)
 
 sys.path.insert(0, os.path.join(ROOT, "Tests", "e2e"))
 from postgres import PostgresServer  # noqa: E402  (the end-to-end suite's throwaway server)
@@ -271,14 +272,6 @@ def propagation(replicas: list[int], follower: int, samples: int) -> dict[str, l
     if missed:
         print(f"  WARNING: {missed} polls never saw the revocation within 5 s")
     return delays
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def feed_fanout(replica1: int, serving: GatewayProcess, readers: int) -> dict:

@@ -13,27 +13,19 @@ The upstream (a Python server) is the bottleneck on small machines; the ratio, n
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 import grpc
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import GatewayProcess, ROOT, free_port, stop_processes
+
 E2E = os.path.join(ROOT, "Tests", "e2e")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_row(target: str, method: str, metadata, clients: int, duration: float) -> float:
@@ -90,20 +82,9 @@ def main():
             config["issuers"] = keys.issuers_config(work)
             env.update(keys.env())
             metadata = [("authorization", f"Bearer {keys.mint('ES256')}")]
-        with open(os.path.join(work, "gateway.json"), "w") as f:
-            json.dump(config, f)
-        gw = subprocess.Popen([args.bin, "serve", "--config", os.path.join(work, "gateway.json")], cwd=work, env=env,
-                              stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "gateway.err"), "wb"))
-        procs.append(gw)
-        admin = config["admin_listen"]
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://{admin}/healthz", timeout=1)
-                break
-            except Exception:  # noqa: BLE001
-                if gw.poll() is not None:
-                    sys.exit(f"portcullis exited: {open(os.path.join(work, 'gateway.err')).read()}")
-                time.sleep(0.1)
+        gw = GatewayProcess(args.bin, work, config, env=env)
+        procs.append(gw.proc)
+        gw.wait()
         rows = {"direct": (f"127.0.0.1:{up_port}", "/open.Echo/Unary", None),
                 "portcullis": (config["listen"], "/open.Echo/Unary", None)}
         if args.token:
@@ -119,12 +100,7 @@ def main():
             print(f"  {name:20s} {median:10.0f}   {median / direct:6.2f} of direct   rounds: "
                   + ", ".join(f"{v:.0f}" for v in values))
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
 
 
 if __name__ == "__main__":

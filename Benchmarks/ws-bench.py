@@ -24,36 +24,19 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import GatewayProcess, ROOT, free_port, rss_kib, stop_processes
+
 SECRET = "ws-bench-secret-0123456789abcdef0123456789abcdef"
 
 
-def free_port() -> int:
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def wait_port(port: int, timeout: float = 30):
-    import socket
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -202,7 +185,7 @@ def main():
     os.makedirs(os.path.join(work, "tmp"))
     procs: list[subprocess.Popen] = []
     try:
-        echo_port, nginx_port, gw_port, admin_port = free_port(), free_port(), free_port(), free_port()
+        echo_port, nginx_port, gw_port = free_port(), free_port(), free_port()
         with open(os.path.join(work, "echo.py"), "w") as f:
             f.write(ECHO_SERVER)
         echo = subprocess.Popen(["taskset", "-c", "1", sys.executable, os.path.join(work, "echo.py"), str(echo_port)],
@@ -218,7 +201,7 @@ def main():
 
         binary = portcullis_binary()
         config = {
-            "listen": f"127.0.0.1:{gw_port}", "admin_listen": f"127.0.0.1:{admin_port}",
+            "listen": f"127.0.0.1:{gw_port}", "admin_listen": f"127.0.0.1:{free_port()}",
             "upstreams": {"echo": {"url": f"http://127.0.0.1:{echo_port}"}},
             "routes": [{"path_prefix": "/", "upstream": "echo"}],
             "auth": {"audiences": ["api"]},
@@ -226,14 +209,10 @@ def main():
             "identity_headers": {"subject": "X-Auth-Subject"},
             "log": {"level": "warning", "format": "json", "access_log": False},
         }
-        with open(os.path.join(work, "gateway.json"), "w") as f:
-            json.dump(config, f)
-        gw = subprocess.Popen(["taskset", "-c", "0", binary, "serve", "--config", os.path.join(work, "gateway.json")],
-                              stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "gateway.stderr"), "wb"))
-        procs.append(gw)
-        for port in (nginx_port, gw_port, admin_port):
-            wait_port(port)
-        urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/healthz", timeout=10).read()
+        gw = GatewayProcess(binary, os.path.join(work, "gateway"), config, cpus="0")
+        procs.append(gw.proc)
+        gw.wait()
+        wait_port(nginx_port)
 
         auth = [("Authorization", f"Bearer {mint_token()}")]
         targets = [("direct", f"ws://127.0.0.1:{echo_port}/", [], None),
@@ -260,12 +239,7 @@ def main():
         with open(os.path.join(work, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

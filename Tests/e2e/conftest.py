@@ -68,13 +68,7 @@ def down_port():
 
 
 def _start(binary, workdir, name, config, keys, args=None) -> Gateway:
-    gw = Gateway(binary, os.path.join(workdir, name), config, env=keys.env(), args=args, name=name)
-    try:
-        gw.wait_healthy()
-    except Exception:
-        gw.stop()
-        raise
-    return gw
+    return Gateway.started(binary, os.path.join(workdir, name), config, env=keys.env(), args=args, name=name)
 
 
 @pytest.fixture(scope="session")

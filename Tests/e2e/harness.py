@@ -279,6 +279,17 @@ class Gateway:
                                      cwd=workdir, env=full_env)
         self.pid = self.proc.pid
 
+    @classmethod
+    def started(cls, *args, **kwargs) -> "Gateway":
+        """A new gateway that answers /healthz; stopped again (its logs kept) if it does not within the timeout."""
+        gw = cls(*args, **kwargs)
+        try:
+            gw.wait_healthy()
+        except Exception:
+            gw.stop()
+            raise
+        return gw
+
     def wait_healthy(self, timeout: float = 30.0):
         deadline = time.monotonic() + timeout
         last = None

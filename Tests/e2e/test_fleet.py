@@ -189,13 +189,7 @@ class Fleet:
 
     def start(self, i: int, name: str | None = None) -> Service:
         directory = os.path.join(self.root, f"r{i + 1}")
-        gw = Gateway(self.binary, directory, self.config(i), name=name or f"r{i + 1}")
-        try:
-            gw.wait_healthy()
-        except Exception:
-            gw.stop()
-            raise
-        return Service(gw, self.upstream)
+        return Service(Gateway.started(self.binary, directory, self.config(i), name=name or f"r{i + 1}"), self.upstream)
 
     def restart(self, i: int) -> Service:
         stop_cleanly(self.replicas[i].gw)

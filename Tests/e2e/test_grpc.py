@@ -20,9 +20,7 @@ import re
 import struct
 import subprocess
 import sys
-import threading
 import time
-from concurrent import futures
 
 import pytest
 
@@ -120,13 +118,7 @@ def _config(directory: str, keys, pki: str, up: GrpcUpstream, app_port: int, dow
 
 
 def _start(binary, directory: str, config: dict, keys) -> Gateway:
-    gw = Gateway(binary, directory, config, env={**keys.env(), **OLD_LIBCURL_ENV})
-    try:
-        gw.wait_healthy()
-    except Exception:
-        gw.stop()
-        raise
-    return gw
+    return Gateway.started(binary, directory, config, env={**keys.env(), **OLD_LIBCURL_ENV})
 
 
 @pytest.fixture(scope="module")

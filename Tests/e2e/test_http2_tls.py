@@ -108,13 +108,7 @@ def _tls_dir(pki: str, directory: str) -> str:
 
 
 def _start(binary, directory, config, keys) -> Gateway:
-    gw = Gateway(binary, directory, config, env=keys.env())
-    try:
-        gw.wait_healthy()
-    except Exception:
-        gw.stop()
-        raise
-    return gw
+    return Gateway.started(binary, directory, config, env=keys.env())
 
 
 @pytest.fixture(scope="module")

@@ -62,13 +62,7 @@ def ws_config(workdir: str, keys, ws_port: int, **limits) -> dict:
 def start_gateway(binary, workdir, keys, name, config) -> Gateway:
     d = os.path.join(workdir, name)
     os.makedirs(d, exist_ok=True)
-    gw = Gateway(binary, d, config(d) if callable(config) else config, env=keys.env(), name=name)
-    try:
-        gw.wait_healthy()
-    except Exception:
-        gw.stop()
-        raise
-    return gw
+    return Gateway.started(binary, d, config(d) if callable(config) else config, env=keys.env(), name=name)
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +90,15 @@ def open_ws(gw, path, tok, **kw):
     return connect(url(gw, path), additional_headers=headers, **kw)
 
 
+def handshake_headers(headers=()) -> list:
+    """An upgrade request's headers (a fresh key each time), then the given ones."""
+    return [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", base64.b64encode(os.urandom(16)).decode())] + list(headers)
+
+
 def handshake_raw(gw, path, headers) -> harness.RawResponse:
-    base = [("Connection", "Upgrade"), ("Upgrade", "websocket"),
-            ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", base64.b64encode(os.urandom(16)).decode())]
     with gw.raw() as c:
-        return c.request("GET", path, base + headers)
+        return c.request("GET", path, handshake_headers(headers))
 
 
 def metrics(gw) -> str:
@@ -238,11 +236,8 @@ def test_upstream_refusal_reaches_the_client(wsgw, keys, status, framing):
 def test_chunked_refusal_framing_on_the_wire(wsgw, keys):
     """A chunked refusal on the wire: one framing (the gateway's), the upstream's trailer not relayed, and the
     connection closed after the answer."""
-    base = [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"),
-            ("Sec-WebSocket-Key", base64.b64encode(os.urandom(16)).decode()),
-            ("Authorization", f"Bearer {token(keys)}")]
     with wsgw.raw() as c:
-        r = c.request("GET", "/ws/refuse-chunked/403", base)
+        r = c.request("GET", "/ws/refuse-chunked/403", handshake_headers([("Authorization", f"Bearer {token(keys)}")]))
         assert r.status == 403 and r.body == b"refused with 403\n", (r.status, r.body)
         assert len(r.headers_all("Transfer-Encoding")) + len(r.headers_all("Content-Length")) == 1, r.raw_head
         assert r.header("Connection") == "close" and r.header("X-Trailer") is None, r.raw_head
