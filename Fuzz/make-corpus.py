@@ -97,6 +97,9 @@ def config_seeds() -> None:
     save("config", b'{"upstreams":{"a":{"url":"http://127.0.0.1:1/b"}},"routes":[{"path_prefix":"/x;y","upstream":"a"}]}')
     save("config", b'{"routes":[{"path_prefix":"/","upstream":"demo","auth":"none"}],"issuers":[{"issuer":"i","hmac_secret":"${SECRET}","algorithms":["HS256"]}]}')
     save("config", b'{"listen":"[::1]:${PORT}","admin_listen":false,"upstreams":{"s":{"url":"http://x.local","unix_socket":"/run/s.sock"}},"routes":[{"path_prefix":"/a/../b","upstream":"s"}]}')
+    # Findings, kept as seeds: an empty upstream name passed validation and trapped the policy's construction.
+    save("config", b'{"routes":[{"path_prefix":"/","upstream":"","auth":"none"}],"issuers":[{"issuer":"i","hmac_secret":"${SECRET}","algorithms":["HS256"]}]}')
+    save("config", b'{"upstreams":{"a":{"url":"http://a"}},"routes":[{"path_prefix":"/","upstream":"a"}],"token_service":{"login_upstream":{"upstream":""}}}')
     save("config", b'{"issuers":[{"issuer":"${ISSUER}","discovery":true,"jwks_refetch_cooldown_seconds":0}],"token_service":{"issuer":"$${x}","users_file":"u.json"},"store":{"type":"memory"}}')
 
 

@@ -252,8 +252,10 @@ private struct Decoder {
                 )
             }
             if prefix.count > 1 && prefix.hasSuffix("/") { prefix.removeLast() }
-            let upstream = r.requiredString("upstream") ?? ""
-            if !upstream.isEmpty && !upstreams.contains(where: { $0.name == upstream }) {
+            // A missing name is reported by `requiredString`; any name given, `""` included, must be defined: the
+            // data path looks each route's upstream up without a fallback.
+            let upstream = r.requiredString("upstream")
+            if let upstream, !upstreams.contains(where: { $0.name == upstream }) {
                 let names = upstreams.map { "\"\($0.name)\"" }.joined(separator: ", ")
                 r.record(
                     .invalidValue, "upstream",
@@ -286,7 +288,7 @@ private struct Decoder {
             r.finish()
             routes.append(
                 Route(
-                    pathPrefix: prefix, methods: methods, host: host, upstream: upstream, auth: auth, scopes: scopes,
+                    pathPrefix: prefix, methods: methods, host: host, upstream: upstream ?? "", auth: auth, scopes: scopes,
                     stripPrefix: stripPrefix, websocket: websocket))
         }
         return routes
@@ -520,13 +522,13 @@ private struct Decoder {
         }
         service.usersFile = r.string("users_file").map(resolve)
         if var l = r.child("login_upstream") {
-            let upstream = l.requiredString("upstream") ?? ""
-            if !upstream.isEmpty && !upstreams.contains(where: { $0.name == upstream }) {
+            let upstream = l.requiredString("upstream")
+            if let upstream, !upstreams.contains(where: { $0.name == upstream }) {
                 l.record(.invalidValue, "upstream", "no upstream named \(JSONWriter.quoted(upstream))")
             }
             let path = l.string("path") ?? "/login"
             l.finish()
-            service.loginUpstream = .init(upstream: upstream, path: path)
+            service.loginUpstream = .init(upstream: upstream ?? "", path: path)
         }
         if let token = r.string("introspection_token") {
             if token.utf8.count < 32 { r.record(.invalidValue, "introspection_token", "must be at least 32 bytes long") }

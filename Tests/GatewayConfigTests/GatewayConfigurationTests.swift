@@ -74,6 +74,20 @@ private let minimal = """
         #expect(e == [#"routes[2].upstream: no upstream named "ap" (defined: "api")"#])
     }
 
+    /// Found by the `config` fuzz target: an empty name was taken for a missing one (already reported) and passed,
+    /// and the gateway then trapped building the data path (on start, or on a reload of a running gateway).
+    @Test func anEmptyUpstreamNameIsRefusedLikeAnyUnknownName() {
+        #expect(
+            errors(#"{"routes": [{"path_prefix": "/", "upstream": "", "auth": "none"}]}"#)
+                == [#"routes[0].upstream: no upstream named "" (defined: "demo")"#])
+        #expect(
+            errors(
+                #"{"token_service": {"login_upstream": {"upstream": ""}}, "upstreams": {"app": {"url": "http://a"}}, "routes": [{"path_prefix": "/", "upstream": "app"}]}"#
+            ) == [#"token_service.login_upstream.upstream: no upstream named """#])
+        // A missing name is reported once, as missing.
+        #expect(errors(#"{"routes": [{"path_prefix": "/", "auth": "none"}]}"#) == ["routes[0].upstream: is required"])
+    }
+
     @Test func environmentSubstitution() throws {
         let json = """
             {"upstreams": {"app": {"url": "${APP_URL}"}}, "routes": [{"path_prefix": "/", "upstream": "app"}],

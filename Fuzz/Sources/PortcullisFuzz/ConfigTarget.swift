@@ -5,7 +5,8 @@ import GatewayTokens
 
 /// `gateway.json` decoding and validation from bytes, with a fixed environment for `${NAME}`. A document that
 /// validates must build the data path's policy (routes, upstream targets, header policy) without trapping: the
-/// policy's constructor force-unwraps the route → upstream lookup that validation promises.
+/// policy's constructor force-unwraps the route → upstream lookup that validation promises (and the token service's
+/// login verifier the `login_upstream` one).
 let configTarget = FuzzTarget("config", "GatewayConfig decoding + ProxyPolicy construction") { bytes in
     let configuration: GatewayConfiguration
     do throws(ConfigErrors) {
@@ -33,6 +34,10 @@ let configTarget = FuzzTarget("config", "GatewayConfig decoding + ProxyPolicy co
         } else {
             require(false, "route prefix \(route.pathPrefix.debugBytes) is not a valid path")
         }
+    }
+    // The gateway builds the login verifier with the same unwrapped lookup.
+    if let login = configuration.tokenService?.loginUpstream {
+        require(targets[login.upstream] != nil, "login_upstream names the missing upstream \(login.upstream)")
     }
     let policy = ProxyPolicy(configuration: configuration, verifier: TokenVerifier(issuers: []), targets: targets)
     require(policy.targets.count == configuration.routes.count, "one target per route")
